@@ -1,0 +1,67 @@
+//! The wire codec: everything that turns protocol values into datagrams and
+//! back, with no sockets and no clocks.
+//!
+//! A node-discovery datagram is built in three layers, outermost last:
+//!
+//! 1. [`envelope`]: the UTF-8 JSON object `{"data", "event", "pid", "iid", "hostName"}`;
+//! 2. optionally [`crate::crypto::legacy`]: AES-256-CBC over those bytes (node-discovery's cipher);
+//! 3. [`framing`]: the payload cut into `WRAP` blocks of at most 1500 bytes.
+//!
+//! Decoding peels them in the reverse order. Every decoder here returns a
+//! [`DecodeError`] for bad input and never panics; limits are checked before
+//! any allocation sized from the wire.
+
+pub mod envelope;
+pub mod framing;
+
+/// Why an incoming datagram (or one block of it) was dropped.
+///
+/// Every variant is counted in [`crate::Stats`]; none of them is fatal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The datagram is shorter than a block header plus one byte.
+    #[error("block is too small ({len} bytes)")]
+    TooShort {
+        /// Length of what was received.
+        len: usize,
+    },
+    /// The datagram does not start with `WRAP` (for example node-discover's plain JSON dialect).
+    #[error("not a WRAP block")]
+    NotWrapped,
+    /// The block-length field is smaller than the header or larger than the datagram.
+    #[error("bad block length {block_len} in a datagram of {len} bytes")]
+    BadBlockLength {
+        /// Declared block length, header included.
+        block_len: u32,
+        /// Bytes actually left in the datagram.
+        len: usize,
+    },
+    /// The declared message length exceeds the configured maximum message size.
+    #[error("declared message length {declared} exceeds the limit {max}")]
+    TooLarge {
+        /// Length the sender declared.
+        declared: u32,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// A block's data does not fit in the declared message, overlaps another block,
+    /// or disagrees with earlier blocks of the same message about its length or checksum.
+    #[error("inconsistent block: {0}")]
+    BadBlock(&'static str),
+    /// The reassembled payload's CRC-32 does not match the header.
+    #[error("checksum mismatch")]
+    Checksum,
+    /// Too many incomplete messages are pending (in count or bytes); the block was refused.
+    #[error("reassembly buffer full")]
+    ReassemblyFull,
+    /// An incomplete message was dropped after its reassembly timeout.
+    #[error("incomplete message timed out")]
+    ReassemblyTimeout,
+    /// Decryption failed (wrong key, bad padding or a bad length).
+    #[error("decryption failed")]
+    Decrypt,
+    /// The payload is not a JSON envelope of the expected shape.
+    #[error("bad envelope: {0}")]
+    Envelope(String),
+}
