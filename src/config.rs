@@ -1,0 +1,478 @@
+//! Configuration: a builder with node-discovery's options and defaults, and
+//! validation that names the offending field.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use crate::wire::framing::ReassemblyLimits;
+
+/// Which of our own packets a node ignores when they come back to it.
+///
+/// Broadcast and multicast loop back to the sender, so a node always hears
+/// itself; node-discovery calls this option `ignore`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Ignore {
+    /// Ignore packets from this Discovery instance (node-discovery's `'self'`, the default).
+    #[default]
+    OwnInstance,
+    /// Ignore packets from every instance in this OS process (`'process'`).
+    OwnProcess,
+    /// Ignore nothing: a node sees itself as a peer.
+    Nothing,
+}
+
+/// A validated configuration; build one with [`Config::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// let config = shoal::Config::builder()
+///     .port(40_000)
+///     .broadcast("127.255.255.255".parse().unwrap())
+///     .hello_interval(Duration::from_millis(500))
+///     .weight(0.7)
+///     .build()
+///     .expect("valid config");
+/// assert_eq!(config.port(), 40_000);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) hello_interval: Duration,
+    pub(crate) check_interval: Duration,
+    pub(crate) node_timeout: Duration,
+    pub(crate) master_timeout: Duration,
+    pub(crate) masters_required: usize,
+    pub(crate) weight: Option<f64>,
+    pub(crate) master_eligible: bool,
+    pub(crate) bind: IpAddr,
+    pub(crate) port: u16,
+    pub(crate) broadcast: Ipv4Addr,
+    pub(crate) multicast: Option<Ipv4Addr>,
+    pub(crate) multicast_ttl: u32,
+    pub(crate) multicast_interface: Ipv4Addr,
+    pub(crate) key: Option<String>,
+    pub(crate) ignore: Ignore,
+    pub(crate) ignore_data_errors: bool,
+    pub(crate) reassembly: ReassemblyLimits,
+    pub(crate) max_nodes: usize,
+    pub(crate) event_capacity: usize,
+    pub(crate) host_name: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hello_interval: Duration::from_millis(1000),
+            check_interval: Duration::from_millis(2000),
+            node_timeout: Duration::from_millis(2000),
+            master_timeout: Duration::from_millis(2000),
+            masters_required: 1,
+            weight: None,
+            master_eligible: true,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 12345,
+            broadcast: Ipv4Addr::BROADCAST,
+            multicast: None,
+            multicast_ttl: 1,
+            multicast_interface: Ipv4Addr::UNSPECIFIED,
+            key: None,
+            ignore: Ignore::OwnInstance,
+            ignore_data_errors: true,
+            reassembly: ReassemblyLimits::default(),
+            max_nodes: 10_000,
+            event_capacity: 1024,
+            host_name: None,
+        }
+    }
+}
+
+/// A configuration field that failed validation. The message names the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An interval or timeout is zero.
+    #[error("{field} must be greater than zero")]
+    Zero {
+        /// The field's builder name.
+        field: &'static str,
+    },
+    /// `node_timeout` is shorter than `check_interval`.
+    #[error(
+        "node_timeout ({node_timeout:?}) must be at least check_interval ({check_interval:?})"
+    )]
+    NodeTimeoutBelowCheckInterval {
+        /// The configured node timeout.
+        node_timeout: Duration,
+        /// The configured check interval.
+        check_interval: Duration,
+    },
+    /// `master_timeout` is shorter than `node_timeout`.
+    #[error(
+        "master_timeout ({master_timeout:?}) must be at least node_timeout ({node_timeout:?})"
+    )]
+    MasterTimeoutBelowNodeTimeout {
+        /// The configured master timeout.
+        master_timeout: Duration,
+        /// The configured node timeout.
+        node_timeout: Duration,
+    },
+    /// `multicast` is not an IPv4 multicast address (224.0.0.0/4).
+    #[error("multicast: {0} is not a multicast address")]
+    NotMulticast(Ipv4Addr),
+    /// `weight` is NaN or infinite (JSON cannot carry it).
+    #[error("weight must be a finite number, got {0}")]
+    WeightNotFinite(f64),
+    /// `port` is 0: every node must send to and listen on one known port.
+    #[error("port must not be 0")]
+    PortZero,
+    /// `bind` is an IPv6 address; node-discovery's transport is IPv4 only.
+    #[error("bind: {0} is not an IPv4 address")]
+    BindNotIpv4(IpAddr),
+    /// `key` is the empty string.
+    #[error("key must not be empty")]
+    EmptyKey,
+    /// A size limit is out of range.
+    #[error("{field}: {reason}")]
+    Limit {
+        /// The field's builder name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl ConfigError {
+    /// The name of the builder method (field) at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            ConfigError::Zero { field } | ConfigError::Limit { field, .. } => field,
+            ConfigError::NodeTimeoutBelowCheckInterval { .. } => "node_timeout",
+            ConfigError::MasterTimeoutBelowNodeTimeout { .. } => "master_timeout",
+            ConfigError::NotMulticast(_) => "multicast",
+            ConfigError::WeightNotFinite(_) => "weight",
+            ConfigError::PortZero => "port",
+            ConfigError::BindNotIpv4(_) => "bind",
+            ConfigError::EmptyKey => "key",
+        }
+    }
+}
+
+/// Builds a [`Config`]; every setter is optional and defaults to node-discovery's value.
+///
+/// ```
+/// use std::time::Duration;
+/// let err = shoal::Config::builder()
+///     .check_interval(Duration::from_secs(3))
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err.field(), "node_timeout");
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.$name = value;
+            self
+        }
+    };
+}
+
+impl ConfigBuilder {
+    setter!(
+        /// How often a hello is broadcast. Default 1000 ms.
+        hello_interval: Duration
+    );
+    setter!(
+        /// How often silent peers are expired and the election is checked. Default 2000 ms.
+        check_interval: Duration
+    );
+    setter!(
+        /// A peer not heard from for this long is removed. Default 2000 ms; at least `check_interval`.
+        node_timeout: Duration
+    );
+    setter!(
+        /// A removed master still counts as a master (no one promotes) until it has
+        /// been silent this long. Default 2000 ms; at least `node_timeout`.
+        master_timeout: Duration
+    );
+    setter!(
+        /// How many masters the cluster elects. Default 1.
+        masters_required: usize
+    );
+    setter!(
+        /// Whether this node may become master. Default true.
+        master_eligible: bool
+    );
+    setter!(
+        /// Local address to bind. Default 0.0.0.0.
+        bind: IpAddr
+    );
+    setter!(
+        /// UDP port every node listens on and sends to. Default 12345.
+        port: u16
+    );
+    setter!(
+        /// Broadcast destination, used when no multicast address is set. Default
+        /// 255.255.255.255; a directed broadcast such as 192.168.1.255 (or
+        /// 127.255.255.255 for one host) also works.
+        broadcast: Ipv4Addr
+    );
+    setter!(
+        /// Multicast TTL. Default 1 (the local network only).
+        multicast_ttl: u32
+    );
+    setter!(
+        /// Local interface address for multicast (join and send). Default 0.0.0.0: the kernel picks.
+        multicast_interface: Ipv4Addr
+    );
+    setter!(
+        /// Which of our own packets to ignore. Default [`Ignore::OwnInstance`].
+        ignore: Ignore
+    );
+    setter!(
+        /// Count and drop undecodable packets silently (default true); when false,
+        /// each one is also reported as [`crate::Event::DataError`].
+        ignore_data_errors: bool
+    );
+    setter!(
+        /// Most peers kept in the table; hellos from further new nodes are dropped and counted. Default 10 000.
+        max_nodes: usize
+    );
+    setter!(
+        /// Events buffered per event stream before a slow consumer starts losing the oldest. Default 1024.
+        event_capacity: usize
+    );
+
+    /// Election weight: the highest eligible node becomes master. Default: random in [0, 1).
+    pub fn weight(mut self, weight: f64) -> Self {
+        self.config.weight = Some(weight);
+        self
+    }
+
+    /// Send to this multicast group instead of broadcasting. Default: none.
+    pub fn multicast(mut self, group: Ipv4Addr) -> Self {
+        self.config.multicast = Some(group);
+        self
+    }
+
+    /// Encrypt with node-discovery's legacy cipher under this key. Default: none
+    /// (plaintext). The legacy cipher is weak: see [`crate::crypto::legacy`].
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.config.key = Some(key.into());
+        self
+    }
+
+    /// Host name sent in every envelope. Default: the OS host name.
+    pub fn host_name(mut self, name: impl Into<String>) -> Self {
+        self.config.host_name = Some(name.into());
+        self
+    }
+
+    /// Largest message accepted or sent, in bytes (checked before any allocation). Default 1 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.reassembly.max_message = bytes;
+        self
+    }
+
+    /// Most incomplete multi-block messages held at once, and the bytes they may hold.
+    /// Defaults 256 and 4 MiB.
+    pub fn reassembly_limits(mut self, messages: usize, bytes: usize) -> Self {
+        self.config.reassembly.max_pending = messages;
+        self.config.reassembly.max_pending_bytes = bytes;
+        self
+    }
+
+    /// Validates and returns the configuration.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let c = self.config;
+        for (field, value) in [
+            ("hello_interval", c.hello_interval),
+            ("check_interval", c.check_interval),
+            ("node_timeout", c.node_timeout),
+            ("master_timeout", c.master_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero { field });
+            }
+        }
+        if c.node_timeout < c.check_interval {
+            return Err(ConfigError::NodeTimeoutBelowCheckInterval {
+                node_timeout: c.node_timeout,
+                check_interval: c.check_interval,
+            });
+        }
+        if c.master_timeout < c.node_timeout {
+            return Err(ConfigError::MasterTimeoutBelowNodeTimeout {
+                master_timeout: c.master_timeout,
+                node_timeout: c.node_timeout,
+            });
+        }
+        if c.masters_required == 0 {
+            return Err(ConfigError::Zero {
+                field: "masters_required",
+            });
+        }
+        if let Some(group) = c.multicast {
+            if !group.is_multicast() {
+                return Err(ConfigError::NotMulticast(group));
+            }
+        }
+        if let Some(w) = c.weight {
+            if !w.is_finite() {
+                return Err(ConfigError::WeightNotFinite(w));
+            }
+        }
+        if c.port == 0 {
+            return Err(ConfigError::PortZero);
+        }
+        if !c.bind.is_ipv4() {
+            return Err(ConfigError::BindNotIpv4(c.bind));
+        }
+        if c.key.as_deref() == Some("") {
+            return Err(ConfigError::EmptyKey);
+        }
+        if c.reassembly.max_message < 64 {
+            return Err(ConfigError::Limit {
+                field: "max_message_size",
+                reason: "must be at least 64 bytes",
+            });
+        }
+        if c.reassembly.max_pending == 0 || c.reassembly.max_pending_bytes == 0 {
+            return Err(ConfigError::Limit {
+                field: "reassembly_limits",
+                reason: "must allow at least one message and one byte",
+            });
+        }
+        for (field, value) in [
+            ("max_nodes", c.max_nodes),
+            ("event_capacity", c.event_capacity),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero { field });
+            }
+        }
+        Ok(c)
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+
+    /// Hello interval.
+    pub fn hello_interval(&self) -> Duration {
+        self.hello_interval
+    }
+    /// Check interval.
+    pub fn check_interval(&self) -> Duration {
+        self.check_interval
+    }
+    /// Node timeout.
+    pub fn node_timeout(&self) -> Duration {
+        self.node_timeout
+    }
+    /// Master timeout.
+    pub fn master_timeout(&self) -> Duration {
+        self.master_timeout
+    }
+    /// Masters required.
+    pub fn masters_required(&self) -> usize {
+        self.masters_required
+    }
+    /// The configured weight, if one was set (otherwise each node draws one at random).
+    pub fn weight(&self) -> Option<f64> {
+        self.weight
+    }
+    /// UDP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// Bind address.
+    pub fn bind(&self) -> IpAddr {
+        self.bind
+    }
+    /// Broadcast destination.
+    pub fn broadcast(&self) -> Ipv4Addr {
+        self.broadcast
+    }
+    /// Multicast group, if any.
+    pub fn multicast(&self) -> Option<Ipv4Addr> {
+        self.multicast
+    }
+    /// Where datagrams are sent: the multicast group if set, else the broadcast address.
+    pub fn destination(&self) -> std::net::SocketAddr {
+        let ip = self.multicast.unwrap_or(self.broadcast);
+        std::net::SocketAddr::from((ip, self.port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn defaults_are_node_discovery_defaults() {
+        let c = Config::builder().build().unwrap();
+        assert_eq!(c.hello_interval, ms(1000));
+        assert_eq!(c.check_interval, ms(2000));
+        assert_eq!(c.node_timeout, ms(2000));
+        assert_eq!(c.master_timeout, ms(2000));
+        assert_eq!(c.masters_required, 1);
+        assert_eq!(c.port, 12345);
+        assert_eq!(c.broadcast, Ipv4Addr::BROADCAST);
+        assert_eq!(c.multicast, None);
+        assert_eq!(c.multicast_ttl, 1);
+        assert_eq!(c.ignore, Ignore::OwnInstance);
+        assert!(c.ignore_data_errors);
+        assert_eq!(c.weight, None);
+        assert_eq!(c.destination(), "255.255.255.255:12345".parse().unwrap());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: Vec<(ConfigBuilder, &str)> = vec![
+            (Config::builder().hello_interval(ms(0)), "hello_interval"),
+            (Config::builder().check_interval(ms(0)), "check_interval"),
+            (Config::builder().check_interval(ms(3000)), "node_timeout"),
+            (Config::builder().node_timeout(ms(3000)), "master_timeout"),
+            (Config::builder().masters_required(0), "masters_required"),
+            (
+                Config::builder().multicast("10.0.0.1".parse().unwrap()),
+                "multicast",
+            ),
+            (Config::builder().weight(f64::NAN), "weight"),
+            (Config::builder().port(0), "port"),
+            (Config::builder().bind("::1".parse().unwrap()), "bind"),
+            (Config::builder().key(""), "key"),
+            (Config::builder().max_message_size(1), "max_message_size"),
+            (Config::builder().max_nodes(0), "max_nodes"),
+        ];
+        for (builder, field) in cases {
+            let err = builder.build().unwrap_err();
+            assert_eq!(err.field(), field, "{err}");
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+
+    #[test]
+    fn multicast_sets_destination() {
+        let c = Config::builder()
+            .multicast("239.1.2.3".parse().unwrap())
+            .port(5000)
+            .build()
+            .unwrap();
+        assert_eq!(c.destination(), "239.1.2.3:5000".parse().unwrap());
+    }
+}

@@ -1,0 +1,417 @@
+//! The tokio driver: owns the socket and the timers, feeds the
+//! [`Protocol`](crate::protocol::Protocol) core, and hands events and channel
+//! messages to the user without ever blocking the protocol.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_core::Stream;
+use serde::Serialize;
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::event::{ChannelMessage, Event, LocalState};
+use crate::membership::{NodeId, Peer};
+use crate::protocol::{check_channel, Protocol};
+use crate::wire::envelope::Sender;
+use crate::{Config, Error, Stats};
+
+/// One node-discovery `pid` per OS process, as the Node package does.
+fn process_id() -> &'static str {
+    static PID: OnceLock<String> = OnceLock::new();
+    PID.get_or_init(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+struct Shared {
+    core: Mutex<Protocol>,
+    /// Wakes the driver after a command queued something to send.
+    wake: Notify,
+    /// Taken when the driver stops, so that every event stream ends.
+    events: Mutex<Option<broadcast::Sender<Event>>>,
+    channels: Mutex<HashMap<String, broadcast::Sender<ChannelMessage>>>,
+    events_lost: Arc<AtomicU64>,
+    capacity: usize,
+    destination: SocketAddr,
+    local_addr: SocketAddr,
+}
+
+impl Shared {
+    fn core(&self) -> MutexGuard<'_, Protocol> {
+        // A panic while holding the lock would be a bug in shoal; the state is
+        // still the best we have, so keep going rather than poison every call.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn events(&self) -> MutexGuard<'_, Option<broadcast::Sender<Event>>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn channels(&self) -> MutexGuard<'_, HashMap<String, broadcast::Sender<ChannelMessage>>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running node: discovers peers, takes part in the election, sends and
+/// receives channel messages.
+///
+/// Dropping it stops the node (its task ends and the socket closes); call
+/// [`shutdown`](Self::shutdown) to wait for that. Share it between tasks with an `Arc`.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), shoal::Error> {
+/// use shoal::{Config, Discovery, Event};
+///
+/// let config = Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(40_001).build()?;
+/// let node = Discovery::start(config).await?;
+/// node.advertise(&serde_json::json!({"role": "worker"}))?;
+/// let mut events = node.events();
+/// while let Some(event) = events.recv().await {
+///     if let Event::Added(peer) = event {
+///         println!("found {} at {}", peer.id, peer.addr);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Discovery {
+    shared: Arc<Shared>,
+    first_events: Mutex<Option<broadcast::Receiver<Event>>>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("id", &self.id())
+            .field("local_addr", &self.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Discovery {
+    /// Binds the socket and starts the node. Its first hello goes out at once.
+    ///
+    /// Must be called from within a tokio runtime.
+    pub async fn start(config: Config) -> Result<Discovery, Error> {
+        let socket = crate::transport::open(&config)?;
+        let local_addr = socket.local_addr().map_err(|source| Error::Socket {
+            op: "read the bound address",
+            source,
+        })?;
+        let host_name = match &config.host_name {
+            Some(name) => name.clone(),
+            None => hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let sender = Sender {
+            pid: process_id().to_owned(),
+            iid: uuid::Uuid::new_v4().simple().to_string(),
+            host_name,
+        };
+        let core = Protocol::new(&config, sender, Instant::now(), rand::random());
+        let (events, first) = broadcast::channel(config.event_capacity);
+        let shared = Arc::new(Shared {
+            core: Mutex::new(core),
+            wake: Notify::new(),
+            events: Mutex::new(Some(events)),
+            channels: Mutex::new(HashMap::new()),
+            events_lost: Arc::new(AtomicU64::new(0)),
+            capacity: config.event_capacity,
+            destination: config.destination(),
+            local_addr,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(shared.clone(), socket, stopped));
+        Ok(Discovery {
+            shared,
+            first_events: Mutex::new(Some(first)),
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// Our instance id (node-discovery's `iid`).
+    pub fn id(&self) -> NodeId {
+        self.shared.core().id().clone()
+    }
+
+    /// The local address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Our own election state and advertised value.
+    pub fn me(&self) -> LocalState {
+        self.shared.core().local()
+    }
+
+    /// A snapshot of the live peer table.
+    pub fn nodes(&self) -> Vec<Peer> {
+        self.shared.core().peers().cloned().collect()
+    }
+
+    /// Traffic and drop counters.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.shared.core().stats().clone();
+        stats.events_lost += self.shared.events_lost.load(Ordering::Relaxed);
+        stats
+    }
+
+    /// A stream of events ([`Event`]): `Added`, `Removed`, `Master`, `Promotion`, `Demotion`, ...
+    ///
+    /// The first call gets every event since [`start`](Self::start); later
+    /// calls get events from the moment of the call. Each stream buffers
+    /// `event_capacity` events: a consumer that falls further behind loses
+    /// the oldest ones and is told so with [`Event::Lagged`]. The protocol
+    /// never waits for a consumer.
+    pub fn events(&self) -> EventStream {
+        let first = self
+            .first_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let rx = first.unwrap_or_else(|| match &*self.shared.events() {
+            Some(sender) => sender.subscribe(),
+            // Stopped: a stream that ends at once.
+            None => broadcast::channel(1).1,
+        });
+        EventStream {
+            inner: BroadcastStream::new(rx),
+            lost: self.shared.events_lost.clone(),
+        }
+    }
+
+    /// Sets the value advertised in every hello (node-discovery's `info`) and
+    /// says hello at once.
+    pub fn advertise<T: Serialize + ?Sized>(&self, info: &T) -> Result<(), Error> {
+        let value = serde_json::to_value(info).map_err(|e| Error::Encode(e.to_string()))?;
+        self.command(|core| {
+            core.advertise(value);
+            Ok(())
+        })
+    }
+
+    /// Makes this node a master now.
+    pub fn promote(&self) -> Result<(), Error> {
+        self.command(|core| {
+            core.promote();
+            Ok(())
+        })
+    }
+
+    /// Gives up mastership; with `permanent`, also stops being eligible.
+    pub fn demote(&self, permanent: bool) -> Result<(), Error> {
+        self.command(|core| {
+            core.demote(permanent);
+            Ok(())
+        })
+    }
+
+    /// Broadcasts `data` (any JSON-serialisable value) on `channel`.
+    pub fn send<T: Serialize + ?Sized>(&self, channel: &str, data: &T) -> Result<(), Error> {
+        self.command(|core| core.send(channel, data))
+    }
+
+    /// Subscribes to `channel`: the returned stream yields every message
+    /// received on it, until [`leave`](Self::leave) or shutdown. Several
+    /// subscriptions to one channel each get every message.
+    pub fn join(&self, channel: &str) -> Result<Subscription, Error> {
+        check_channel(channel)?;
+        self.ensure_running()?;
+        let rx = {
+            let mut channels = self.shared.channels();
+            let sender = channels
+                .entry(channel.to_owned())
+                .or_insert_with(|| broadcast::channel(self.shared.capacity).0);
+            sender.subscribe()
+        };
+        self.shared.core().join(channel)?;
+        Ok(Subscription {
+            inner: BroadcastStream::new(rx),
+            lost: self.shared.events_lost.clone(),
+            missed: 0,
+        })
+    }
+
+    /// Unsubscribes from `channel`: every subscription to it ends.
+    pub fn leave(&self, channel: &str) {
+        self.shared.core().leave(channel);
+        self.shared.channels().remove(channel);
+    }
+
+    /// Stops the node: timers stop, the socket closes, streams end.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn ensure_running(&self) -> Result<(), Error> {
+        match &self.task {
+            Some(task) if !task.is_finished() => Ok(()),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    fn command<R>(&self, f: impl FnOnce(&mut Protocol) -> Result<R, Error>) -> Result<R, Error> {
+        self.ensure_running()?;
+        let result = f(&mut self.shared.core());
+        self.shared.wake.notify_one();
+        result
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn run(shared: Arc<Shared>, socket: tokio::net::UdpSocket, mut stop: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let deadline = shared.core().poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((len, from)) => {
+                    let mut core = shared.core();
+                    let now = Instant::now();
+                    core.handle_datagram(now, from, &buf[..len]);
+                    // Drain what else is queued under one lock.
+                    for _ in 0..64 {
+                        match socket.try_recv_from(&mut buf) {
+                            Ok((len, from)) => core.handle_datagram(now, from, &buf[..len]),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "recv_from failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            },
+            _ = sleep => shared.core().handle_timeout(Instant::now()),
+            _ = shared.wake.notified() => {}
+        }
+        flush(&shared, &socket).await;
+    }
+    // Streams end when their senders go.
+    shared.channels().clear();
+    shared.events().take();
+}
+
+/// Sends what the core queued and hands out its events.
+async fn flush(shared: &Shared, socket: &tokio::net::UdpSocket) {
+    let (transmits, events) = {
+        let mut core = shared.core();
+        let transmits: Vec<_> = std::iter::from_fn(|| core.poll_transmit()).collect();
+        let events: Vec<_> = std::iter::from_fn(|| core.poll_event()).collect();
+        (transmits, events)
+    };
+    for transmit in transmits {
+        let to = transmit.destination.unwrap_or(shared.destination);
+        if let Err(error) = socket.send_to(&transmit.payload, to).await {
+            tracing::debug!(%error, %to, "send_to failed");
+        }
+    }
+    for event in events {
+        match event {
+            Event::Message(message) => {
+                if let Some(sender) = shared.channels().get(&message.channel) {
+                    let _ = sender.send(message);
+                }
+            }
+            other => {
+                if let Some(sender) = &*shared.events() {
+                    let _ = sender.send(other);
+                }
+            }
+        }
+    }
+}
+
+/// The stream of a node's [`Event`]s; see [`Discovery::events`].
+pub struct EventStream {
+    inner: BroadcastStream<Event>,
+    lost: Arc<AtomicU64>,
+}
+
+impl EventStream {
+    /// The next event; `None` once the node has stopped.
+    pub async fn recv(&mut self) -> Option<Event> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(event))) => Poll::Ready(Some(event)),
+            Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
+                self.lost.fetch_add(missed, Ordering::Relaxed);
+                Poll::Ready(Some(Event::Lagged(missed)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The messages of one channel; see [`Discovery::join`].
+///
+/// A subscriber that falls more than `event_capacity` messages behind loses
+/// the oldest; [`missed`](Self::missed) counts them.
+pub struct Subscription {
+    inner: BroadcastStream<ChannelMessage>,
+    lost: Arc<AtomicU64>,
+    missed: u64,
+}
+
+impl Subscription {
+    /// The next message; `None` after [`Discovery::leave`] or shutdown.
+    pub async fn recv(&mut self) -> Option<ChannelMessage> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// Messages this subscription lost because it fell behind.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+}
+
+impl Stream for Subscription {
+    type Item = ChannelMessage;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ChannelMessage>> {
+        loop {
+            match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(message))) => return Poll::Ready(Some(message)),
+                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
+                    self.missed += missed;
+                    self.lost.fetch_add(missed, Ordering::Relaxed);
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

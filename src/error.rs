@@ -1,0 +1,49 @@
+//! The crate's error type.
+
+use std::net::SocketAddr;
+
+/// Errors from starting a node or from its commands.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::ConfigError),
+    /// The channel name is one node-discovery reserves
+    /// (`promotion`, `demotion`, `added`, `removed`, `master`, `hello`).
+    #[error("channel name {0:?} is reserved")]
+    ReservedChannel(String),
+    /// The value could not be encoded as JSON.
+    #[error("cannot encode message as JSON: {0}")]
+    Encode(String),
+    /// The encoded message is larger than the configured maximum message size.
+    #[error("message of {size} bytes exceeds max_message_size ({max} bytes)")]
+    MessageTooLarge {
+        /// Encoded size (after encryption).
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// Binding the UDP socket failed (address in use, not a local address, ...).
+    #[error("cannot bind UDP socket to {addr}: {source}")]
+    Bind {
+        /// The address we tried to bind.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Creating or configuring the UDP socket failed.
+    #[error("cannot {op}: {source}")]
+    Socket {
+        /// What we were doing.
+        op: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The node has shut down.
+    #[error("the node has shut down")]
+    Closed,
+    /// The advertised value is not acceptable (for example, a service without a `name`).
+    #[error("invalid advertised value: {0}")]
+    Advertise(String),
+}

@@ -1,0 +1,476 @@
+//! The sans-IO protocol core: a state machine that takes `(now, input)` and
+//! queues what to transmit and which events to emit. No sockets, no clock
+//! reads, no async: the tokio driver ([`crate::Discovery`]) feeds it, and
+//! tests drive thousands of nodes through it in simulated time.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use shoal::protocol::Protocol;
+//! use shoal::wire::envelope::Sender;
+//!
+//! let config = shoal::Config::builder().weight(0.9).build().unwrap();
+//! let sender = Sender { pid: "p".repeat(32), iid: "a".repeat(32), host_name: "host".into() };
+//! let t0 = Instant::now();
+//! let mut node = Protocol::new(&config, sender, t0, 7);
+//!
+//! // The first timeout is due at once: the node says hello as soon as it starts.
+//! assert_eq!(node.poll_timeout(), Some(t0));
+//! node.handle_timeout(t0);
+//! let hello = node.poll_transmit().expect("a hello");
+//! assert!(hello.payload.starts_with(b"WRAP"));
+//!
+//! // Alone after one check interval, it promotes itself.
+//! node.handle_timeout(t0 + Duration::from_secs(2));
+//! assert!(node.local().is_master);
+//! ```
+
+use std::borrow::Cow;
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::config::{Config, Ignore};
+use crate::crypto::legacy::LegacyCipher;
+use crate::election::{self, Rank};
+use crate::event::{ChannelMessage, Event, LocalState};
+use crate::membership::{Membership, NodeId, Observed, Peer};
+use crate::stats::Stats;
+use crate::wire::envelope::{self, Envelope, Hello, Sender};
+use crate::wire::framing::{self, Reassembler};
+use crate::wire::DecodeError;
+use crate::Error;
+
+/// Event names node-discovery reserves; they cannot be used as channels.
+pub const RESERVED_CHANNELS: [&str; 6] = [
+    "promotion",
+    "demotion",
+    "added",
+    "removed",
+    "master",
+    "hello",
+];
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// `None`: the configured broadcast or multicast destination.
+    pub destination: Option<SocketAddr>,
+    /// The datagram (one `WRAP` block).
+    pub payload: Vec<u8>,
+}
+
+/// One node's protocol state. See the [module docs](self).
+#[derive(Debug)]
+pub struct Protocol {
+    config: Config,
+    sender: Sender,
+    id: NodeId,
+    /// Our own hello, kept in its wire shape so sending one clones nothing.
+    me: Hello,
+    peers: Membership,
+    reassembler: Reassembler,
+    cipher: Option<LegacyCipher>,
+    joined: HashSet<String>,
+    rng: StdRng,
+    next_hello: Instant,
+    next_check: Instant,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+/// Checks a channel name against the reserved names.
+pub(crate) fn check_channel(name: &str) -> Result<(), Error> {
+    if RESERVED_CHANNELS.contains(&name) {
+        Err(Error::ReservedChannel(name.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+impl Protocol {
+    /// A node that starts at `now`. `seed` drives every random choice
+    /// (weight when not configured, message ids), so a simulation is
+    /// reproducible; the driver seeds it from the OS.
+    pub fn new(config: &Config, sender: Sender, now: Instant, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let weight = config.weight.unwrap_or_else(|| rng.gen::<f64>());
+        let cipher = config
+            .key
+            .as_deref()
+            .map(|key| LegacyCipher::new(key.as_bytes()));
+        Protocol {
+            id: NodeId::new(&sender.iid),
+            sender,
+            me: Hello {
+                is_master: false,
+                is_master_eligible: config.master_eligible,
+                weight,
+                address: "127.0.0.1".to_owned(),
+                info: None,
+            },
+            peers: Membership::new(config.max_nodes),
+            reassembler: Reassembler::new(config.reassembly),
+            cipher,
+            joined: HashSet::new(),
+            rng,
+            next_hello: now,
+            next_check: now + config.check_interval,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            config: config.clone(),
+        }
+    }
+
+    /// Our instance id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// Our own election state and advertised value.
+    pub fn local(&self) -> LocalState {
+        LocalState {
+            id: self.id.clone(),
+            is_master: self.me.is_master,
+            is_master_eligible: self.me.is_master_eligible,
+            weight: self.me.weight,
+            info: self.me.info.clone(),
+        }
+    }
+
+    /// The live peers.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.iter()
+    }
+
+    /// One peer, by id.
+    pub fn peer(&self, id: &str) -> Option<&Peer> {
+        self.peers.get(id)
+    }
+
+    /// Traffic counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Mutable counters, for the driver's own (events lost).
+    pub(crate) fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+
+    /// The configuration this node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ----- inputs -------------------------------------------------------
+
+    /// Feeds one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += datagram.len() as u64;
+        let mut rest = datagram;
+        // node-discovery's receiver accepts several blocks back to back.
+        while !rest.is_empty() {
+            let (header, data, tail) = match framing::parse_block(rest) {
+                Ok(parsed) => parsed,
+                Err(error) => return self.drop_packet(from, error),
+            };
+            rest = tail;
+            match self.reassembler.push(now, from, &header, data) {
+                Ok(Some(payload)) => self.handle_payload(now, from, &payload),
+                Ok(None) => {}
+                Err(error) => self.drop_packet(from, error),
+            }
+        }
+    }
+
+    /// Runs whatever timers are due at `now`: hellos, the membership check,
+    /// expiry of incomplete messages. Call it when [`poll_timeout`](Self::poll_timeout) passes.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_hello {
+            self.send_hello();
+            self.next_hello = next_tick(self.next_hello, self.config.hello_interval, now);
+        }
+        if now >= self.next_check {
+            self.check(now);
+            self.next_check = next_tick(self.next_check, self.config.check_interval, now);
+        }
+        for _ in 0..self.reassembler.expire(now) {
+            self.drop_error(None, DecodeError::ReassemblyTimeout);
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let next = self.next_hello.min(self.next_check);
+        Some(match self.reassembler.next_deadline() {
+            Some(deadline) => next.min(deadline),
+            None => next,
+        })
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- commands -----------------------------------------------------
+
+    /// Sets the value carried by every later hello, and says hello at once
+    /// so peers learn it without waiting for the next interval.
+    pub fn advertise(&mut self, info: serde_json::Value) {
+        if self.me.info.as_ref() != Some(&info) {
+            self.me.info = Some(info);
+            self.send_hello();
+        }
+    }
+
+    /// Makes this node a master (and eligible), says hello at once, and
+    /// emits [`Event::Promotion`]. Does nothing if it already is master.
+    pub fn promote(&mut self) {
+        if self.me.is_master {
+            return;
+        }
+        self.me.is_master = true;
+        self.me.is_master_eligible = true;
+        self.events.push_back(Event::Promotion(self.local()));
+        self.send_hello();
+    }
+
+    /// Gives up mastership; with `permanent`, eligibility too. Says hello at
+    /// once and emits [`Event::Demotion`] if anything changed.
+    pub fn demote(&mut self, permanent: bool) {
+        let eligible = self.me.is_master_eligible && !permanent;
+        if !self.me.is_master && eligible == self.me.is_master_eligible {
+            return;
+        }
+        self.me.is_master = false;
+        self.me.is_master_eligible = eligible;
+        self.events.push_back(Event::Demotion(self.local()));
+        self.send_hello();
+    }
+
+    /// Starts delivering messages on `channel` as [`Event::Message`].
+    pub fn join(&mut self, channel: &str) -> Result<(), Error> {
+        check_channel(channel)?;
+        self.joined.insert(channel.to_owned());
+        Ok(())
+    }
+
+    /// Stops delivering messages on `channel`.
+    pub fn leave(&mut self, channel: &str) {
+        self.joined.remove(channel);
+    }
+
+    /// Broadcasts `data` on `channel`.
+    pub fn send<T: Serialize + ?Sized>(&mut self, channel: &str, data: &T) -> Result<(), Error> {
+        check_channel(channel)?;
+        let json = envelope::encode(channel, data, &self.sender)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        self.transmit(json)
+    }
+
+    // ----- internals ----------------------------------------------------
+
+    fn handle_payload(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) {
+        let decrypted = self.cipher.as_ref().map(|c| c.decrypt(payload));
+        let plain = match decrypted {
+            None => Cow::Borrowed(payload),
+            Some(Ok(plain)) => Cow::Owned(plain),
+            Some(Err(error)) => return self.drop_packet(from, error),
+        };
+        let env = match envelope::decode(&plain) {
+            Ok(env) => env,
+            Err(error) => return self.drop_packet(from, error),
+        };
+        if env.iid.len() > NodeId::MAX_LEN || env.pid.len() > NodeId::MAX_LEN {
+            return self.drop_packet(from, DecodeError::Envelope("id too long".into()));
+        }
+        self.stats.messages_in += 1;
+        let own = match self.config.ignore {
+            Ignore::OwnInstance => *env.iid == *self.sender.iid,
+            Ignore::OwnProcess => *env.pid == *self.sender.pid,
+            Ignore::Nothing => false,
+        };
+        if own {
+            self.stats.dropped.own += 1;
+            return;
+        }
+        let Some(data) = env.data else {
+            return self.drop_packet(from, DecodeError::Envelope("no data".into()));
+        };
+        match &*env.event {
+            "hello" => match envelope::decode_hello(data) {
+                Ok(hello) => self.on_hello(now, from, &env, hello),
+                Err(error) => self.drop_packet(from, error),
+            },
+            name if RESERVED_CHANNELS.contains(&name) => self.stats.dropped.reserved += 1,
+            name if !self.joined.contains(name) => self.stats.dropped.not_joined += 1,
+            name => match serde_json::from_str(data.get()) {
+                Ok(data) => self.events.push_back(Event::Message(ChannelMessage {
+                    channel: name.to_owned(),
+                    data,
+                    from: NodeId::new(&env.iid),
+                    addr: from,
+                })),
+                Err(e) => self.drop_packet(from, DecodeError::Envelope(e.to_string())),
+            },
+        }
+    }
+
+    fn on_hello(&mut self, now: Instant, from: SocketAddr, env: &Envelope<'_>, hello: Hello) {
+        self.stats.hellos_in += 1;
+        let (observed, peer) =
+            self.peers
+                .observe(now, &env.iid, &env.pid, &env.host_name, from, hello);
+        let became_master = match observed {
+            Observed::Refused => {
+                self.stats.dropped.table_full += 1;
+                return;
+            }
+            Observed::New => true,
+            Observed::Known { was_master } => !was_master,
+        };
+        let Some(peer) = peer else { return };
+        let is_master = peer.is_master;
+        let peer =
+            (observed == Observed::New || (is_master && became_master)).then(|| peer.clone());
+        if let (Observed::New, Some(peer)) = (observed, &peer) {
+            self.events.push_back(Event::Added(peer.clone()));
+        }
+        if is_master {
+            // node-discovery order: step down first, then report the new master.
+            if self.me.is_master && self.too_many_masters() {
+                self.demote(false);
+            }
+            if let (true, Some(peer)) = (became_master, peer) {
+                self.events.push_back(Event::Master(peer));
+            }
+        }
+    }
+
+    fn my_rank(&self) -> Rank<'_> {
+        Rank {
+            weight: self.me.weight,
+            id: self.id.as_str(),
+        }
+    }
+
+    fn too_many_masters(&self) -> bool {
+        let masters = self
+            .peers
+            .iter()
+            .filter(|p| p.is_master && p.id != self.id)
+            .map(rank);
+        election::should_demote(self.my_rank(), masters, self.config.masters_required)
+    }
+
+    /// The periodic check: expire silent peers, then promote or demote.
+    fn check(&mut self, now: Instant) {
+        let removed = self.peers.expire(now, self.config.node_timeout);
+        let mut masters = removed
+            .iter()
+            .filter(|p| {
+                p.is_master
+                    && now.saturating_duration_since(p.last_seen) < self.config.master_timeout
+            })
+            .count();
+        for peer in removed {
+            self.events.push_back(Event::Removed(peer));
+        }
+        let me = self.my_rank();
+        let mut higher = 0;
+        for p in self.peers.iter() {
+            if p.is_master {
+                masters += 1;
+            } else if p.is_master_eligible && rank(p).outranks(&me) {
+                higher += 1;
+            }
+        }
+        if !self.me.is_master
+            && self.me.is_master_eligible
+            && election::should_promote(masters, higher, self.config.masters_required)
+        {
+            self.promote();
+        } else if self.me.is_master && self.too_many_masters() {
+            self.demote(false);
+        }
+    }
+
+    fn send_hello(&mut self) {
+        match envelope::encode("hello", &self.me, &self.sender) {
+            // An oversized advertised value is refused at advertise time by the
+            // driver; if it slips through, the hello is dropped rather than sent.
+            Ok(json) => {
+                let _ = self.transmit(json);
+            }
+            Err(error) => tracing::warn!(%error, "cannot encode hello"),
+        }
+    }
+
+    fn transmit(&mut self, json: Vec<u8>) -> Result<(), Error> {
+        let payload = match &self.cipher {
+            Some(cipher) => cipher.encrypt(&json),
+            None => json,
+        };
+        let max = self.config.reassembly.max_message;
+        if payload.len() > max {
+            return Err(Error::MessageTooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        let id: [u8; 16] = self.rng.gen();
+        self.stats.messages_out += 1;
+        let (stats, transmits) = (&mut self.stats, &mut self.transmits);
+        framing::encode(&payload, id, |block| {
+            stats.packets_out += 1;
+            stats.bytes_out += block.len() as u64;
+            transmits.push_back(Transmit {
+                destination: None,
+                payload: block,
+            });
+        });
+        Ok(())
+    }
+
+    fn drop_packet(&mut self, from: SocketAddr, error: DecodeError) {
+        self.drop_error(Some(from), error);
+    }
+
+    fn drop_error(&mut self, from: Option<SocketAddr>, error: DecodeError) {
+        self.stats.dropped.count(&error);
+        if !self.config.ignore_data_errors {
+            let from = from.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            self.events.push_back(Event::DataError { from, error });
+        }
+    }
+}
+
+fn rank(peer: &Peer) -> Rank<'_> {
+    Rank {
+        weight: peer.weight,
+        id: peer.id.as_str(),
+    }
+}
+
+/// The next periodic deadline after `now`, skipping missed ticks rather than bursting.
+fn next_tick(previous: Instant, interval: std::time::Duration, now: Instant) -> Instant {
+    let next = previous + interval;
+    if next > now {
+        next
+    } else {
+        now + interval
+    }
+}

@@ -1,0 +1,327 @@
+//! A deterministic, in-memory LAN for [`Protocol`] nodes in simulated time.
+//!
+//! Every datagram a node sends is delivered to every node (itself included,
+//! as broadcast loops back), after a random latency, unless it is lost or a
+//! partition separates the two. Time jumps from one deliverable thing to the
+//! next, so hours of protocol time for thousands of nodes run in
+//! milliseconds to seconds, and a seed reproduces a run exactly.
+//!
+//! ```
+//! use std::time::Duration;
+//! use shoal::sim::SimNet;
+//!
+//! let mut net = SimNet::new(1);
+//! for weight in [0.2, 0.9, 0.5] {
+//!     net.add_node(shoal::Config::builder().weight(weight).build().unwrap());
+//! }
+//! net.run_for(Duration::from_secs(5));
+//! assert_eq!(net.masters(), vec![1]);
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::event::Event;
+use crate::protocol::Protocol;
+use crate::wire::envelope::Sender;
+use crate::Config;
+
+/// A simulated node.
+#[derive(Debug)]
+pub struct SimNode {
+    /// The protocol state machine.
+    pub protocol: Protocol,
+    /// Its address on the simulated LAN.
+    pub addr: SocketAddr,
+    /// False once crashed.
+    pub alive: bool,
+    /// Every event it emitted, with the simulated time since the start of the run.
+    pub events: Vec<(Duration, Event)>,
+    /// Its partition group; nodes only hear nodes of the same group.
+    pub group: u32,
+    timer: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Delivery {
+    at: Instant,
+    seq: u64,
+    to: usize,
+    from: usize,
+    payload: Arc<[u8]>,
+}
+
+// Ordered by time, then by send order (seq is unique).
+impl PartialEq for Delivery {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+    }
+}
+impl Eq for Delivery {}
+impl PartialOrd for Delivery {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Delivery {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// The simulated network. See the [module docs](self).
+#[derive(Debug)]
+pub struct SimNet {
+    start: Instant,
+    now: Instant,
+    nodes: Vec<SimNode>,
+    rng: StdRng,
+    deliveries: BinaryHeap<Reverse<Delivery>>,
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    seq: u64,
+    /// Latency of each delivery, drawn uniformly from this range.
+    pub latency: (Duration, Duration),
+    /// Probability that one delivery (to one receiver) is lost.
+    pub loss: f64,
+    /// Datagrams delivered so far.
+    pub delivered: u64,
+}
+
+impl SimNet {
+    /// An empty network; `seed` makes the run reproducible.
+    pub fn new(seed: u64) -> Self {
+        let start = Instant::now();
+        SimNet {
+            start,
+            now: start,
+            nodes: Vec::new(),
+            rng: StdRng::seed_from_u64(seed),
+            deliveries: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
+            seq: 0,
+            latency: (Duration::from_micros(100), Duration::from_micros(500)),
+            loss: 0.0,
+            delivered: 0,
+        }
+    }
+
+    /// Starts a node now; returns its index.
+    pub fn add_node(&mut self, config: Config) -> usize {
+        let index = self.nodes.len();
+        let addr = SocketAddr::from((
+            Ipv4Addr::from(0x0a00_0000 + index as u32 + 1),
+            config.port(),
+        ));
+        let protocol = self.protocol(&config, index);
+        self.nodes.push(SimNode {
+            protocol,
+            addr,
+            alive: true,
+            events: Vec::new(),
+            group: 0,
+            timer: None,
+        });
+        self.after(index);
+        index
+    }
+
+    fn protocol(&mut self, config: &Config, index: usize) -> Protocol {
+        let sender = Sender {
+            pid: format!("{:032x}", self.rng.gen::<u128>()),
+            iid: format!("{:032x}", self.rng.gen::<u128>()),
+            host_name: format!("sim{index}"),
+        };
+        Protocol::new(config, sender, self.now, self.rng.gen())
+    }
+
+    /// Crashes node `i`: it stops sending and receiving at once.
+    pub fn crash(&mut self, i: usize) {
+        if let Some(node) = self.nodes.get_mut(i) {
+            node.alive = false;
+        }
+    }
+
+    /// Restarts node `i` as a fresh instance (a new id) with `config`.
+    pub fn restart(&mut self, i: usize, config: Config) {
+        let protocol = self.protocol(&config, i);
+        if let Some(node) = self.nodes.get_mut(i) {
+            node.protocol = protocol;
+            node.alive = true;
+            node.timer = None;
+        }
+        self.after(i);
+    }
+
+    /// Puts node `i` in partition group `group` (all start in group 0).
+    pub fn set_group(&mut self, i: usize, group: u32) {
+        if let Some(node) = self.nodes.get_mut(i) {
+            node.group = group;
+        }
+    }
+
+    /// Heals every partition.
+    pub fn heal(&mut self) {
+        for node in &mut self.nodes {
+            node.group = 0;
+        }
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[SimNode] {
+        &self.nodes
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: usize) -> &SimNode {
+        &self.nodes[i]
+    }
+
+    /// Node `i`'s protocol, to issue commands (call [`SimNet::poll`] after).
+    pub fn protocol_mut(&mut self, i: usize) -> &mut Protocol {
+        &mut self.nodes[i].protocol
+    }
+
+    /// Collects what node `i` queued after a command.
+    pub fn poll(&mut self, i: usize) {
+        self.after(i);
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// The current simulated instant.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Indices of the live nodes that consider themselves master.
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].alive && self.nodes[i].protocol.local().is_master)
+            .collect()
+    }
+
+    /// Runs for `duration` of simulated time.
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.step(end) {}
+        self.now = end;
+    }
+
+    /// Runs until `done` holds (checked after each step) or `limit` passes;
+    /// returns whether `done` held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&SimNet) -> bool) -> bool {
+        let end = self.now + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if !self.step(end) {
+                self.now = end;
+                return done(self);
+            }
+        }
+    }
+
+    /// Processes the earliest pending delivery or timer due by `end`.
+    fn step(&mut self, end: Instant) -> bool {
+        let next_timer = loop {
+            match self.timers.peek() {
+                Some(Reverse((at, i))) if self.nodes[*i].timer != Some(*at) => {
+                    self.timers.pop();
+                }
+                Some(Reverse((at, _))) => break Some(*at),
+                None => break None,
+            }
+        };
+        let next_delivery = self.deliveries.peek().map(|Reverse(d)| d.at);
+        let take_delivery = match (next_delivery, next_timer) {
+            (Some(d), Some(t)) => d <= t,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return false,
+        };
+        if take_delivery {
+            let Some(Reverse(d)) = self.deliveries.pop() else {
+                return false;
+            };
+            if d.at > end {
+                self.deliveries.push(Reverse(d));
+                return false;
+            }
+            self.now = self.now.max(d.at);
+            let (to, from) = (&self.nodes[d.to], &self.nodes[d.from]);
+            if to.alive && to.group == from.group {
+                let (from, now) = (from.addr, self.now);
+                self.nodes[d.to]
+                    .protocol
+                    .handle_datagram(now, from, &d.payload);
+                self.delivered += 1;
+                self.after(d.to);
+            }
+        } else {
+            let Some(Reverse((at, i))) = self.timers.pop() else {
+                return false;
+            };
+            if at > end {
+                self.timers.push(Reverse((at, i)));
+                return false;
+            }
+            self.now = self.now.max(at);
+            self.nodes[i].timer = None;
+            if self.nodes[i].alive {
+                let now = self.now;
+                self.nodes[i].protocol.handle_timeout(now);
+                self.after(i);
+            }
+        }
+        true
+    }
+
+    /// Schedules node `i`'s transmits, records its events, re-arms its timer.
+    fn after(&mut self, i: usize) {
+        let elapsed = self.now - self.start;
+        while let Some(event) = self.nodes[i].protocol.poll_event() {
+            self.nodes[i].events.push((elapsed, event));
+        }
+        while let Some(transmit) = self.nodes[i].protocol.poll_transmit() {
+            let payload: Arc<[u8]> = transmit.payload.into();
+            for to in 0..self.nodes.len() {
+                if !self.nodes[to].alive || self.rng.gen::<f64>() < self.loss {
+                    continue;
+                }
+                let (lo, hi) = self.latency;
+                let latency = if hi > lo {
+                    self.rng.gen_range(lo..hi)
+                } else {
+                    lo
+                };
+                self.seq += 1;
+                self.deliveries.push(Reverse(Delivery {
+                    at: self.now + latency,
+                    seq: self.seq,
+                    to,
+                    from: i,
+                    payload: payload.clone(),
+                }));
+            }
+        }
+        if self.nodes[i].alive {
+            let next = self.nodes[i].protocol.poll_timeout();
+            if next != self.nodes[i].timer {
+                self.nodes[i].timer = next;
+                if let Some(at) = next {
+                    self.timers.push(Reverse((at, i)));
+                }
+            }
+        }
+    }
+}

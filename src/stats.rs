@@ -1,0 +1,88 @@
+//! Counters a node keeps about its traffic.
+
+/// Traffic and drop counters; read them with [`crate::Discovery::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Datagrams received.
+    pub packets_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Datagrams sent (blocks).
+    pub packets_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Whole messages (envelopes) decoded.
+    pub messages_in: u64,
+    /// Whole messages (envelopes) sent.
+    pub messages_out: u64,
+    /// Hellos processed.
+    pub hellos_in: u64,
+    /// Drops by reason.
+    pub dropped: Drops,
+    /// Events a slow consumer lost (summed over event streams and subscriptions).
+    pub events_lost: u64,
+}
+
+/// Dropped packets, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Drops {
+    /// Not a `WRAP` block (for example node-discover's plain JSON dialect).
+    pub not_wrapped: u64,
+    /// Malformed block: too short, bad length, inconsistent with its message.
+    pub malformed: u64,
+    /// Declared or actual message size above the limit.
+    pub too_large: u64,
+    /// CRC mismatch.
+    pub checksum: u64,
+    /// Refused because incomplete messages already use the reassembly budget.
+    pub reassembly_full: u64,
+    /// Incomplete messages that timed out.
+    pub reassembly_timeout: u64,
+    /// Decryption failed (wrong key or not encrypted).
+    pub decrypt: u64,
+    /// Not a valid envelope or hello.
+    pub envelope: u64,
+    /// Our own packets (per the ignore rule).
+    pub own: u64,
+    /// New nodes refused because the peer table is full.
+    pub table_full: u64,
+    /// Messages on reserved event names other than `hello`.
+    pub reserved: u64,
+    /// Messages on channels nobody joined.
+    pub not_joined: u64,
+}
+
+impl Drops {
+    /// Total drops.
+    pub fn total(&self) -> u64 {
+        self.not_wrapped
+            + self.malformed
+            + self.too_large
+            + self.checksum
+            + self.reassembly_full
+            + self.reassembly_timeout
+            + self.decrypt
+            + self.envelope
+            + self.own
+            + self.table_full
+            + self.reserved
+            + self.not_joined
+    }
+
+    pub(crate) fn count(&mut self, error: &crate::wire::DecodeError) {
+        use crate::wire::DecodeError as E;
+        let counter = match error {
+            E::NotWrapped => &mut self.not_wrapped,
+            E::TooShort { .. } | E::BadBlockLength { .. } | E::BadBlock(_) => &mut self.malformed,
+            E::TooLarge { .. } => &mut self.too_large,
+            E::Checksum => &mut self.checksum,
+            E::ReassemblyFull => &mut self.reassembly_full,
+            E::ReassemblyTimeout => &mut self.reassembly_timeout,
+            E::Decrypt => &mut self.decrypt,
+            E::Envelope(_) => &mut self.envelope,
+        };
+        *counter += 1;
+    }
+}
