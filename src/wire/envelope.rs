@@ -52,21 +52,269 @@ pub struct Hello {
     pub info: Option<serde_json::Value>,
 }
 
+/// The outgoing envelope; field order is node-discovery's key order.
+#[derive(Serialize)]
+struct OutEnvelope<'a, T: ?Sized> {
+    data: &'a T,
+    event: &'a str,
+    pid: &'a str,
+    iid: &'a str,
+    #[serde(rename = "hostName")]
+    host_name: &'a str,
+}
+
+/// The incoming envelope, borrowing from the payload where it can.
+#[derive(Deserialize)]
+struct InEnvelope<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow)]
+    pid: Cow<'a, str>,
+    #[serde(borrow)]
+    iid: Cow<'a, str>,
+    #[serde(borrow, default, rename = "hostName")]
+    host_name: Cow<'a, str>,
+}
+
+/// `Some` whenever the key is there, `null` included (a plain
+/// `Option<&RawValue>` would turn `"data": null` into `None`).
+fn present<'de, D>(de: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&'de RawValue>::deserialize(de).map(Some)
+}
+
+/// serde's derived `Deserialize` also accepts a JSON array (fields by
+/// position); node-discovery only ever sends objects, so anything else is
+/// refused up front.
+fn require_object(json: &[u8]) -> Result<(), DecodeError> {
+    match json
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        Some(b'{') => Ok(()),
+        Some(_) => Err(DecodeError::Envelope("not a JSON object".into())),
+        None => Err(DecodeError::Envelope("empty payload".into())),
+    }
+}
+
 /// Encodes an envelope to JSON bytes, keys in node-discovery's order.
 pub fn encode<T: Serialize + ?Sized>(
     event: &str,
     data: &T,
     sender: &Sender,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    todo!()
+    serde_json::to_vec(&OutEnvelope {
+        data,
+        event,
+        pid: &sender.pid,
+        iid: &sender.iid,
+        host_name: &sender.host_name,
+    })
 }
 
 /// Decodes an envelope. `event`, `pid` and `iid` must be strings; `data` may be any JSON.
 pub fn decode(payload: &[u8]) -> Result<Envelope<'_>, DecodeError> {
-    todo!()
+    require_object(payload)?;
+    let env: InEnvelope<'_> =
+        serde_json::from_slice(payload).map_err(|e| DecodeError::Envelope(e.to_string()))?;
+    Ok(Envelope {
+        event: env.event,
+        data: env.data,
+        pid: env.pid,
+        iid: env.iid,
+        host_name: env.host_name,
+    })
 }
 
 /// Parses the `data` of a `hello` event.
 pub fn decode_hello(data: &RawValue) -> Result<Hello, DecodeError> {
-    todo!()
+    require_object(data.get().as_bytes())?;
+    let hello: Hello =
+        serde_json::from_str(data.get()).map_err(|e| DecodeError::Envelope(e.to_string()))?;
+    if !hello.weight.is_finite() {
+        return Err(DecodeError::Envelope("hello weight is not finite".into()));
+    }
+    Ok(hello)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn sender() -> Sender {
+        Sender {
+            pid: "0123456789abcdef0123456789abcdef".into(),
+            iid: "fedcba9876543210fedcba9876543210".into(),
+            host_name: "node-host".into(),
+        }
+    }
+
+    fn hello() -> Hello {
+        Hello {
+            is_master: false,
+            is_master_eligible: true,
+            weight: 0.7390851332151607,
+            address: "127.0.0.1".into(),
+            info: None,
+        }
+    }
+
+    #[test]
+    fn encodes_in_node_key_order() {
+        // Byte for byte what node-discovery's Network.send produces.
+        let node = r#"{"data":{"isMaster":false,"isMasterEligible":true,"weight":0.7390851332151607,"address":"127.0.0.1"},"event":"hello","pid":"0123456789abcdef0123456789abcdef","iid":"fedcba9876543210fedcba9876543210","hostName":"node-host"}"#;
+        assert_eq!(
+            String::from_utf8(encode("hello", &hello(), &sender()).unwrap()).unwrap(),
+            node
+        );
+        let with_info = Hello {
+            info: Some(json!({"port": 8080})),
+            ..hello()
+        };
+        let bytes = encode("hello", &with_info, &sender()).unwrap();
+        assert!(String::from_utf8(bytes)
+            .unwrap()
+            .starts_with(r#"{"data":{"isMaster":false,"isMasterEligible":true,"weight":0.7390851332151607,"address":"127.0.0.1","info":{"port":8080}},"event""#));
+    }
+
+    #[test]
+    fn round_trip_borrows() {
+        let bytes = encode("news", &json!({"a": [1, 2]}), &sender()).unwrap();
+        let env = decode(&bytes).unwrap();
+        assert_eq!(env.event, "news");
+        assert!(matches!(env.event, Cow::Borrowed(_)));
+        assert!(matches!(env.pid, Cow::Borrowed(_)));
+        assert_eq!(env.pid, sender().pid);
+        assert_eq!(env.iid, sender().iid);
+        assert_eq!(env.host_name, "node-host");
+        assert_eq!(env.data.unwrap().get(), r#"{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn hello_round_trip() {
+        for h in [
+            hello(),
+            Hello {
+                info: Some(json!({"service": "api", "tags": ["x"]})),
+                is_master: true,
+                ..hello()
+            },
+        ] {
+            let bytes = encode("hello", &h, &sender()).unwrap();
+            let env = decode(&bytes).unwrap();
+            assert_eq!(decode_hello(env.data.unwrap()).unwrap(), h);
+        }
+    }
+
+    #[test]
+    fn escaped_strings_are_owned() {
+        let env = decode(br#"{"event":"a\"b","pid":"p","iid":"i","hostName":"h\u00e9"}"#).unwrap();
+        assert_eq!(env.event, "a\"b");
+        assert!(matches!(env.event, Cow::Owned(_)));
+        assert_eq!(env.host_name, "h\u{e9}");
+        assert!(env.data.is_none());
+    }
+
+    #[test]
+    fn data_presence() {
+        let env = decode(br#"{"data":null,"event":"e","pid":"p","iid":"i"}"#).unwrap();
+        assert_eq!(env.data.unwrap().get(), "null");
+        assert_eq!(env.host_name, "");
+        let env = decode(br#" {"event":"e","pid":"p","iid":"i","extra":1} "#).unwrap();
+        assert!(env.data.is_none());
+    }
+
+    #[test]
+    fn rejects_bad_envelopes() {
+        let bad: &[&[u8]] = &[
+            b"",
+            b"   ",
+            b"null",
+            b"42",
+            b"\"str\"",
+            br#"[{"a":1},"e","p","i","h"]"#,
+            br#"{"event":1,"pid":"p","iid":"i"}"#,
+            br#"{"event":"e","pid":null,"iid":"i"}"#,
+            br#"{"event":"e","pid":"p"}"#,
+            br#"{"pid":"p","iid":"i"}"#,
+            br#"{"event":"e","pid":"p","iid":"i","hostName":7}"#,
+            br#"{"event":"e","pid":"p","iid":"i"} trailing"#,
+            br#"{"event":"e","pid":"p","iid":"i""#,
+            b"{\"event\":\"\xff\",\"pid\":\"p\",\"iid\":\"i\"}",
+            b"\xef\xbb\xbf{\"event\":\"e\",\"pid\":\"p\",\"iid\":\"i\"}",
+        ];
+        for b in bad {
+            assert!(
+                matches!(decode(b), Err(DecodeError::Envelope(_))),
+                "accepted {:?}",
+                String::from_utf8_lossy(b)
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_hellos() {
+        let bad = [
+            r#"[false,true,0.5,"x"]"#,
+            r#""hello""#,
+            r#"{"isMaster":false,"isMasterEligible":true,"address":"x"}"#,
+            r#"{"isMaster":false,"isMasterEligible":true,"weight":"0.5","address":"x"}"#,
+            r#"{"isMaster":0,"isMasterEligible":true,"weight":0.5,"address":"x"}"#,
+            r#"{"isMaster":false,"isMasterEligible":true,"weight":1e999,"address":"x"}"#,
+            r#"{"isMaster":false,"isMasterEligible":true,"weight":null,"address":"x"}"#,
+        ];
+        for b in bad {
+            let raw = RawValue::from_string(b.to_string()).unwrap();
+            assert!(
+                matches!(decode_hello(&raw), Err(DecodeError::Envelope(_))),
+                "accepted {b}"
+            );
+        }
+        let ok = RawValue::from_string(
+            r#"{"isMaster":true,"isMasterEligible":false,"weight":-3,"address":"x","info":null,"port":1}"#
+                .to_string(),
+        )
+        .unwrap();
+        let h = decode_hello(&ok).unwrap();
+        assert_eq!(h.weight, -3.0);
+        assert!(h.is_master && !h.is_master_eligible);
+        assert_eq!(h.info, None);
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(env) = decode(&bytes) {
+                if let Some(d) = env.data {
+                    let _ = decode_hello(d);
+                }
+            }
+        }
+
+        #[test]
+        fn random_json_never_panics(s in r#"\{("(data|event|pid|iid|hostName)":(null|"[a-z]*"|[0-9.e-]{1,6}|\{\}|\[\]|true),?){0,6}\}"#) {
+            if let Ok(env) = decode(s.as_bytes()) {
+                if let Some(d) = env.data {
+                    let _ = decode_hello(d);
+                }
+            }
+        }
+
+        #[test]
+        fn round_trip_strings(event in ".*", host in ".*", text in ".*") {
+            let s = Sender { host_name: host.clone(), ..sender() };
+            let bytes = encode(&event, &json!({"t": text}), &s).unwrap();
+            let env = decode(&bytes).unwrap();
+            prop_assert_eq!(&*env.event, &*event);
+            prop_assert_eq!(&*env.host_name, &*host);
+            let data: serde_json::Value = serde_json::from_str(env.data.unwrap().get()).unwrap();
+            prop_assert_eq!(data, json!({"t": text}));
+        }
+    }
 }

@@ -20,7 +20,7 @@ pub mod framing;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
-    /// The datagram is shorter than a block header plus one byte.
+    /// The datagram is shorter than a block header.
     #[error("block is too small ({len} bytes)")]
     TooShort {
         /// Length of what was received.
