@@ -194,7 +194,7 @@ impl Discovery {
     pub fn advertise<T: Serialize + ?Sized>(&self, info: &T) -> Result<(), Error> {
         let value = serde_json::to_value(info).map_err(|e| Error::Encode(e.to_string()))?;
         self.command(|core| {
-            core.advertise(value);
+            core.advertise(Instant::now(), value);
             Ok(())
         })
     }
@@ -202,7 +202,7 @@ impl Discovery {
     /// Makes this node a master now.
     pub fn promote(&self) -> Result<(), Error> {
         self.command(|core| {
-            core.promote();
+            core.promote(Instant::now());
             Ok(())
         })
     }
@@ -210,7 +210,7 @@ impl Discovery {
     /// Gives up mastership; with `permanent`, also stops being eligible.
     pub fn demote(&self, permanent: bool) -> Result<(), Error> {
         self.command(|core| {
-            core.demote(permanent);
+            core.demote(Instant::now(), permanent);
             Ok(())
         })
     }

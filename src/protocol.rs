@@ -193,13 +193,14 @@ impl Protocol {
     /// Runs whatever timers are due at `now`: hellos, the membership check,
     /// expiry of incomplete messages. Call it when [`poll_timeout`](Self::poll_timeout) passes.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if now >= self.next_hello {
-            self.send_hello();
-            self.next_hello = next_tick(self.next_hello, self.config.hello_interval, now);
-        }
+        // Check first: a promotion says hello itself, and one hello carrying
+        // the new state beats two that a network could deliver out of order.
         if now >= self.next_check {
             self.check(now);
             self.next_check = next_tick(self.next_check, self.config.check_interval, now);
+        }
+        if now >= self.next_hello {
+            self.send_hello(now);
         }
         for _ in 0..self.reassembler.expire(now) {
             self.drop_error(None, DecodeError::ReassemblyTimeout);
@@ -229,28 +230,28 @@ impl Protocol {
 
     /// Sets the value carried by every later hello, and says hello at once
     /// so peers learn it without waiting for the next interval.
-    pub fn advertise(&mut self, info: serde_json::Value) {
+    pub fn advertise(&mut self, now: Instant, info: serde_json::Value) {
         if self.me.info.as_ref() != Some(&info) {
             self.me.info = Some(info);
-            self.send_hello();
+            self.send_hello(now);
         }
     }
 
     /// Makes this node a master (and eligible), says hello at once, and
     /// emits [`Event::Promotion`]. Does nothing if it already is master.
-    pub fn promote(&mut self) {
+    pub fn promote(&mut self, now: Instant) {
         if self.me.is_master {
             return;
         }
         self.me.is_master = true;
         self.me.is_master_eligible = true;
         self.events.push_back(Event::Promotion(self.local()));
-        self.send_hello();
+        self.send_hello(now);
     }
 
     /// Gives up mastership; with `permanent`, eligibility too. Says hello at
     /// once and emits [`Event::Demotion`] if anything changed.
-    pub fn demote(&mut self, permanent: bool) {
+    pub fn demote(&mut self, now: Instant, permanent: bool) {
         let eligible = self.me.is_master_eligible && !permanent;
         if !self.me.is_master && eligible == self.me.is_master_eligible {
             return;
@@ -258,7 +259,7 @@ impl Protocol {
         self.me.is_master = false;
         self.me.is_master_eligible = eligible;
         self.events.push_back(Event::Demotion(self.local()));
-        self.send_hello();
+        self.send_hello(now);
     }
 
     /// Starts delivering messages on `channel` as [`Event::Message`].
@@ -352,7 +353,7 @@ impl Protocol {
         if is_master {
             // node-discovery order: step down first, then report the new master.
             if self.me.is_master && self.too_many_masters() {
-                self.demote(false);
+                self.demote(now, false);
             }
             if let (true, Some(peer)) = (became_master, peer) {
                 self.events.push_back(Event::Master(peer));
@@ -402,13 +403,15 @@ impl Protocol {
             && self.me.is_master_eligible
             && election::should_promote(masters, higher, self.config.masters_required)
         {
-            self.promote();
+            self.promote(now);
         } else if self.me.is_master && self.too_many_masters() {
-            self.demote(false);
+            self.demote(now, false);
         }
     }
 
-    fn send_hello(&mut self) {
+    /// Says hello now; the periodic hello restarts its interval from here.
+    fn send_hello(&mut self, now: Instant) {
+        self.next_hello = now + self.config.hello_interval;
         match envelope::encode("hello", &self.me, &self.sender) {
             // An oversized advertised value is refused at advertise time by the
             // driver; if it slips through, the hello is dropped rather than sent.

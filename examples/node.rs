@@ -1,0 +1,336 @@
+//! One shoal node driven by flags, printing one JSON object per line.
+//!
+//! For trying shoal by hand and for measuring it against other
+//! implementations (tests/node/peer.js drives a node-discovery peer with the
+//! same flags and output). Try two on one host:
+//!
+//! ```text
+//! cargo run --example node -- --id a --broadcast 127.255.255.255 --port 40123 --join chat
+//! cargo run --example node -- --id b --broadcast 127.255.255.255 --port 40123 \
+//!     --send-channel chat --send-count 3 --send-delay 1000 --exit-after 3000
+//! ```
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use serde_json::{json, Map, Value};
+use shoal::{Config, Discovery, Event, Peer};
+
+#[derive(Parser, Debug)]
+#[command(about = "Run one shoal node; prints one JSON event per line")]
+struct Args {
+    /// A label advertised as {"id": ID} in the node's info (default host-pid).
+    #[arg(long)]
+    id: Option<String>,
+    #[arg(long, default_value_t = 12345)]
+    port: u16,
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    #[arg(long)]
+    broadcast: Option<Ipv4Addr>,
+    #[arg(long)]
+    multicast: Option<Ipv4Addr>,
+    /// Multicast interface address (IP_MULTICAST_IF and the group join).
+    #[arg(long)]
+    multicast_interface: Option<Ipv4Addr>,
+    #[arg(long)]
+    multicast_ttl: Option<u32>,
+    #[arg(long)]
+    key: Option<String>,
+    #[arg(long)]
+    weight: Option<f64>,
+    #[arg(long)]
+    hello_interval: Option<u64>,
+    #[arg(long)]
+    check_interval: Option<u64>,
+    #[arg(long)]
+    node_timeout: Option<u64>,
+    #[arg(long)]
+    master_timeout: Option<u64>,
+    /// JSON object merged with {"id": ID} and advertised.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Channel to join (repeatable).
+    #[arg(long)]
+    join: Vec<String>,
+    #[arg(long)]
+    send_channel: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    send_count: u64,
+    /// Size in bytes of each message's JSON.
+    #[arg(long)]
+    send_size: Option<usize>,
+    /// Yield to the runtime every K sends (0 = never).
+    #[arg(long, default_value_t = 0)]
+    send_batch: u64,
+    /// Delay in ms after ready before sending.
+    #[arg(long, default_value_t = 0)]
+    send_delay: u64,
+    /// Exit after this many ms (0 = run until SIGTERM/SIGINT).
+    #[arg(long, default_value_t = 0)]
+    exit_after: u64,
+    /// Append output to this file instead of stdout.
+    #[arg(long)]
+    log: Option<String>,
+}
+
+/// Writes event lines, flushed as they happen.
+#[derive(Clone)]
+struct Out {
+    id: String,
+    sink: Arc<Mutex<Box<dyn Write + Send>>>,
+}
+
+impl Out {
+    fn emit(&self, event: &str, peer: Option<&str>, fields: Value) {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0);
+        let mut line = Map::new();
+        line.insert("t".into(), json!(t));
+        line.insert("node".into(), json!(self.id));
+        line.insert("event".into(), json!(event));
+        line.insert("peer".into(), json!(peer));
+        if let Value::Object(extra) = fields {
+            line.extend(extra);
+        }
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(sink, "{}", Value::Object(line));
+        let _ = sink.flush();
+    }
+}
+
+fn peer_label(peer: &Peer) -> Option<&str> {
+    peer.info.as_ref()?.get("id")?.as_str()
+}
+
+fn config(args: &Args) -> Result<Config, shoal::ConfigError> {
+    let ms = Duration::from_millis;
+    let mut b = Config::builder().port(args.port);
+    if let Some(v) = args.bind {
+        b = b.bind(v);
+    }
+    if let Some(v) = args.broadcast {
+        b = b.broadcast(v);
+    }
+    if let Some(v) = args.multicast {
+        b = b.multicast(v);
+    }
+    if let Some(v) = args.multicast_interface {
+        b = b.multicast_interface(v);
+    }
+    if let Some(v) = args.multicast_ttl {
+        b = b.multicast_ttl(v);
+    }
+    if let Some(v) = &args.key {
+        b = b.key(v.clone());
+    }
+    if let Some(v) = args.weight {
+        b = b.weight(v);
+    }
+    if let Some(v) = args.hello_interval {
+        b = b.hello_interval(ms(v));
+    }
+    if let Some(v) = args.check_interval {
+        b = b.check_interval(ms(v));
+    }
+    if let Some(v) = args.node_timeout {
+        b = b.node_timeout(ms(v));
+    }
+    if let Some(v) = args.master_timeout {
+        b = b.master_timeout(ms(v));
+    }
+    b.build()
+}
+
+/// A message whose JSON is `size` bytes (or as small as it can be).
+fn message(from: &str, seq: u64, size: Option<usize>) -> Value {
+    let mut value = json!({"from": from, "seq": seq, "pad": ""});
+    if let Some(size) = size {
+        let base = value.to_string().len();
+        value["pad"] = json!("x".repeat(size.saturating_sub(base)));
+    }
+    value
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "host".into());
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{host}-{}", std::process::id()));
+    let sink: Box<dyn Write + Send> = match &args.log {
+        Some(path) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => Box::new(file),
+            Err(e) => {
+                eprintln!("cannot open --log {path}: {e}");
+                std::process::exit(2);
+            }
+        },
+        None => Box::new(std::io::stdout()),
+    };
+    let out = Out {
+        id: id.clone(),
+        sink: Arc::new(Mutex::new(sink)),
+    };
+    out.emit("start", None, json!({}));
+    let code = run(&args, &id, &out).await;
+    out.emit("exit", None, json!({"code": code}));
+    std::process::exit(code);
+}
+
+async fn run(args: &Args, id: &str, out: &Out) -> i32 {
+    let config = match config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            out.emit("error", None, json!({"message": e.to_string()}));
+            return 2;
+        }
+    };
+    let mut info = Map::new();
+    if let Some(text) = &args.advertise {
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => info.extend(map),
+            _ => {
+                out.emit(
+                    "error",
+                    None,
+                    json!({"message": "--advertise must be a JSON object"}),
+                );
+                return 2;
+            }
+        }
+    }
+    info.insert("id".into(), json!(id));
+
+    let node = match Discovery::start(config).await {
+        Ok(node) => node,
+        Err(e) => {
+            out.emit("error", None, json!({"message": e.to_string()}));
+            return 1;
+        }
+    };
+    let mut events = node.events();
+    if let Err(e) = node.advertise(&Value::Object(info)) {
+        out.emit("error", None, json!({"message": e.to_string()}));
+        return 1;
+    }
+    for channel in &args.join {
+        match node.join(channel) {
+            Ok(mut sub) => {
+                let out = out.clone();
+                tokio::spawn(async move {
+                    while let Some(m) = sub.recv().await {
+                        let bytes = m.data.to_string().len();
+                        out.emit(
+                            "msg",
+                            m.data.get("from").and_then(Value::as_str),
+                            json!({"channel": m.channel, "seq": m.data.get("seq"), "bytes": bytes}),
+                        );
+                    }
+                });
+            }
+            Err(e) => {
+                out.emit("error", None, json!({"message": e.to_string()}));
+                return 2;
+            }
+        }
+    }
+    out.emit("ready", None, json!({"weight": node.me().weight}));
+
+    let node = Arc::new(node);
+    let events_out = out.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let o = &events_out;
+            match event {
+                Event::Added(p) => o.emit(
+                    "added",
+                    peer_label(&p),
+                    json!({"peer_addr": p.addr.to_string()}),
+                ),
+                Event::Removed(p) => o.emit(
+                    "removed",
+                    peer_label(&p),
+                    json!({"peer_addr": p.addr.to_string()}),
+                ),
+                Event::Master(p) => o.emit(
+                    "master",
+                    peer_label(&p),
+                    json!({"peer_addr": p.addr.to_string()}),
+                ),
+                Event::Promotion(_) => o.emit("promotion", None, json!({})),
+                Event::Demotion(_) => o.emit("demotion", None, json!({})),
+                Event::Lagged(n) => o.emit(
+                    "error",
+                    None,
+                    json!({"message": format!("lost {n} events")}),
+                ),
+                _ => {}
+            }
+        }
+    });
+
+    if let Some(channel) = args.send_channel.clone() {
+        let (node, out, id) = (node.clone(), out.clone(), id.to_owned());
+        let (count, size, batch, delay) = (
+            args.send_count,
+            args.send_size,
+            args.send_batch,
+            args.send_delay,
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let bytes = message(&id, 0, size).to_string().len();
+            out.emit("send_start", None, json!({"count": count, "bytes": bytes}));
+            let started = Instant::now();
+            for seq in 0..count {
+                if let Err(e) = node.send(&channel, &message(&id, seq, size)) {
+                    out.emit("error", None, json!({"message": e.to_string()}));
+                    return;
+                }
+                if batch > 0 && (seq + 1) % batch == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            out.emit("send_done", None, json!({"count": count, "ms": ms}));
+        });
+    }
+
+    let exit_after = async {
+        if args.exit_after == 0 {
+            std::future::pending::<()>().await
+        } else {
+            tokio::time::sleep(Duration::from_millis(args.exit_after)).await
+        }
+    };
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            out.emit("error", None, json!({"message": e.to_string()}));
+            return 1;
+        }
+    };
+    tokio::select! {
+        _ = exit_after => {}
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    if let Ok(node) = Arc::try_unwrap(node) {
+        node.shutdown().await;
+    }
+    0
+}
