@@ -108,9 +108,9 @@ fn peer_label(peer: &Peer) -> Option<&str> {
     peer.info.as_ref()?.get("id")?.as_str()
 }
 
-fn config(args: &Args) -> Result<Config, shoal::ConfigError> {
+fn config(args: &Args, info: Value) -> Result<Config, shoal::ConfigError> {
     let ms = Duration::from_millis;
-    let mut b = Config::builder().port(args.port);
+    let mut b = Config::builder().port(args.port).advertise(info);
     if let Some(v) = args.bind {
         b = b.bind(v);
     }
@@ -192,13 +192,6 @@ async fn main() {
 }
 
 async fn run(args: &Args, id: &str, out: &Out) -> i32 {
-    let config = match config(args) {
-        Ok(c) => c,
-        Err(e) => {
-            out.emit("error", None, json!({"message": e.to_string()}));
-            return 2;
-        }
-    };
     let mut info = Map::new();
     if let Some(text) = &args.advertise {
         match serde_json::from_str::<Value>(text) {
@@ -214,6 +207,13 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
         }
     }
     info.insert("id".into(), json!(id));
+    let config = match config(args, Value::Object(info)) {
+        Ok(c) => c,
+        Err(e) => {
+            out.emit("error", None, json!({"message": e.to_string()}));
+            return 2;
+        }
+    };
 
     let node = match Discovery::start(config).await {
         Ok(node) => node,
@@ -223,10 +223,6 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
         }
     };
     let mut events = node.events();
-    if let Err(e) = node.advertise(&Value::Object(info)) {
-        out.emit("error", None, json!({"message": e.to_string()}));
-        return 1;
-    }
     for channel in &args.join {
         match node.join(channel) {
             Ok(mut sub) => {

@@ -57,6 +57,7 @@ pub struct Config {
     pub(crate) max_nodes: usize,
     pub(crate) event_capacity: usize,
     pub(crate) host_name: Option<String>,
+    pub(crate) info: Option<serde_json::Value>,
 }
 
 impl Default for Config {
@@ -82,6 +83,7 @@ impl Default for Config {
             max_nodes: 10_000,
             event_capacity: 1024,
             host_name: None,
+            info: None,
         }
     }
 }
@@ -268,6 +270,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// Value advertised from the very first hello on (node-discovery's `info`;
+    /// change it later with [`crate::Discovery::advertise`]). Default: none.
+    pub fn advertise(mut self, info: serde_json::Value) -> Self {
+        self.config.info = Some(info);
+        self
+    }
+
     /// Host name sent in every envelope. Default: the OS host name.
     pub fn host_name(mut self, name: impl Into<String>) -> Self {
         self.config.host_name = Some(name.into());
@@ -342,6 +351,16 @@ impl ConfigBuilder {
                 field: "max_message_size",
                 reason: "must be at least 64 bytes",
             });
+        }
+        if let Some(info) = &c.info {
+            // The hello's other fields and the envelope take a few hundred bytes.
+            let size = serde_json::to_vec(info).map_or(usize::MAX, |v| v.len());
+            if size.saturating_add(400) > c.reassembly.max_message {
+                return Err(ConfigError::Limit {
+                    field: "advertise",
+                    reason: "the advertised value does not fit in max_message_size",
+                });
+            }
         }
         if c.reassembly.max_pending == 0 || c.reassembly.max_pending_bytes == 0 {
             return Err(ConfigError::Limit {

@@ -193,10 +193,7 @@ impl Discovery {
     /// says hello at once.
     pub fn advertise<T: Serialize + ?Sized>(&self, info: &T) -> Result<(), Error> {
         let value = serde_json::to_value(info).map_err(|e| Error::Encode(e.to_string()))?;
-        self.command(|core| {
-            core.advertise(Instant::now(), value);
-            Ok(())
-        })
+        self.command(|core| core.advertise(Instant::now(), value))
     }
 
     /// Makes this node a master now.

@@ -170,6 +170,7 @@ impl Membership {
         self.peers.values()
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.peers.len()
     }

@@ -111,7 +111,7 @@ impl Protocol {
                 is_master_eligible: config.master_eligible,
                 weight,
                 address: "127.0.0.1".to_owned(),
-                info: None,
+                info: config.info.clone(),
             },
             peers: Membership::new(config.max_nodes),
             reassembler: Reassembler::new(config.reassembly),
@@ -156,11 +156,6 @@ impl Protocol {
     /// Traffic counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
-    }
-
-    /// Mutable counters, for the driver's own (events lost).
-    pub(crate) fn stats_mut(&mut self) -> &mut Stats {
-        &mut self.stats
     }
 
     /// The configuration this node runs with.
@@ -229,12 +224,19 @@ impl Protocol {
     // ----- commands -----------------------------------------------------
 
     /// Sets the value carried by every later hello, and says hello at once
-    /// so peers learn it without waiting for the next interval.
-    pub fn advertise(&mut self, now: Instant, info: serde_json::Value) {
-        if self.me.info.as_ref() != Some(&info) {
-            self.me.info = Some(info);
-            self.send_hello(now);
+    /// so peers learn it without waiting for the next interval. A value whose
+    /// hello would exceed the maximum message size is refused, and the
+    /// previous value stays.
+    pub fn advertise(&mut self, now: Instant, info: serde_json::Value) -> Result<(), Error> {
+        if self.me.info.as_ref() == Some(&info) {
+            return Ok(());
         }
+        let previous = self.me.info.replace(info);
+        let said = self.say_hello(now);
+        if said.is_err() {
+            self.me.info = previous;
+        }
+        said
     }
 
     /// Makes this node a master (and eligible), says hello at once, and
@@ -411,15 +413,18 @@ impl Protocol {
 
     /// Says hello now; the periodic hello restarts its interval from here.
     fn send_hello(&mut self, now: Instant) {
-        self.next_hello = now + self.config.hello_interval;
-        match envelope::encode("hello", &self.me, &self.sender) {
-            // An oversized advertised value is refused at advertise time by the
-            // driver; if it slips through, the hello is dropped rather than sent.
-            Ok(json) => {
-                let _ = self.transmit(json);
-            }
-            Err(error) => tracing::warn!(%error, "cannot encode hello"),
+        if let Err(error) = self.say_hello(now) {
+            // Only an advertised value too large for a message can cause
+            // this, and advertise() refuses those.
+            tracing::warn!(%error, "hello not sent");
         }
+    }
+
+    fn say_hello(&mut self, now: Instant) -> Result<(), Error> {
+        self.next_hello = now + self.config.hello_interval;
+        let json = envelope::encode("hello", &self.me, &self.sender)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        self.transmit(json)
     }
 
     fn transmit(&mut self, json: Vec<u8>) -> Result<(), Error> {

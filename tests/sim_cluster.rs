@@ -413,3 +413,45 @@ fn kind(e: &Event) -> String {
         other => format!("{other:?}"),
     }
 }
+
+#[test]
+fn advertised_values_travel_in_hellos_and_oversized_ones_are_refused() {
+    let mut net = SimNet::new(17);
+    let a = net.add_node(
+        cfg(0.5)
+            .advertise(serde_json::json!({"name": "db"}))
+            .max_message_size(4096)
+            .build()
+            .unwrap(),
+    );
+    let b = net.add_node(cfg(0.6).build().unwrap());
+    net.run_for(secs(0.01));
+    let id = net.node(a).protocol.id().clone();
+    // The very first hello carried the value: b's Added event has it.
+    let added = net.node(b).events.iter().find_map(|(_, e)| match e {
+        Event::Added(p) => Some(p.clone()),
+        _ => None,
+    });
+    assert_eq!(added.unwrap().info.unwrap()["name"], "db");
+
+    let now = net.now();
+    let huge = serde_json::json!({"name": "db", "blob": "x".repeat(5000)});
+    let err = net.protocol_mut(a).advertise(now, huge).unwrap_err();
+    assert!(matches!(err, shoal::Error::MessageTooLarge { .. }), "{err}");
+    assert_eq!(net.node(a).protocol.local().info.unwrap()["name"], "db");
+
+    net.protocol_mut(a)
+        .advertise(now, serde_json::json!({"name": "db2"}))
+        .unwrap();
+    net.poll(a);
+    net.run_for(secs(0.01));
+    let seen = net.node(b).protocol.peer(id.as_str()).unwrap();
+    assert_eq!(seen.info.as_ref().unwrap()["name"], "db2");
+
+    let err = cfg(0.5)
+        .advertise(serde_json::json!({"blob": "x".repeat(5000)}))
+        .max_message_size(4096)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "advertise");
+}

@@ -1,0 +1,278 @@
+//! Several nodes in one test process on loopback: discovery, election,
+//! failover and channel messages through the real tokio driver and sockets.
+//!
+//! Every node sends only to 127.255.255.255 (directed broadcast on `lo`) or
+//! to a multicast group with IP_MULTICAST_IF = 127.0.0.1 and TTL 0, so no
+//! packet leaves the host. Each test uses its own port.
+
+use std::time::Duration;
+
+use serde_json::json;
+use shoal::{Config, ConfigBuilder, Discovery, Event, EventStream};
+use tokio::time::timeout;
+
+fn loopback(port: u16, weight: f64) -> ConfigBuilder {
+    Config::builder()
+        .port(port)
+        .broadcast("127.255.255.255".parse().unwrap())
+        .hello_interval(Duration::from_millis(100))
+        .check_interval(Duration::from_millis(300))
+        .node_timeout(Duration::from_millis(300))
+        .master_timeout(Duration::from_millis(300))
+        .weight(weight)
+}
+
+fn multicast(port: u16, weight: f64) -> ConfigBuilder {
+    loopback(port, weight)
+        .multicast("239.255.71.1".parse().unwrap())
+        .multicast_interface("127.0.0.1".parse().unwrap())
+        .multicast_ttl(0)
+}
+
+/// Waits (bounded) for an event matching `pred`.
+async fn wait_for(events: &mut EventStream, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+    let found = timeout(Duration::from_secs(10), async {
+        while let Some(event) = events.recv().await {
+            if pred(&event) {
+                return Some(event);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(event)) => event,
+        _ => panic!("timed out waiting for {what}"),
+    }
+}
+
+async fn start_all(configs: Vec<Config>) -> (Vec<Discovery>, Vec<EventStream>) {
+    let mut nodes = Vec::new();
+    let mut streams = Vec::new();
+    for config in configs {
+        let node = Discovery::start(config).await.expect("start");
+        streams.push(node.events());
+        nodes.push(node);
+    }
+    (nodes, streams)
+}
+
+async fn cluster_elects_and_fails_over(make: fn(u16, f64) -> ConfigBuilder, port: u16) {
+    let weights = [0.3, 0.9, 0.6, 0.1];
+    let configs = weights
+        .iter()
+        .map(|&w| make(port, w).build().unwrap())
+        .collect();
+    let (mut nodes, mut streams) = start_all(configs).await;
+    let n = nodes.len();
+    // Everyone discovers everyone.
+    for i in 0..n {
+        for _ in 0..n - 1 {
+            wait_for(&mut streams[i], "added", |e| matches!(e, Event::Added(_))).await;
+        }
+        let mut ids: Vec<_> = nodes[i].nodes().into_iter().map(|p| p.id).collect();
+        ids.sort();
+        let mut expected: Vec<_> = (0..n).filter(|&j| j != i).map(|j| nodes[j].id()).collect();
+        expected.sort();
+        assert_eq!(ids, expected, "node {i}'s table");
+    }
+    // The heaviest (index 1) is elected and everyone reports it.
+    wait_for(&mut streams[1], "promotion", |e| {
+        matches!(e, Event::Promotion(_))
+    })
+    .await;
+    let master = nodes[1].id();
+    for i in [0, 2, 3] {
+        let m = master.clone();
+        wait_for(
+            &mut streams[i],
+            "master",
+            move |e| matches!(e, Event::Master(p) if p.id == m),
+        )
+        .await;
+        assert!(!nodes[i].me().is_master);
+    }
+    assert!(nodes[1].me().is_master);
+
+    // The master shuts down: the next heaviest (index 2) takes over.
+    let old = nodes.remove(1);
+    streams.remove(1);
+    old.shutdown().await;
+    // Indices shift: [0.3, 0.6, 0.1].
+    wait_for(&mut streams[1], "promotion after failover", |e| {
+        matches!(e, Event::Promotion(_))
+    })
+    .await;
+    let new_master = nodes[1].id();
+    for i in [0, 2] {
+        let m = new_master.clone();
+        wait_for(
+            &mut streams[i],
+            "new master",
+            move |e| matches!(e, Event::Master(p) if p.id == m),
+        )
+        .await;
+        let m = master.clone();
+        assert!(
+            nodes[i].nodes().iter().all(|p| p.id != m),
+            "old master removed"
+        );
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_cluster_elects_and_fails_over() {
+    cluster_elects_and_fails_over(loopback, 47_101).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multicast_cluster_elects_and_fails_over() {
+    cluster_elects_and_fails_over(multicast, 47_102).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_messages_reach_every_subscription() {
+    let port = 47_103;
+    let (nodes, mut streams) = start_all(vec![
+        loopback(port, 0.5).build().unwrap(),
+        loopback(port, 0.6).build().unwrap(),
+        loopback(port, 0.7).build().unwrap(),
+    ])
+    .await;
+    for s in &mut streams {
+        for _ in 0..2 {
+            wait_for(s, "added", |e| matches!(e, Event::Added(_))).await;
+        }
+    }
+    let mut first = nodes[1].join("jobs").unwrap();
+    let mut second = nodes[1].join("jobs").unwrap();
+    let mut other = nodes[2].join("jobs").unwrap();
+    let big = "x".repeat(6000);
+    nodes[0].send("jobs", &json!({"n": 1})).unwrap();
+    nodes[0].send("jobs", &json!({"n": 2, "big": big})).unwrap();
+    nodes[0].send("elsewhere", &json!({"n": 3})).unwrap();
+    for sub in [&mut first, &mut second, &mut other] {
+        for n in [1, 2] {
+            let m = timeout(Duration::from_secs(5), sub.recv())
+                .await
+                .expect("message in time")
+                .expect("subscription open");
+            assert_eq!(m.channel, "jobs");
+            assert_eq!(m.data["n"], n);
+            assert_eq!(m.from, nodes[0].id());
+            assert_eq!(m.addr.ip().to_string(), "127.0.0.1");
+        }
+    }
+    assert_eq!(first.missed(), 0);
+    assert_eq!(
+        timeout(Duration::from_secs(1), first.recv())
+            .await
+            .ok()
+            .flatten(),
+        None,
+        "nothing else arrives on jobs"
+    );
+    // Reserved names are refused.
+    assert!(matches!(
+        nodes[0].send("master", &1),
+        Err(shoal::Error::ReservedChannel(_))
+    ));
+    assert!(nodes[0].join("hello").is_err());
+    // Leave ends the subscriptions.
+    nodes[1].leave("jobs");
+    assert_eq!(
+        timeout(Duration::from_secs(2), first.recv()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        timeout(Duration::from_secs(2), second.recv())
+            .await
+            .unwrap(),
+        None
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+    // Shutdown ends the remaining subscription and the event streams.
+    assert_eq!(
+        timeout(Duration::from_secs(2), other.recv()).await.unwrap(),
+        None
+    );
+    let drained = timeout(Duration::from_secs(2), async {
+        while streams[0].recv().await.is_some() {}
+    })
+    .await;
+    assert!(drained.is_ok(), "the event stream ends after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advertised_info_and_keys() {
+    let port = 47_104;
+    let (nodes, mut streams) = start_all(vec![
+        loopback(port, 0.5).key("k1").build().unwrap(),
+        loopback(port, 0.6).key("k1").build().unwrap(),
+        loopback(port, 0.7).key("other").build().unwrap(),
+    ])
+    .await;
+    nodes[0]
+        .advertise(&json!({"name": "svc", "port": 8080}))
+        .unwrap();
+    let info = loop {
+        let event = wait_for(&mut streams[1], "added", |e| matches!(e, Event::Added(_))).await;
+        // The first hello may precede advertise; the table catches up at once.
+        let _ = event;
+        let peers = nodes[1].nodes();
+        if let Some(info) = peers.first().and_then(|p| p.info.clone()) {
+            break info;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(info) = nodes[1].nodes().first().and_then(|p| p.info.clone()) {
+            break info;
+        }
+    };
+    assert_eq!(info, json!({"name": "svc", "port": 8080}));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A different key is a different cluster: packets are counted and dropped.
+    assert_eq!(nodes[1].nodes().len(), 1);
+    assert!(nodes[2].nodes().is_empty());
+    assert!(nodes[2].stats().dropped.decrypt > 0);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn start_reports_bad_addresses() {
+    // 192.0.2.1 (TEST-NET-1) is not a local address: bind fails.
+    let config = Config::builder()
+        .port(47_105)
+        .bind("192.0.2.77".parse().unwrap())
+        .broadcast("127.255.255.255".parse().unwrap())
+        .build()
+        .unwrap();
+    let err = Discovery::start(config).await.unwrap_err();
+    assert!(matches!(err, shoal::Error::Bind { .. }), "{err}");
+    assert!(err.to_string().contains("192.0.2.77:47105"), "{err}");
+}
+
+#[tokio::test]
+async fn dropping_the_handle_stops_the_node() {
+    let port = 47_106;
+    let a = Discovery::start(loopback(port, 0.5).build().unwrap())
+        .await
+        .unwrap();
+    let mut events = a.events();
+    {
+        let b = Discovery::start(loopback(port, 0.6).build().unwrap())
+            .await
+            .unwrap();
+        wait_for(&mut events, "added", |e| matches!(e, Event::Added(_))).await;
+        drop(b);
+    }
+    wait_for(&mut events, "removed", |e| matches!(e, Event::Removed(_))).await;
+    assert!(a.nodes().is_empty());
+    a.shutdown().await;
+}
