@@ -171,17 +171,20 @@ impl Protocol {
         self.stats.bytes_in += datagram.len() as u64;
         let mut rest = datagram;
         // node-discovery's receiver accepts several blocks back to back.
-        while !rest.is_empty() {
+        loop {
             let (header, data, tail) = match framing::parse_block(rest) {
                 Ok(parsed) => parsed,
                 Err(error) => return self.drop_packet(from, error),
             };
-            rest = tail;
             match self.reassembler.push(now, from, &header, data) {
                 Ok(Some(payload)) => self.handle_payload(now, from, &payload),
                 Ok(None) => {}
                 Err(error) => self.drop_packet(from, error),
             }
+            if tail.is_empty() {
+                return;
+            }
+            rest = tail;
         }
     }
 

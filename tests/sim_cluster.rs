@@ -455,3 +455,49 @@ fn advertised_values_travel_in_hellos_and_oversized_ones_are_refused() {
         .unwrap_err();
     assert_eq!(err.field(), "advertise");
 }
+
+#[test]
+fn bad_packets_are_counted_and_dropped_or_reported_when_asked() {
+    use shoal::protocol::Protocol;
+    use shoal::wire::envelope::Sender;
+    let t0 = std::time::Instant::now();
+    let from = "10.0.0.9:12345".parse().unwrap();
+    let sender = Sender {
+        pid: "p".repeat(32),
+        iid: "a".repeat(32),
+        host_name: "h".into(),
+    };
+    // node-discover's dialect (plain JSON, no WRAP), garbage, a truncated
+    // block, and a WRAP header declaring 4 GiB.
+    let mut huge = b"WRAP".to_vec();
+    huge.extend([7u8; 16]);
+    huge.extend(0u32.to_be_bytes());
+    huge.extend(u32::MAX.to_be_bytes());
+    huge.extend(40u32.to_be_bytes());
+    huge.extend(0u32.to_be_bytes());
+    huge.extend([0u8; 4]);
+    let bad: Vec<Vec<u8>> = vec![
+        br#"{"event":"hello","pid":"x","iid":"y","hostName":"z","data":{}}"#.to_vec(),
+        vec![0xff; 300],
+        b"WRAP".to_vec(),
+        huge,
+        Vec::new(),
+    ];
+    for report in [false, true] {
+        let config = cfg(0.5).ignore_data_errors(!report).build().unwrap();
+        let mut node = Protocol::new(&config, sender.clone(), t0, 1);
+        for datagram in &bad {
+            node.handle_datagram(t0, from, datagram);
+        }
+        let stats = node.stats();
+        assert_eq!(stats.packets_in, 5);
+        assert_eq!(stats.dropped.not_wrapped, 2, "{stats:?}");
+        assert_eq!(stats.dropped.malformed, 2, "{stats:?}");
+        assert_eq!(stats.dropped.too_large, 1, "{stats:?}");
+        assert_eq!(node.peers().count(), 0);
+        let errors = std::iter::from_fn(|| node.poll_event())
+            .filter(|e| matches!(e, Event::DataError { .. }))
+            .count();
+        assert_eq!(errors, if report { 5 } else { 0 });
+    }
+}
