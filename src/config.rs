@@ -10,6 +10,13 @@ use crate::wire::framing::ReassemblyLimits;
 ///
 /// Broadcast and multicast loop back to the sender, so a node always hears
 /// itself; node-discovery calls this option `ignore`.
+///
+/// ```
+/// use shoal::{Config, Ignore};
+/// // Several nodes in one process that should not see each other:
+/// let config = Config::builder().ignore(Ignore::OwnProcess).build().unwrap();
+/// # let _ = config;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Ignore {
@@ -89,6 +96,12 @@ impl Default for Config {
 }
 
 /// A configuration field that failed validation. The message names the field.
+///
+/// ```
+/// let err = shoal::Config::builder().masters_required(0).build().unwrap_err();
+/// assert_eq!(err.field(), "masters_required");
+/// assert_eq!(err.to_string(), "masters_required must be greater than zero");
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -346,10 +359,10 @@ impl ConfigBuilder {
         if c.key.as_deref() == Some("") {
             return Err(ConfigError::EmptyKey);
         }
-        if c.reassembly.max_message < 64 {
+        if c.reassembly.max_message < 64 || c.reassembly.max_message > u32::MAX as usize {
             return Err(ConfigError::Limit {
                 field: "max_message_size",
-                reason: "must be at least 64 bytes",
+                reason: "must be between 64 bytes and 4 GiB (the WRAP length field is 32 bits)",
             });
         }
         if let Some(info) = &c.info {

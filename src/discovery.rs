@@ -99,6 +99,14 @@ impl Discovery {
     /// Binds the socket and starts the node. Its first hello goes out at once.
     ///
     /// Must be called from within a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), shoal::Error> {
+    /// let config = shoal::Config::builder().port(12345).build()?;
+    /// let node = shoal::Discovery::start(config).await?;
+    /// println!("listening on {}", node.local_addr());
+    /// # Ok(()) }
+    /// ```
     pub async fn start(config: Config) -> Result<Discovery, Error> {
         let socket = crate::transport::open(&config)?;
         let local_addr = socket.local_addr().map_err(|source| Error::Socket {
@@ -154,6 +162,14 @@ impl Discovery {
     }
 
     /// A snapshot of the live peer table.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// let masters = node.nodes().into_iter().filter(|p| p.is_master).count();
+    /// println!("{masters} master(s), we are master: {}", node.me().is_master);
+    /// # Ok(()) }
+    /// ```
     pub fn nodes(&self) -> Vec<Peer> {
         self.shared.core().peers().cloned().collect()
     }
@@ -172,6 +188,17 @@ impl Discovery {
     /// `event_capacity` events: a consumer that falls further behind loses
     /// the oldest ones and is told so with [`Event::Lagged`]. The protocol
     /// never waits for a consumer.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// use tokio_stream::StreamExt; // or call events.recv().await
+    /// let mut events = node.events();
+    /// while let Some(event) = events.next().await {
+    ///     println!("{event:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn events(&self) -> EventStream {
         let first = self
             .first_events
@@ -191,12 +218,27 @@ impl Discovery {
 
     /// Sets the value advertised in every hello (node-discovery's `info`) and
     /// says hello at once.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// node.advertise(&serde_json::json!({"name": "web", "port": 8080, "ready": true}))?;
+    /// # Ok(()) }
+    /// ```
     pub fn advertise<T: Serialize + ?Sized>(&self, info: &T) -> Result<(), Error> {
         let value = serde_json::to_value(info).map_err(|e| Error::Encode(e.to_string()))?;
         self.command(|core| core.advertise(Instant::now(), value))
     }
 
     /// Makes this node a master now.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// node.promote()?;
+    /// assert!(node.me().is_master);
+    /// # Ok(()) }
+    /// ```
     pub fn promote(&self) -> Result<(), Error> {
         self.command(|core| {
             core.promote(Instant::now());
@@ -205,6 +247,14 @@ impl Discovery {
     }
 
     /// Gives up mastership; with `permanent`, also stops being eligible.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// node.demote(true)?; // never be elected again
+    /// assert!(!node.me().is_master_eligible);
+    /// # Ok(()) }
+    /// ```
     pub fn demote(&self, permanent: bool) -> Result<(), Error> {
         self.command(|core| {
             core.demote(Instant::now(), permanent);
@@ -213,6 +263,13 @@ impl Discovery {
     }
 
     /// Broadcasts `data` (any JSON-serialisable value) on `channel`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// node.send("jobs", &serde_json::json!({"task": 7}))?;
+    /// # Ok(()) }
+    /// ```
     pub fn send<T: Serialize + ?Sized>(&self, channel: &str, data: &T) -> Result<(), Error> {
         self.command(|core| core.send(channel, data))
     }
@@ -220,6 +277,16 @@ impl Discovery {
     /// Subscribes to `channel`: the returned stream yields every message
     /// received on it, until [`leave`](Self::leave) or shutdown. Several
     /// subscriptions to one channel each get every message.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// let mut jobs = node.join("jobs")?;
+    /// while let Some(message) = jobs.recv().await {
+    ///     println!("{} from {}: {}", message.channel, message.from, message.data);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn join(&self, channel: &str) -> Result<Subscription, Error> {
         check_channel(channel)?;
         self.ensure_running()?;
@@ -239,12 +306,28 @@ impl Discovery {
     }
 
     /// Unsubscribes from `channel`: every subscription to it ends.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// let mut jobs = node.join("jobs")?;
+    /// node.leave("jobs");
+    /// assert!(jobs.recv().await.is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn leave(&self, channel: &str) {
         self.shared.core().leave(channel);
         self.shared.channels().remove(channel);
     }
 
     /// Stops the node: timers stop, the socket closes, streams end.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// node.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
@@ -345,6 +428,17 @@ async fn flush(shared: &Shared, socket: &tokio::net::UdpSocket) {
 }
 
 /// The stream of a node's [`Event`]s; see [`Discovery::events`].
+///
+/// ```no_run
+/// # async fn demo(node: shoal::Discovery) {
+/// let mut events = node.events();
+/// while let Some(event) = events.recv().await {
+///     if let shoal::Event::Lagged(n) = event {
+///         eprintln!("consumer too slow: {n} events lost");
+///     }
+/// }
+/// # }
+/// ```
 pub struct EventStream {
     inner: BroadcastStream<Event>,
     lost: Arc<AtomicU64>,
@@ -374,6 +468,16 @@ impl Stream for EventStream {
 }
 
 /// The messages of one channel; see [`Discovery::join`].
+///
+/// ```no_run
+/// # async fn demo(node: shoal::Discovery) -> Result<(), shoal::Error> {
+/// let mut chat = node.join("chat")?;
+/// while let Some(message) = chat.recv().await {
+///     println!("{}: {}", message.from, message.data);
+/// }
+/// println!("missed {} messages", chat.missed());
+/// # Ok(()) }
+/// ```
 ///
 /// A subscriber that falls more than `event_capacity` messages behind loses
 /// the oldest; [`missed`](Self::missed) counts them.

@@ -3,6 +3,17 @@
 use std::net::SocketAddr;
 
 /// Errors from starting a node or from its commands.
+///
+/// ```
+/// use shoal::protocol::Protocol;
+/// use shoal::wire::envelope::Sender;
+///
+/// let config = shoal::Config::builder().build().unwrap();
+/// let me = Sender { pid: "p".into(), iid: "i".into(), host_name: "h".into() };
+/// let mut node = Protocol::new(&config, me, std::time::Instant::now(), 1);
+/// let err = node.send("master", &1).unwrap_err();
+/// assert!(matches!(err, shoal::Error::ReservedChannel(ref name) if name == "master"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

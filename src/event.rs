@@ -6,6 +6,19 @@ use crate::membership::{NodeId, Peer};
 use crate::wire::DecodeError;
 
 /// The local node's own election state.
+///
+/// ```
+/// use std::time::Duration;
+/// use shoal::sim::SimNet;
+///
+/// let mut net = SimNet::new(1);
+/// let a = net.add_node(shoal::Config::builder().weight(0.9).build().unwrap());
+/// let b = net.add_node(shoal::Config::builder().weight(0.1).build().unwrap());
+/// net.run_for(Duration::from_secs(3));
+/// let me = net.node(a).protocol.local();
+/// assert!(me.is_master && me.is_master_eligible);
+/// assert_eq!(me.weight, 0.9);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct LocalState {
@@ -22,6 +35,26 @@ pub struct LocalState {
 }
 
 /// A message received on a channel.
+///
+/// ```
+/// use std::time::Duration;
+/// use shoal::{sim::SimNet, Event};
+///
+/// let mut net = SimNet::new(1);
+/// let a = net.add_node(shoal::Config::builder().build().unwrap());
+/// let b = net.add_node(shoal::Config::builder().build().unwrap());
+/// net.protocol_mut(b).join("chat").unwrap();
+/// net.protocol_mut(a).send("chat", &serde_json::json!({"text": "hi"})).unwrap();
+/// net.poll(a);
+/// net.run_for(Duration::from_millis(10));
+/// let got = net.node(b).events.iter().find_map(|(_, e)| match e {
+///     Event::Message(m) => Some(m.clone()),
+///     _ => None,
+/// });
+/// let m = got.expect("delivered");
+/// assert_eq!((m.channel.as_str(), &m.from), ("chat", net.node(a).protocol.id()));
+/// assert_eq!(m.data["text"], "hi");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ChannelMessage {
@@ -36,6 +69,22 @@ pub struct ChannelMessage {
 }
 
 /// Something that happened on the network or to this node.
+///
+/// ```
+/// fn describe(event: &shoal::Event) -> String {
+///     use shoal::Event::*;
+///     match event {
+///         Added(peer) => format!("{} joined from {}", peer.id, peer.addr),
+///         Removed(peer) => format!("{} left", peer.id),
+///         Master(peer) => format!("{} is master", peer.id),
+///         Promotion(_) => "we are master".into(),
+///         Demotion(_) => "we stepped down".into(),
+///         Lagged(n) => format!("missed {n} events"),
+///         other => format!("{other:?}"),
+///     }
+/// }
+/// assert_eq!(describe(&shoal::Event::Lagged(3)), "missed 3 events");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {

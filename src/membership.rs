@@ -46,6 +46,19 @@ impl fmt::Display for NodeId {
 }
 
 /// What we know of one peer, from its latest hello.
+///
+/// ```
+/// use std::time::Duration;
+/// use shoal::sim::SimNet;
+///
+/// let mut net = SimNet::new(1);
+/// let a = net.add_node(shoal::Config::builder().weight(0.9).build().unwrap());
+/// let b = net.add_node(shoal::Config::builder().weight(0.1).build().unwrap());
+/// net.run_for(Duration::from_secs(3));
+/// let peer = net.node(b).protocol.peers().next().expect("b knows a");
+/// assert_eq!(&peer.id, net.node(a).protocol.id());
+/// assert!(peer.is_master && peer.weight == 0.9);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Peer {

@@ -1,6 +1,19 @@
 //! Counters a node keeps about its traffic.
 
 /// Traffic and drop counters; read them with [`crate::Discovery::stats`].
+///
+/// ```
+/// use std::time::Duration;
+/// use shoal::sim::SimNet;
+///
+/// let mut net = SimNet::new(1);
+/// let a = net.add_node(shoal::Config::builder().weight(0.9).build().unwrap());
+/// let b = net.add_node(shoal::Config::builder().weight(0.1).build().unwrap());
+/// net.run_for(Duration::from_secs(3));
+/// let stats = net.node(a).protocol.stats();
+/// assert!(stats.hellos_in >= 3 && stats.messages_out >= 3);
+/// assert_eq!(stats.dropped.total(), stats.dropped.own); // only its own hellos
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -25,6 +38,18 @@ pub struct Stats {
 }
 
 /// Dropped packets, by reason.
+///
+/// ```
+/// use shoal::protocol::Protocol;
+/// use shoal::wire::envelope::Sender;
+///
+/// let config = shoal::Config::builder().build().unwrap();
+/// let me = Sender { pid: "p".into(), iid: "i".into(), host_name: "h".into() };
+/// let now = std::time::Instant::now();
+/// let mut node = Protocol::new(&config, me, now, 1);
+/// node.handle_datagram(now, "10.0.0.2:12345".parse().unwrap(), br#"{"event":"hello","data":{},"iid":"node-discover dialect"}"#);
+/// assert_eq!(node.stats().dropped.not_wrapped, 1);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Drops {

@@ -276,3 +276,36 @@ async fn dropping_the_handle_stops_the_node() {
     assert!(a.nodes().is_empty());
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_loses_old_events_and_is_told() {
+    let port = 47_107;
+    let watcher = Discovery::start(loopback(port, 0.5).event_capacity(2).build().unwrap())
+        .await
+        .unwrap();
+    let mut events = watcher.events(); // not read while the others start
+    let mut others = Vec::new();
+    for i in 0..6 {
+        let config = loopback(port, 0.1 + i as f64 / 10.0).build().unwrap();
+        others.push(Discovery::start(config).await.unwrap());
+    }
+    // Wait until the watcher knows all six, without reading its events.
+    timeout(Duration::from_secs(10), async {
+        while watcher.nodes().len() < 6 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("all six discovered");
+    // The protocol went on regardless; the stream reports what it lost.
+    let first = events.recv().await.unwrap();
+    let Event::Lagged(missed) = first else {
+        panic!("expected Lagged first, got {first:?}");
+    };
+    assert!(missed >= 4, "{missed}");
+    assert!(watcher.stats().events_lost >= missed);
+    for node in others {
+        node.shutdown().await;
+    }
+    watcher.shutdown().await;
+}

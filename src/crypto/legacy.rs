@@ -19,6 +19,16 @@ use super::super::wire::DecodeError;
 const AES_BLOCK: usize = 16;
 
 /// A key derived the way node-discovery derives it.
+///
+/// ```
+/// use shoal::crypto::legacy::LegacyCipher;
+///
+/// let cipher = LegacyCipher::new(b"shoal-test-key");
+/// let sealed = cipher.encrypt(br#"{"event":"hello"}"#);
+/// assert_eq!(sealed.len(), 32); // PKCS#7 pads 17 bytes to two blocks
+/// assert_eq!(cipher.decrypt(&sealed).unwrap(), br#"{"event":"hello"}"#);
+/// assert!(LegacyCipher::new(b"other").decrypt(&sealed).is_err());
+/// ```
 #[derive(Clone)]
 pub struct LegacyCipher {
     key: [u8; 32],

@@ -102,6 +102,17 @@ fn require_object(json: &[u8]) -> Result<(), DecodeError> {
 }
 
 /// Encodes an envelope to JSON bytes, keys in node-discovery's order.
+///
+/// ```
+/// use shoal::wire::envelope::{decode, encode, Sender};
+///
+/// let me = Sender { pid: "p1".into(), iid: "i1".into(), host_name: "box".into() };
+/// let bytes = encode("chat", &serde_json::json!({"n": 1}), &me).unwrap();
+/// assert_eq!(bytes, br#"{"data":{"n":1},"event":"chat","pid":"p1","iid":"i1","hostName":"box"}"#);
+/// let env = decode(&bytes).unwrap();
+/// assert_eq!((&*env.event, &*env.iid), ("chat", "i1"));
+/// assert_eq!(env.data.unwrap().get(), r#"{"n":1}"#);
+/// ```
 pub fn encode<T: Serialize + ?Sized>(
     event: &str,
     data: &T,

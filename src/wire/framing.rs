@@ -46,6 +46,28 @@ pub struct BlockHeader {
 
 /// Cuts `payload` into blocks, calling `emit` with each finished block.
 ///
+/// ```
+/// use std::time::Instant;
+/// use shoal::wire::framing::{encode, parse_block, Reassembler, ReassemblyLimits};
+///
+/// let payload = vec![42u8; 4000];
+/// let mut blocks = Vec::new();
+/// encode(&payload, [7; 16], |block| blocks.push(block));
+/// assert_eq!(blocks.len(), 3); // 1464 + 1464 + 1072 data bytes
+///
+/// let mut r = Reassembler::new(ReassemblyLimits::default());
+/// let from = "10.0.0.2:12345".parse().unwrap();
+/// let mut out = None;
+/// for block in blocks.iter().rev() { // any order
+///     let (header, data, rest) = parse_block(block).unwrap();
+///     assert!(rest.is_empty());
+///     if let Some(whole) = r.push(Instant::now(), from, &header, data).unwrap() {
+///         out = Some(whole.into_owned());
+///     }
+/// }
+/// assert_eq!(out.unwrap(), payload);
+/// ```
+///
 /// Unlike node-discovery's encoder, this is right at every size: a payload
 /// that is an exact multiple of [`BLOCK_DATA`] gets no empty trailing block.
 ///
