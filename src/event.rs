@@ -90,6 +90,8 @@ pub struct ChannelMessage {
 pub enum Event {
     /// A node was heard from for the first time.
     Added(Peer),
+    /// A known node changed what it advertises (its `info`).
+    Updated(Peer),
     /// A node went silent for longer than the node timeout and was removed.
     Removed(Peer),
     /// A node became master (or was first heard of as one).

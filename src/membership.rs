@@ -87,8 +87,12 @@ pub struct Peer {
 pub(crate) enum Observed {
     /// A node we did not know.
     New,
-    /// A known node; whether it was a master before this hello.
-    Known { was_master: bool },
+    /// A known node: whether it was a master before this hello, and whether
+    /// this hello changed what it advertises.
+    Known {
+        was_master: bool,
+        info_changed: bool,
+    },
     /// A new node, refused because the table is full.
     Refused,
 }
@@ -126,6 +130,7 @@ impl Membership {
                 return (Observed::Refused, None);
             };
             let was_master = peer.is_master;
+            let info_changed = peer.info != hello.info;
             peer.addr = from;
             peer.is_master = hello.is_master;
             peer.is_master_eligible = hello.is_master_eligible;
@@ -138,7 +143,13 @@ impl Membership {
             if peer.host_name != host_name {
                 peer.host_name = host_name.to_owned();
             }
-            return (Observed::Known { was_master }, Some(peer));
+            return (
+                Observed::Known {
+                    was_master,
+                    info_changed,
+                },
+                Some(peer),
+            );
         }
         if self.peers.len() >= self.max_nodes {
             return (Observed::Refused, None);
@@ -224,7 +235,13 @@ mod tests {
             addr,
             hello(true, 0.5),
         );
-        assert_eq!(o, Observed::Known { was_master: false });
+        assert_eq!(
+            o,
+            Observed::Known {
+                was_master: false,
+                info_changed: false
+            }
+        );
         assert!(p.unwrap().is_master);
         assert!(m
             .expire(t0 + Duration::from_millis(2500), Duration::from_secs(2))
@@ -242,8 +259,16 @@ mod tests {
         m.observe(t0, "a", "p", "h", addr, hello(false, 0.5));
         let (o, _) = m.observe(t0, "b", "p", "h", addr, hello(false, 0.5));
         assert_eq!(o, Observed::Refused);
-        let (o, _) = m.observe(t0, "a", "p", "h", addr, hello(false, 0.6));
-        assert_eq!(o, Observed::Known { was_master: false });
+        let mut with_info = hello(false, 0.6);
+        with_info.info = Some(serde_json::json!({"name": "x"}));
+        let (o, _) = m.observe(t0, "a", "p", "h", addr, with_info);
+        assert_eq!(
+            o,
+            Observed::Known {
+                was_master: false,
+                info_changed: true
+            }
+        );
         assert_eq!(m.get("a").unwrap().weight, 0.6);
     }
 }

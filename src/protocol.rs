@@ -340,27 +340,33 @@ impl Protocol {
         let (observed, peer) =
             self.peers
                 .observe(now, &env.iid, &env.pid, &env.host_name, from, hello);
-        let became_master = match observed {
+        let (new, was_master, info_changed) = match observed {
             Observed::Refused => {
                 self.stats.dropped.table_full += 1;
                 return;
             }
-            Observed::New => true,
-            Observed::Known { was_master } => !was_master,
+            Observed::New => (true, false, false),
+            Observed::Known {
+                was_master,
+                info_changed,
+            } => (false, was_master, info_changed),
         };
         let Some(peer) = peer else { return };
         let is_master = peer.is_master;
-        let peer =
-            (observed == Observed::New || (is_master && became_master)).then(|| peer.clone());
-        if let (Observed::New, Some(peer)) = (observed, &peer) {
-            self.events.push_back(Event::Added(peer.clone()));
+        let became_master = is_master && !was_master;
+        // Clone the peer only when an event needs it: most hellos change nothing.
+        let snapshot = (new || info_changed || became_master).then(|| peer.clone());
+        match &snapshot {
+            Some(peer) if new => self.events.push_back(Event::Added(peer.clone())),
+            Some(peer) if info_changed => self.events.push_back(Event::Updated(peer.clone())),
+            _ => {}
         }
         if is_master {
             // node-discovery order: step down first, then report the new master.
             if self.me.is_master && self.too_many_masters() {
                 self.demote(now, false);
             }
-            if let (true, Some(peer)) = (became_master, peer) {
+            if let (true, Some(peer)) = (became_master, snapshot) {
                 self.events.push_back(Event::Master(peer));
             }
         }

@@ -447,6 +447,17 @@ fn advertised_values_travel_in_hellos_and_oversized_ones_are_refused() {
     net.run_for(secs(0.01));
     let seen = net.node(b).protocol.peer(id.as_str()).unwrap();
     assert_eq!(seen.info.as_ref().unwrap()["name"], "db2");
+    // Peers are told: exactly one Updated, carrying the new value.
+    let updates: Vec<_> = net
+        .node(b)
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Updated(p) => Some(p.info.clone().unwrap()["name"].clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updates, vec![serde_json::json!("db2")]);
 
     let err = cfg(0.5)
         .advertise(serde_json::json!({"blob": "x".repeat(5000)}))
