@@ -4,18 +4,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures_core::Stream;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
+
+use crate::stream::{EventStream, Subscription};
 
 use crate::event::{ChannelMessage, Event, LocalState};
 use crate::membership::{NodeId, Peer};
@@ -146,6 +143,11 @@ impl Discovery {
         })
     }
 
+    /// Events buffered per stream.
+    pub(crate) fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
     /// Our instance id (node-discovery's `iid`).
     pub fn id(&self) -> NodeId {
         self.shared.core().id().clone()
@@ -210,10 +212,7 @@ impl Discovery {
             // Stopped: a stream that ends at once.
             None => broadcast::channel(1).1,
         });
-        EventStream {
-            inner: BroadcastStream::new(rx),
-            lost: self.shared.events_lost.clone(),
-        }
+        EventStream::new(rx, self.shared.events_lost.clone())
     }
 
     /// Sets the value advertised in every hello (node-discovery's `info`) and
@@ -298,11 +297,7 @@ impl Discovery {
             sender.subscribe()
         };
         self.shared.core().join(channel)?;
-        Ok(Subscription {
-            inner: BroadcastStream::new(rx),
-            lost: self.shared.events_lost.clone(),
-            missed: 0,
-        })
+        Ok(Subscription::new(rx, self.shared.events_lost.clone()))
     }
 
     /// Unsubscribes from `channel`: every subscription to it ends.
@@ -422,96 +417,6 @@ async fn flush(shared: &Shared, socket: &tokio::net::UdpSocket) {
                 if let Some(sender) = &*shared.events() {
                     let _ = sender.send(other);
                 }
-            }
-        }
-    }
-}
-
-/// The stream of a node's [`Event`]s; see [`Discovery::events`].
-///
-/// ```no_run
-/// # async fn demo(node: shoal::Discovery) {
-/// let mut events = node.events();
-/// while let Some(event) = events.recv().await {
-///     if let shoal::Event::Lagged(n) = event {
-///         eprintln!("consumer too slow: {n} events lost");
-///     }
-/// }
-/// # }
-/// ```
-pub struct EventStream {
-    inner: BroadcastStream<Event>,
-    lost: Arc<AtomicU64>,
-}
-
-impl EventStream {
-    /// The next event; `None` once the node has stopped.
-    pub async fn recv(&mut self) -> Option<Event> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
-    }
-}
-
-impl Stream for EventStream {
-    type Item = Event;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(event))) => Poll::Ready(Some(event)),
-            Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
-                self.lost.fetch_add(missed, Ordering::Relaxed);
-                Poll::Ready(Some(Event::Lagged(missed)))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-/// The messages of one channel; see [`Discovery::join`].
-///
-/// ```no_run
-/// # async fn demo(node: shoal::Discovery) -> Result<(), shoal::Error> {
-/// let mut chat = node.join("chat")?;
-/// while let Some(message) = chat.recv().await {
-///     println!("{}: {}", message.from, message.data);
-/// }
-/// println!("missed {} messages", chat.missed());
-/// # Ok(()) }
-/// ```
-///
-/// A subscriber that falls more than `event_capacity` messages behind loses
-/// the oldest; [`missed`](Self::missed) counts them.
-pub struct Subscription {
-    inner: BroadcastStream<ChannelMessage>,
-    lost: Arc<AtomicU64>,
-    missed: u64,
-}
-
-impl Subscription {
-    /// The next message; `None` after [`Discovery::leave`] or shutdown.
-    pub async fn recv(&mut self) -> Option<ChannelMessage> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
-    }
-
-    /// Messages this subscription lost because it fell behind.
-    pub fn missed(&self) -> u64 {
-        self.missed
-    }
-}
-
-impl Stream for Subscription {
-    type Item = ChannelMessage;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ChannelMessage>> {
-        loop {
-            match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(message))) => return Poll::Ready(Some(message)),
-                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
-                    self.missed += missed;
-                    self.lost.fetch_add(missed, Ordering::Relaxed);
-                }
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
             }
         }
     }

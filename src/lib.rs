@@ -86,17 +86,21 @@ mod error;
 mod event;
 mod membership;
 pub mod protocol;
+pub mod service;
 pub mod sim;
 mod stats;
+mod stream;
 mod transport;
 pub mod wire;
 
 pub use config::{Config, ConfigBuilder, ConfigError, Ignore};
-pub use discovery::{Discovery, EventStream, Subscription};
+pub use discovery::Discovery;
 pub use error::Error;
 pub use event::{ChannelMessage, Event, LocalState};
 pub use membership::{NodeId, Peer};
+pub use service::{ServiceBuilder, ServiceDiscovery, ServiceEvent, ServiceInstance, Services};
 pub use stats::{Drops, Stats};
+pub use stream::{EventStream, StreamEvent, Subscription};
 
 /// Compiles the README's Rust examples as doctests.
 #[doc = include_str!("../README.md")]

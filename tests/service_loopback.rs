@@ -1,0 +1,206 @@
+//! ServiceDiscovery through the real driver on loopback (127.255.255.255).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use shoal::{Config, ConfigBuilder, Discovery, EventStream, ServiceDiscovery, ServiceEvent};
+use tokio::time::timeout;
+
+fn loopback(port: u16) -> ConfigBuilder {
+    Config::builder()
+        .port(port)
+        .broadcast("127.255.255.255".parse().unwrap())
+        .hello_interval(Duration::from_millis(100))
+        .check_interval(Duration::from_millis(300))
+        .node_timeout(Duration::from_millis(300))
+        .master_timeout(Duration::from_millis(300))
+}
+
+async fn provider(port: u16, name: &str, extra: serde_json::Value) -> Discovery {
+    let mut info = json!({"name": name});
+    if let (Some(info), Some(extra)) = (info.as_object_mut(), extra.as_object()) {
+        info.extend(extra.clone());
+    }
+    Discovery::start(loopback(port).advertise(info).build().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn next_matching(
+    events: &mut EventStream<ServiceEvent>,
+    pred: impl Fn(&ServiceEvent) -> bool,
+) -> ServiceEvent {
+    timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Some(e) if pred(&e) => return e,
+                Some(_) => {}
+                None => panic!("stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("event in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_waits_for_needs_and_hooks_then_tracks_loss_and_return() {
+    let port = 47_401;
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (c1, c2) = (calls.clone(), calls.clone());
+    let web = ServiceDiscovery::builder(loopback(port).build().unwrap())
+        .advertise(json!({"name": "web"}))
+        .need("queue")
+        .setup("kv", move |kv| {
+            let calls = c1.clone();
+            async move {
+                calls
+                    .lock()
+                    .unwrap()
+                    .push(format!("first {}", kv.info()["port"]));
+                Ok::<(), String>(())
+            }
+        })
+        .setup("kv", move |kv| {
+            let calls = c2.clone();
+            async move {
+                calls
+                    .lock()
+                    .unwrap()
+                    .push(format!("second {}", kv.info()["port"]));
+                Ok::<(), String>(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut events = web.events();
+    assert!(!web.is_ready());
+
+    let kv = provider(port, "kv", json!({"port": 7000})).await;
+    next_matching(
+        &mut events,
+        |e| matches!(e, ServiceEvent::Service(i) if i.name == "kv"),
+    )
+    .await;
+    assert_eq!(*calls.lock().unwrap(), vec!["first 7000", "second 7000"]);
+    assert!(!web.is_ready(), "queue is still missing");
+    // ready() has not resolved yet either.
+    assert!(timeout(Duration::from_millis(300), web.ready())
+        .await
+        .is_err());
+
+    let queue = provider(port, "queue", json!({})).await;
+    let services = timeout(Duration::from_secs(10), web.ready()).await.unwrap();
+    assert_eq!(services["kv"][0].info()["port"], 7000);
+    assert_eq!(services["queue"].len(), 1);
+    let ready = next_matching(&mut events, |e| matches!(e, ServiceEvent::Ready(_))).await;
+    let ServiceEvent::Ready(map) = ready else {
+        unreachable!()
+    };
+    assert_eq!(map.keys().collect::<Vec<_>>(), vec!["kv", "queue"]);
+
+    // Losing the only kv: NotReady("kv"); it comes back: Ready again.
+    kv.shutdown().await;
+    let e = next_matching(&mut events, |e| matches!(e, ServiceEvent::NotReady(_))).await;
+    assert_eq!(e, ServiceEvent::NotReady("kv".into()));
+    assert!(!web.is_ready());
+    let kv = provider(port, "kv", json!({"port": 7001})).await;
+    next_matching(&mut events, |e| matches!(e, ServiceEvent::Ready(_))).await;
+    assert_eq!(web.services()["kv"][0].info()["port"], 7001);
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        4,
+        "hooks ran again for the new instance"
+    );
+
+    // ready() resolves at once when ready.
+    timeout(Duration::from_millis(100), web.ready())
+        .await
+        .unwrap();
+    for node in [kv, queue] {
+        node.shutdown().await;
+    }
+    web.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_and_hanging_hooks() {
+    let port = 47_402;
+    let web = ServiceDiscovery::builder(loopback(port).build().unwrap())
+        .setup("kv", |kv| async move {
+            if kv.info()["broken"] == true {
+                Err("kv reports broken".to_string())
+            } else {
+                Ok(())
+            }
+        })
+        .setup("slow", |_| async {
+            // Hangs: the timeout fails it, and nothing else waits for it.
+            std::future::pending::<()>().await;
+            Ok::<(), String>(())
+        })
+        .setup_timeout(Duration::from_millis(500))
+        .start()
+        .await
+        .unwrap();
+    let mut events = web.events();
+    let slow = provider(port, "slow", json!({})).await;
+    let broken = provider(port, "kv", json!({"broken": true})).await;
+    let failed = next_matching(
+        &mut events,
+        |e| matches!(e, ServiceEvent::SetupFailed { instance, .. } if instance.name == "kv"),
+    )
+    .await;
+    let ServiceEvent::SetupFailed { instance, error } = failed else {
+        unreachable!()
+    };
+    assert_eq!(instance.id(), &broken.id());
+    assert_eq!(error, "kv reports broken");
+    // A good kv activates while slow's hook still hangs.
+    let good = provider(port, "kv", json!({})).await;
+    let e = next_matching(&mut events, |e| matches!(e, ServiceEvent::Service(_))).await;
+    let ServiceEvent::Service(instance) = e else {
+        unreachable!()
+    };
+    assert_eq!(instance.id(), &good.id());
+    let e = next_matching(
+        &mut events,
+        |e| matches!(e, ServiceEvent::SetupFailed { instance, .. } if instance.name == "slow"),
+    )
+    .await;
+    let ServiceEvent::SetupFailed { error, .. } = e else {
+        unreachable!()
+    };
+    assert!(error.contains("timed out"), "{error}");
+    assert_eq!(web.services()["kv"].len(), 1);
+    assert!(!web.is_ready(), "slow is a need and never set up");
+    for node in [slow, broken, good] {
+        node.shutdown().await;
+    }
+    web.shutdown().await;
+}
+
+#[tokio::test]
+async fn advertising_needs_a_name() {
+    let port = 47_403;
+    let err = ServiceDiscovery::builder(loopback(port).build().unwrap())
+        .advertise(json!({"port": 1}))
+        .start()
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, shoal::Error::Advertise(_)), "{err}");
+    let sd = ServiceDiscovery::builder(loopback(port).build().unwrap())
+        .start()
+        .await
+        .unwrap();
+    assert!(sd.ready().await.is_empty(), "no needs: ready at once");
+    assert!(sd.advertise(&json!({"name": 5})).is_err());
+    assert!(sd.advertise(&json!("web")).is_err());
+    sd.advertise(&json!({"name": "web", "ready": true}))
+        .unwrap();
+    assert_eq!(sd.me().info.unwrap()["ready"], true);
+    sd.shutdown().await;
+}
