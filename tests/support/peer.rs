@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::netns::{run_bounded, Host};
+use super::proc::Proc;
 
 /// `tests/node` in this crate.
 pub fn node_dir() -> PathBuf {
@@ -69,7 +70,8 @@ where
 
 /// The compiled `examples/node.rs` binary, if cargo has built it (it does for
 /// `cargo test` without `--test`, or after `cargo build --examples`). It may
-/// be stale if only the library changed since.
+/// be stale if only the library changed since: [`build_rust_peer`] (which
+/// [`rust_peer`] calls) rebuilds it first.
 pub fn rust_peer_binary() -> Option<PathBuf> {
     // The test binary is target/<profile>/deps/<name>-<hash>.
     let exe = std::env::current_exe().ok()?;
@@ -80,11 +82,77 @@ pub fn rust_peer_binary() -> Option<PathBuf> {
     bin.is_file().then_some(bin)
 }
 
-/// The Rust example peer with `args` inside `host`, if built.
+/// Upper bound for building the example (a cold build compiles clap & co.).
+const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Builds `examples/node.rs` with `$CARGO build --example node` (once per
+/// test binary; cargo itself skips the work when it is up to date), so that
+/// `cargo test --test <name>` never runs a stale peer, and returns its path.
+///
+/// Panics with cargo's output if the build fails or the binary is not where
+/// [`rust_peer_binary`] looks (e.g. a `--target` build).
+pub fn build_rust_peer() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--example", "node", "--quiet"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // Build into the profile directory this test binary came from.
+        let release = std::env::current_exe().ok().is_some_and(|exe| {
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .and_then(|profile| profile.file_name())
+                .is_some_and(|name| name == "release")
+        });
+        if release {
+            cmd.arg("--release");
+        }
+        let desc = format!("{cmd:?}");
+        let out = run_bounded(cmd, BUILD_TIMEOUT).map_err(|e| format!("{desc}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{desc} failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        rust_peer_binary()
+            .ok_or_else(|| format!("{desc} succeeded but examples/node is not next to the tests"))
+    });
+    match built {
+        Ok(path) => path.clone(),
+        Err(e) => panic!("cannot build the Rust peer: {e}"),
+    }
+}
+
+/// The Rust example peer with `args` inside `host`, built first (see
+/// [`build_rust_peer`]). Always `Some`; a failed build panics.
 pub fn rust_peer<I, S>(host: &Host, args: I) -> Option<Command>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    Some(host.command(rust_peer_binary()?, args))
+    Some(host.command(build_rust_peer(), args))
+}
+
+/// Which implementation a peer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impl {
+    /// shoal: `examples/node.rs`.
+    Shoal,
+    /// node-discovery: `tests/node/peer.js`.
+    Node,
+}
+
+/// Spawns a peer of `kind` inside `host` with `--id id` followed by `args`.
+/// The [`Proc`] is named after `id`. Panics if it cannot be spawned.
+pub fn spawn_peer(kind: Impl, host: &Host, id: &str, args: &[&str]) -> Proc {
+    let mut all = vec!["--id", id];
+    all.extend_from_slice(args);
+    let cmd = match kind {
+        Impl::Shoal => rust_peer(host, &all).expect("rust peer"),
+        Impl::Node => node_peer(host, &all),
+    };
+    Proc::spawn(id, cmd).unwrap_or_else(|e| panic!("spawn {kind:?} peer {id}: {e}"))
 }

@@ -258,6 +258,11 @@ impl Proc {
     }
 }
 
+/// [`Proc::dump`] of each of `procs`, concatenated, for assertion messages.
+pub fn dump_all<'a>(procs: impl IntoIterator<Item = &'a Proc>) -> String {
+    procs.into_iter().map(Proc::dump).collect()
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Err(e) = self.kill() {
