@@ -4,11 +4,14 @@
 //! `--name value` flags and print the same JSON lines (see
 //! `tests/node/README.md`), so a test can spawn either with
 //! [`Proc::spawn`](super::Proc::spawn).
+//!
+//! [`build_example`] builds any example of this crate before a test runs it.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use super::netns::{run_bounded, Host};
@@ -73,57 +76,74 @@ where
 /// be stale if only the library changed since: [`build_rust_peer`] (which
 /// [`rust_peer`] calls) rebuilds it first.
 pub fn rust_peer_binary() -> Option<PathBuf> {
-    // The test binary is target/<profile>/deps/<name>-<hash>.
-    let exe = std::env::current_exe().ok()?;
-    let profile_dir = exe.parent()?.parent()?;
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("node{}", std::env::consts::EXE_SUFFIX));
-    bin.is_file().then_some(bin)
+    example_binary("node")
 }
 
 /// Upper bound for building the example (a cold build compiles clap & co.).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// Builds `examples/node.rs` with `$CARGO build --example node` (once per
-/// test binary; cargo itself skips the work when it is up to date), so that
-/// `cargo test --test <name>` never runs a stale peer, and returns its path.
+/// Builds `examples/node.rs` (see [`build_example`]) and returns its path.
+pub fn build_rust_peer() -> PathBuf {
+    build_example("node")
+}
+
+/// `examples/<name>` next to this test binary, if cargo has built it.
+pub fn example_binary(name: &str) -> Option<PathBuf> {
+    // The test binary is target/<profile>/deps/<name>-<hash>.
+    let exe = std::env::current_exe().ok()?;
+    let profile_dir = exe.parent()?.parent()?;
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    bin.is_file().then_some(bin)
+}
+
+/// Builds `examples/<name>.rs` with `$CARGO build --example <name>` (once per
+/// example per test binary; cargo itself skips the work when it is up to
+/// date), so that `cargo test --test <test>` never runs a stale example, and
+/// returns its path.
 ///
 /// Panics with cargo's output if the build fails or the binary is not where
-/// [`rust_peer_binary`] looks (e.g. a `--target` build).
-pub fn build_rust_peer() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--example", "node", "--quiet"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        // Build into the profile directory this test binary came from.
-        let release = std::env::current_exe().ok().is_some_and(|exe| {
-            exe.parent()
-                .and_then(|deps| deps.parent())
-                .and_then(|profile| profile.file_name())
-                .is_some_and(|name| name == "release")
-        });
-        if release {
-            cmd.arg("--release");
-        }
-        let desc = format!("{cmd:?}");
-        let out = run_bounded(cmd, BUILD_TIMEOUT).map_err(|e| format!("{desc}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{desc} failed ({}):\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        rust_peer_binary()
-            .ok_or_else(|| format!("{desc} succeeded but examples/node is not next to the tests"))
-    });
-    match built {
+/// [`example_binary`] looks (e.g. a `--target` build).
+pub fn build_example(name: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
+    // Held while building: concurrent tests wait for one build.
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let result = built
+        .entry(name.to_owned())
+        .or_insert_with(|| build_example_now(name));
+    match result {
         Ok(path) => path.clone(),
-        Err(e) => panic!("cannot build the Rust peer: {e}"),
+        Err(e) => panic!("cannot build examples/{name}.rs: {e}"),
     }
+}
+
+fn build_example_now(name: &str) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--example", name, "--quiet"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // Build into the profile directory this test binary came from.
+    let release = std::env::current_exe().ok().is_some_and(|exe| {
+        exe.parent()
+            .and_then(|deps| deps.parent())
+            .and_then(|profile| profile.file_name())
+            .is_some_and(|name| name == "release")
+    });
+    if release {
+        cmd.arg("--release");
+    }
+    let desc = format!("{cmd:?}");
+    let out = run_bounded(cmd, BUILD_TIMEOUT).map_err(|e| format!("{desc}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{desc} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    example_binary(name)
+        .ok_or_else(|| format!("{desc} succeeded but examples/{name} is not next to the tests"))
 }
 
 /// The Rust example peer with `args` inside `host`, built first (see

@@ -6,6 +6,9 @@
 //! p.terminate()?;
 //! ```
 //!
+//! [`Proc::spawn_with_stdin`] also pipes stdin, for children driven by
+//! commands: [`Proc::send_line`] writes one line to it.
+//!
 //! stdout lines are parsed as JSON (`serde_json::Value`); a line that is not
 //! JSON is kept as a `Value::String`. stderr is captured line by line (see
 //! [`Proc::stderr`]). With `SHOAL_TEST_ECHO=1` both are echoed to the test's
@@ -14,8 +17,8 @@
 //! Everything that waits takes a timeout. Dropping a `Proc` SIGKILLs the
 //! child if it is still running and reaps it.
 
-use std::io::{self, BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -51,17 +54,33 @@ pub struct Proc {
     child: Child,
     status: Option<ExitStatus>,
     shared: Arc<Shared>,
+    /// The write end of the child's stdin, with [`Proc::spawn_with_stdin`].
+    stdin: Mutex<Option<ChildStdin>>,
 }
 
 impl Proc {
     /// Spawns `cmd` with stdin null and stdout/stderr piped, and starts the
     /// reader threads. `name` labels diagnostics.
-    pub fn spawn(name: impl Into<String>, mut cmd: Command) -> io::Result<Proc> {
-        let name = name.into();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+    pub fn spawn(name: impl Into<String>, cmd: Command) -> io::Result<Proc> {
+        Self::spawn_inner(name.into(), cmd, false)
+    }
+
+    /// As [`Proc::spawn`], but with stdin piped: write to it with
+    /// [`Proc::send_line`]; it closes with [`Proc::close_stdin`] or on drop.
+    pub fn spawn_with_stdin(name: impl Into<String>, cmd: Command) -> io::Result<Proc> {
+        Self::spawn_inner(name.into(), cmd, true)
+    }
+
+    fn spawn_inner(name: String, mut cmd: Command, pipe_stdin: bool) -> io::Result<Proc> {
+        cmd.stdin(if pipe_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn()?;
+        let stdin = child.stdin.take();
         let shared = Arc::new(Shared::default());
         let echo = std::env::var("SHOAL_TEST_ECHO").as_deref() == Ok("1");
 
@@ -98,7 +117,32 @@ impl Proc {
             child,
             status: None,
             shared,
+            stdin: Mutex::new(stdin),
         })
+    }
+
+    /// Writes `line` and a newline to the child's stdin and flushes. Fails
+    /// if stdin is not piped ([`Proc::spawn`]) or closed, or the child has
+    /// exited (broken pipe). Blocks only if the child stops reading and the
+    /// pipe buffer (64 KiB on Linux) fills.
+    pub fn send_line(&self, line: &str) -> io::Result<()> {
+        let mut stdin = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
+        let pipe = stdin.as_mut().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("{}: stdin is not piped or was closed", self.name),
+            )
+        })?;
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        pipe.write_all(&bytes)?;
+        pipe.flush()
+    }
+
+    /// Closes the child's stdin (it reads EOF). Does nothing if it is not piped.
+    pub fn close_stdin(&self) {
+        self.stdin.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// The name given at spawn.
