@@ -76,6 +76,32 @@ impl Host {
     {
         run_bounded(self.command(program, args), timeout)
     }
+
+    /// Runs `f` on a fresh thread that has joined this host's network
+    /// namespace (`setns(2)` on `/run/netns/<ns>`), and returns its result:
+    /// sockets `f` opens are this host's, e.g. a TCP client talking to a
+    /// server on the LAN without needing any client program installed. Only
+    /// that thread moves (the network namespace is per thread); it ends
+    /// with `f`.
+    pub fn enter<R, F>(&self, f: F) -> io::Result<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        use std::os::fd::AsRawFd;
+        let path = format!("/run/netns/{}", self.ns);
+        thread::spawn(move || {
+            let ns = std::fs::File::open(&path)?;
+            // SAFETY: setns(2) on an open namespace file; it affects only
+            // this thread, which exits when `f` returns.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
 }
 
 /// A virtual LAN: one bridge and `n` hosts, torn down on drop.
