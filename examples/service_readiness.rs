@@ -22,12 +22,14 @@
 //!   when a connection breaks mid-request.
 //!
 //! Try it on one host, in three terminals (start them in any order; the web
-//! server only starts listening once kv and queue are up):
+//! server only starts listening once kv and queue are up). Discovery goes to
+//! 127.255.255.255 and every TCP server listens on 127.0.0.1, so nothing
+//! leaves this host:
 //!
 //! ```text
-//! cargo run --example service_readiness -- --role web --broadcast 127.255.255.255 --port 47500 --http-port 8080
-//! cargo run --example service_readiness -- --role kv --broadcast 127.255.255.255 --port 47500
-//! cargo run --example service_readiness -- --role queue --broadcast 127.255.255.255 --port 47500
+//! cargo run --example service_readiness -- --role web --broadcast 127.255.255.255 --port 47500 --listen 127.0.0.1 --http-port 8080
+//! cargo run --example service_readiness -- --role kv --broadcast 127.255.255.255 --port 47500 --listen 127.0.0.1
+//! cargo run --example service_readiness -- --role queue --broadcast 127.255.255.255 --port 47500 --listen 127.0.0.1
 //! curl -i http://127.0.0.1:8080/
 //! ```
 //!
