@@ -48,6 +48,8 @@ pub struct Config {
     pub(crate) check_interval: Duration,
     pub(crate) node_timeout: Duration,
     pub(crate) master_timeout: Duration,
+    pub(crate) missed_hellos: u32,
+    pub(crate) promotion_delay: Duration,
     pub(crate) masters_required: usize,
     pub(crate) weight: Option<f64>,
     pub(crate) master_eligible: bool,
@@ -70,10 +72,12 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            hello_interval: Duration::from_millis(1000),
-            check_interval: Duration::from_millis(2000),
-            node_timeout: Duration::from_millis(2000),
-            master_timeout: Duration::from_millis(2000),
+            hello_interval: Duration::from_millis(400),
+            check_interval: Duration::from_millis(400),
+            node_timeout: Duration::from_millis(2600),
+            master_timeout: Duration::from_millis(2600),
+            missed_hellos: 5,
+            promotion_delay: Duration::from_millis(1200),
             masters_required: 1,
             weight: None,
             master_eligible: true,
@@ -200,21 +204,41 @@ macro_rules! setter {
 
 impl ConfigBuilder {
     setter!(
-        /// How often a hello is broadcast. Default 1000 ms.
+        /// How often a hello is broadcast. Default 400 ms (node-discovery: 1000 ms).
         hello_interval: Duration
     );
     setter!(
-        /// How often silent peers are expired and the election is checked. Default 2000 ms.
+        /// How often the election is checked (promote when no master is known).
+        /// Default 400 ms (node-discovery: 2000 ms). Peers expire at their own
+        /// deadlines, not at these ticks.
         check_interval: Duration
     );
     setter!(
-        /// A peer not heard from for this long is removed. Default 2000 ms; at least `check_interval`.
+        /// The shortest silence after which a peer is removed. Default 2600 ms
+        /// (node-discovery: 2000 ms); at least `check_interval`. A peer that
+        /// says hello less often gets longer: see [`missed_hellos`](Self::missed_hellos).
         node_timeout: Duration
     );
     setter!(
         /// A removed master still counts as a master (no one promotes) until it has
-        /// been silent this long. Default 2000 ms; at least `node_timeout`.
+        /// been silent this long. Default 2600 ms (node-discovery: 2000 ms); at least `node_timeout`.
         master_timeout: Duration
+    );
+    setter!(
+        /// How many consecutive lost hellos a peer survives: each peer's
+        /// deadline is at least `(missed_hellos + 1.5) x` the interval *that peer*
+        /// says hello at (node-discovery peers: 1 s). Default 5, which with
+        /// 400 ms hellos gives the 2.6 s node timeout; with 5 % i.i.d. loss that
+        /// is about 1e-4 false removals per peer-hour (node-discovery's
+        /// timings: about 4.6). Set 0 for node-discovery's behaviour.
+        missed_hellos: u32
+    );
+    setter!(
+        /// A newly started node does not promote itself for this long, so it
+        /// hears its peers first (shoal peers answer a newcomer within
+        /// milliseconds; node-discovery peers within 1 s). Default 1200 ms; zero
+        /// allows promotion at the first check.
+        promotion_delay: Duration
     );
     setter!(
         /// How many masters the cluster elects. Default 1.
@@ -263,6 +287,26 @@ impl ConfigBuilder {
         /// Events buffered per event stream before a slow consumer starts losing the oldest. Default 1024.
         event_capacity: usize
     );
+
+    /// node-discovery 0.2.1's exact timings, for clusters that mix shoal and
+    /// node-discovery nodes and want both to expire peers alike: hello 1 s,
+    /// check 2 s, node and master timeouts 2 s, `missed_hellos` 0, no promotion delay.
+    /// They drop a peer after two lost hellos.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().node_discovery_timings().build().unwrap();
+    /// assert_eq!(config.node_timeout(), std::time::Duration::from_secs(2));
+    /// ```
+    pub fn node_discovery_timings(mut self) -> Self {
+        let ms = Duration::from_millis;
+        self.config.hello_interval = ms(1000);
+        self.config.check_interval = ms(2000);
+        self.config.node_timeout = ms(2000);
+        self.config.master_timeout = ms(2000);
+        self.config.missed_hellos = 0;
+        self.config.promotion_delay = Duration::ZERO;
+        self
+    }
 
     /// Election weight: the highest eligible node becomes master. Default: random in [0, 1).
     pub fn weight(mut self, weight: f64) -> Self {
@@ -455,12 +499,23 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_node_discovery_defaults() {
-        let c = Config::builder().build().unwrap();
+    fn node_discovery_timings_preset() {
+        let c = Config::builder().node_discovery_timings().build().unwrap();
         assert_eq!(c.hello_interval, ms(1000));
         assert_eq!(c.check_interval, ms(2000));
         assert_eq!(c.node_timeout, ms(2000));
         assert_eq!(c.master_timeout, ms(2000));
+        assert_eq!(c.missed_hellos, 0);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::builder().build().unwrap();
+        assert_eq!(c.hello_interval, ms(400));
+        assert_eq!(c.check_interval, ms(400));
+        assert_eq!(c.node_timeout, ms(2600));
+        assert_eq!(c.master_timeout, ms(2600));
+        assert_eq!(c.missed_hellos, 5);
         assert_eq!(c.masters_required, 1);
         assert_eq!(c.port, 12345);
         assert_eq!(c.broadcast, Ipv4Addr::BROADCAST);

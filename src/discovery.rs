@@ -58,8 +58,8 @@ impl Shared {
 /// A running node: discovers peers, takes part in the election, sends and
 /// receives channel messages.
 ///
-/// Dropping it stops the node (its task ends and the socket closes); call
-/// [`shutdown`](Self::shutdown) to wait for that. Share it between tasks with an `Arc`.
+/// Dropping it stops the node (it says goodbye, its task ends and the socket
+/// closes); call [`shutdown`](Self::shutdown) to wait for that. Share it between tasks with an `Arc`.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), shoal::Error> {
@@ -315,7 +315,8 @@ impl Discovery {
         self.shared.channels().remove(channel);
     }
 
-    /// Stops the node: timers stop, the socket closes, streams end.
+    /// Stops the node: says goodbye (peers remove it at once), then timers
+    /// stop, the socket closes and streams end.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), shoal::Error> {
@@ -363,7 +364,12 @@ async fn run(shared: Arc<Shared>, socket: tokio::net::UdpSocket, mut stop: watch
         };
         tokio::select! {
             biased;
-            _ = stop.changed() => break,
+            _ = stop.changed() => {
+                // Leave politely: peers drop us now, not at our deadline.
+                shared.core().goodbye();
+                flush(&shared, &socket).await;
+                break;
+            }
             received = socket.recv_from(&mut buf) => match received {
                 Ok((len, from)) => {
                     let mut core = shared.core();

@@ -32,6 +32,9 @@ pub struct LocalState {
     pub weight: f64,
     /// What we advertise.
     pub info: Option<serde_json::Value>,
+    /// The highest election epoch we have seen (set by our own promotion
+    /// when we are master).
+    pub epoch: Option<crate::Epoch>,
 }
 
 /// A message received on a channel.

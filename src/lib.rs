@@ -97,7 +97,7 @@ pub use config::{Config, ConfigBuilder, ConfigError, Ignore};
 pub use discovery::Discovery;
 pub use error::Error;
 pub use event::{ChannelMessage, Event, LocalState};
-pub use membership::{NodeId, Peer};
+pub use membership::{Epoch, NodeId, Peer};
 pub use service::{ServiceBuilder, ServiceDiscovery, ServiceEvent, ServiceInstance, Services};
 pub use stats::{Drops, Stats};
 pub use stream::{EventStream, StreamEvent, Subscription};

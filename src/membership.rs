@@ -1,6 +1,6 @@
 //! The table of live peers: who we have heard from, what they said, and when.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,19 +46,6 @@ impl fmt::Display for NodeId {
 }
 
 /// What we know of one peer, from its latest hello.
-///
-/// ```
-/// use std::time::Duration;
-/// use shoal::sim::SimNet;
-///
-/// let mut net = SimNet::new(1);
-/// let a = net.add_node(shoal::Config::builder().weight(0.9).build().unwrap());
-/// let b = net.add_node(shoal::Config::builder().weight(0.1).build().unwrap());
-/// net.run_for(Duration::from_secs(3));
-/// let peer = net.node(b).protocol.peers().next().expect("b knows a");
-/// assert_eq!(&peer.id, net.node(a).protocol.id());
-/// assert!(peer.is_master && peer.weight == 0.9);
-/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Peer {
@@ -78,8 +65,35 @@ pub struct Peer {
     pub weight: f64,
     /// What it advertises, if anything.
     pub info: Option<serde_json::Value>,
+    /// The highest election epoch it has seen (shoal peers only).
+    pub epoch: Option<Epoch>,
+    /// How often it says hello: what it announces, or node-discovery's 1 s.
+    pub hello_interval: Duration,
+    /// The sequence number of its latest hello (shoal peers only).
+    pub hello_seq: Option<u64>,
     /// When we last heard its hello (monotonic).
     pub last_seen: Instant,
+    /// When it will be removed unless it says hello again.
+    pub deadline: Instant,
+}
+
+/// An election epoch: a counter that grows with each promotion anywhere in
+/// the cluster, and the node whose promotion set it. Every shoal hello
+/// carries the highest epoch its sender has seen, so an application can
+/// fence a stale master: act only on orders stamped with the newest epoch.
+///
+/// ```
+/// use shoal::{Epoch, NodeId};
+/// let old = Epoch { n: 3, master: NodeId::new("a") };
+/// let new = Epoch { n: 4, master: NodeId::new("b") };
+/// assert!(new > old);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Epoch {
+    /// The counter.
+    pub n: u64,
+    /// The master whose promotion set it.
+    pub master: NodeId,
 }
 
 /// What a hello changed in the table.
@@ -93,22 +107,55 @@ pub(crate) enum Observed {
         was_master: bool,
         info_changed: bool,
     },
+    /// A known node's hello older than one already applied (the network
+    /// reordered them): it proves the node alive, its contents are ignored.
+    Stale,
     /// A new node, refused because the table is full.
     Refused,
 }
 
-/// The peer table.
-#[derive(Debug, Default)]
+/// How long a peer may stay silent: the configured node timeout, or longer
+/// for a peer that says hello less often, so that every peer is allowed
+/// `missed_hellos` lost hellos plus half an interval of jitter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub node_timeout: Duration,
+    pub missed_hellos: u32,
+}
+
+impl Timeouts {
+    pub(crate) fn for_interval(&self, interval: Duration) -> Duration {
+        let budget = interval
+            .saturating_mul(self.missed_hellos.saturating_add(1))
+            .saturating_add(interval / 2);
+        self.node_timeout.max(budget)
+    }
+}
+
+/// node-discovery does not announce its interval; it sends every second.
+pub(crate) const DEFAULT_PEER_INTERVAL: Duration = Duration::from_millis(1000);
+/// Intervals announced outside this range are clamped: a peer cannot make us
+/// keep it for hours, nor expire it before it could possibly say hello.
+const MIN_PEER_INTERVAL: Duration = Duration::from_millis(10);
+const MAX_PEER_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The peer table, with each peer's removal deadline indexed so the next
+/// expiry is found without scanning.
+#[derive(Debug)]
 pub(crate) struct Membership {
     peers: HashMap<NodeId, Peer>,
+    deadlines: BTreeSet<(Instant, NodeId)>,
     max_nodes: usize,
+    timeouts: Timeouts,
 }
 
 impl Membership {
-    pub(crate) fn new(max_nodes: usize) -> Self {
+    pub(crate) fn new(max_nodes: usize, timeouts: Timeouts) -> Self {
         Membership {
             peers: HashMap::new(),
+            deadlines: BTreeSet::new(),
             max_nodes,
+            timeouts,
         }
     }
 
@@ -122,6 +169,13 @@ impl Membership {
         from: SocketAddr,
         hello: Hello,
     ) -> (Observed, Option<&Peer>) {
+        let interval = hello
+            .interval
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_PEER_INTERVAL)
+            .clamp(MIN_PEER_INTERVAL, MAX_PEER_INTERVAL);
+        let deadline = now + self.timeouts.for_interval(interval);
+        let epoch = hello.epoch();
         // Look up by &str first so a hello from a known node allocates nothing for its id.
         // (contains_key first: returning a get_mut borrow from a conditional
         // branch would keep the table borrowed in the other one.)
@@ -129,6 +183,17 @@ impl Membership {
             let Some(peer) = self.peers.get_mut(id) else {
                 return (Observed::Refused, None);
             };
+            let stale =
+                matches!((hello.seq, peer.hello_seq), (Some(seq), Some(last)) if seq <= last);
+            if peer.deadline != deadline {
+                self.deadlines.remove(&(peer.deadline, peer.id.clone()));
+                self.deadlines.insert((deadline, peer.id.clone()));
+                peer.deadline = deadline;
+            }
+            peer.last_seen = now;
+            if stale {
+                return (Observed::Stale, Some(peer));
+            }
             let was_master = peer.is_master;
             let info_changed = peer.info != hello.info;
             peer.addr = from;
@@ -136,7 +201,9 @@ impl Membership {
             peer.is_master_eligible = hello.is_master_eligible;
             peer.weight = hello.weight;
             peer.info = hello.info;
-            peer.last_seen = now;
+            peer.epoch = epoch;
+            peer.hello_interval = interval;
+            peer.hello_seq = hello.seq;
             if peer.pid != pid {
                 peer.pid = pid.to_owned();
             }
@@ -164,26 +231,43 @@ impl Membership {
             is_master_eligible: hello.is_master_eligible,
             weight: hello.weight,
             info: hello.info,
+            epoch,
+            hello_interval: interval,
+            hello_seq: hello.seq,
             last_seen: now,
+            deadline,
         };
+        self.deadlines.insert((deadline, id.clone()));
         let peer = self.peers.entry(id).or_insert(peer);
         (Observed::New, Some(peer))
     }
 
-    /// Removes every peer silent for longer than `timeout`, returning them.
-    pub(crate) fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<Peer> {
+    /// Removes every peer whose deadline has come, in deadline order.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<Peer> {
         let mut gone = Vec::new();
-        self.peers.retain(|_, peer| {
-            if now.saturating_duration_since(peer.last_seen) > timeout {
-                gone.push(peer.clone());
-                false
-            } else {
-                true
+        while let Some((deadline, _)) = self.deadlines.first() {
+            if *deadline > now {
+                break;
             }
-        });
-        // HashMap order is random; keep event order deterministic.
-        gone.sort_by(|a, b| a.id.cmp(&b.id));
+            if let Some((_, id)) = self.deadlines.pop_first() {
+                if let Some(peer) = self.peers.remove(&id) {
+                    gone.push(peer);
+                }
+            }
+        }
         gone
+    }
+
+    /// Removes one peer (it said goodbye).
+    pub(crate) fn remove(&mut self, id: &str) -> Option<Peer> {
+        let peer = self.peers.remove(id)?;
+        self.deadlines.remove(&(peer.deadline, peer.id.clone()));
+        Some(peer)
+    }
+
+    /// The earliest removal deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(deadline, _)| *deadline)
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<&Peer> {
@@ -217,14 +301,28 @@ mod tests {
             weight,
             address: "127.0.0.1".into(),
             info: None,
+            interval: None,
+            seq: None,
+            epoch: None,
+            epoch_master: None,
         }
+    }
+
+    fn table(max: usize) -> Membership {
+        Membership::new(
+            max,
+            Timeouts {
+                node_timeout: Duration::from_secs(2),
+                missed_hellos: 0,
+            },
+        )
     }
 
     #[test]
     fn observe_new_then_known_then_expire() {
         let t0 = Instant::now();
         let addr: SocketAddr = "10.0.0.2:12345".parse().unwrap();
-        let mut m = Membership::new(10);
+        let mut m = table(10);
         let (o, _) = m.observe(t0, "a", "p", "h", addr, hello(false, 0.5));
         assert_eq!(o, Observed::New);
         let (o, p) = m.observe(
@@ -243,10 +341,9 @@ mod tests {
             }
         );
         assert!(p.unwrap().is_master);
-        assert!(m
-            .expire(t0 + Duration::from_millis(2500), Duration::from_secs(2))
-            .is_empty());
-        let gone = m.expire(t0 + Duration::from_millis(2501), Duration::from_secs(2));
+        assert!(m.expire(t0 + Duration::from_millis(2499)).is_empty());
+        assert_eq!(m.next_deadline(), Some(t0 + Duration::from_millis(2500)));
+        let gone = m.expire(t0 + Duration::from_millis(2500));
         assert_eq!(gone.len(), 1);
         assert_eq!(m.len(), 0);
     }
@@ -255,7 +352,7 @@ mod tests {
     fn full_table_refuses_new_but_keeps_known() {
         let t0 = Instant::now();
         let addr: SocketAddr = "10.0.0.2:12345".parse().unwrap();
-        let mut m = Membership::new(1);
+        let mut m = table(1);
         m.observe(t0, "a", "p", "h", addr, hello(false, 0.5));
         let (o, _) = m.observe(t0, "b", "p", "h", addr, hello(false, 0.5));
         assert_eq!(o, Observed::Refused);
@@ -270,5 +367,74 @@ mod tests {
             }
         );
         assert_eq!(m.get("a").unwrap().weight, 0.6);
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn each_peer_gets_a_budget_for_its_own_interval() {
+        let t = Timeouts {
+            node_timeout: Duration::from_millis(2600),
+            missed_hellos: 5,
+        };
+        // shoal at 400 ms: 5 lost hellos + half an interval = the node timeout.
+        assert_eq!(
+            t.for_interval(Duration::from_millis(400)),
+            Duration::from_millis(2600)
+        );
+        // node-discovery at 1 s gets 6.5 s.
+        assert_eq!(
+            t.for_interval(Duration::from_secs(1)),
+            Duration::from_millis(6500)
+        );
+        // node-discovery's own timings: the node timeout, exactly.
+        let compat = Timeouts {
+            node_timeout: Duration::from_secs(2),
+            missed_hellos: 0,
+        };
+        assert_eq!(
+            compat.for_interval(Duration::from_secs(1)),
+            Duration::from_secs(2)
+        );
+    }
+}
+
+#[cfg(test)]
+mod seq_tests {
+    use super::*;
+
+    #[test]
+    fn a_reordered_older_hello_only_proves_liveness() {
+        let t0 = Instant::now();
+        let addr: SocketAddr = "10.0.0.2:12345".parse().unwrap();
+        let mut m = Membership::new(
+            4,
+            Timeouts {
+                node_timeout: Duration::from_secs(2),
+                missed_hellos: 0,
+            },
+        );
+        let hello = |seq, name: &str| Hello {
+            is_master: false,
+            is_master_eligible: true,
+            weight: 0.5,
+            address: "127.0.0.1".into(),
+            info: Some(serde_json::json!({ "name": name })),
+            interval: Some(400),
+            seq: Some(seq),
+            epoch: None,
+            epoch_master: None,
+        };
+        m.observe(t0, "a", "p", "h", addr, hello(1, "one"));
+        m.observe(t0, "a", "p", "h", addr, hello(3, "three"));
+        let later = t0 + Duration::from_millis(10);
+        let (o, p) = m.observe(later, "a", "p", "h", addr, hello(2, "two"));
+        assert_eq!(o, Observed::Stale);
+        let p = p.unwrap();
+        assert_eq!(p.info.as_ref().unwrap()["name"], "three");
+        assert_eq!(p.last_seen, later);
     }
 }

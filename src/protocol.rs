@@ -27,7 +27,7 @@
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -37,22 +37,36 @@ use crate::config::{Config, Ignore};
 use crate::crypto::legacy::LegacyCipher;
 use crate::election::{self, Rank};
 use crate::event::{ChannelMessage, Event, LocalState};
-use crate::membership::{Membership, NodeId, Observed, Peer};
+use crate::membership::{Epoch, Membership, NodeId, Observed, Peer, Timeouts};
 use crate::stats::Stats;
 use crate::wire::envelope::{self, Envelope, Hello, Sender};
 use crate::wire::framing::{self, Reassembler};
 use crate::wire::DecodeError;
 use crate::Error;
 
-/// Event names node-discovery reserves; they cannot be used as channels.
-pub const RESERVED_CHANNELS: [&str; 6] = [
+/// Event names that cannot be used as channels: node-discovery's six, and
+/// shoal's goodbye.
+pub const RESERVED_CHANNELS: [&str; 7] = [
     "promotion",
     "demotion",
     "added",
     "removed",
     "master",
     "hello",
+    GOODBYE,
 ];
+
+/// The event a leaving node sends. node-discovery has no listener for it and
+/// ignores it.
+pub const GOODBYE: &str = "shoal.goodbye";
+
+/// An early hello (answering a newcomer) waits a random 0..this, so that
+/// peers hearing the same newcomer do not all answer in the same instant...
+const EARLY_HELLO_JITTER: Duration = Duration::from_millis(5);
+/// ...and at most one goes out per this long, whatever the number of
+/// newcomers: when 100 nodes restart at once, each sends one or two extra
+/// hellos, not 99.
+const EARLY_HELLO_GAP: Duration = Duration::from_millis(100);
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +92,15 @@ pub struct Protocol {
     rng: StdRng,
     next_hello: Instant,
     next_check: Instant,
+    /// A hello owed to newcomers, if one is scheduled.
+    early_hello: Option<Instant>,
+    last_early_hello: Option<Instant>,
+    /// No promotion before this: time to hear the peers after starting.
+    promote_after: Instant,
+    /// Removed masters, and until when each still counts as one.
+    masters_gone: Vec<Instant>,
+    /// The highest election epoch seen.
+    epoch: Option<Epoch>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -112,14 +135,31 @@ impl Protocol {
                 weight,
                 address: "127.0.0.1".to_owned(),
                 info: config.info.clone(),
+                interval: Some(
+                    u64::try_from(config.hello_interval.as_millis()).unwrap_or(u64::MAX),
+                ),
+                seq: Some(0),
+                epoch: None,
+                epoch_master: None,
             },
-            peers: Membership::new(config.max_nodes),
+            peers: Membership::new(
+                config.max_nodes,
+                Timeouts {
+                    node_timeout: config.node_timeout,
+                    missed_hellos: config.missed_hellos,
+                },
+            ),
             reassembler: Reassembler::new(config.reassembly),
             cipher,
             joined: HashSet::new(),
             rng,
             next_hello: now,
-            next_check: now + config.check_interval,
+            next_check: now + config.check_interval.max(config.promotion_delay),
+            early_hello: None,
+            last_early_hello: None,
+            promote_after: now + config.promotion_delay,
+            masters_gone: Vec::new(),
+            epoch: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -140,6 +180,7 @@ impl Protocol {
             is_master_eligible: self.me.is_master_eligible,
             weight: self.me.weight,
             info: self.me.info.clone(),
+            epoch: self.epoch.clone(),
         }
     }
 
@@ -188,16 +229,24 @@ impl Protocol {
         }
     }
 
-    /// Runs whatever timers are due at `now`: hellos, the membership check,
-    /// expiry of incomplete messages. Call it when [`poll_timeout`](Self::poll_timeout) passes.
+    /// Runs whatever timers are due at `now`: peer deadlines, the election
+    /// check, hellos, expiry of incomplete messages. Call it when
+    /// [`poll_timeout`](Self::poll_timeout) passes.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // Check first: a promotion says hello itself, and one hello carrying
-        // the new state beats two that a network could deliver out of order.
+        self.expire(now);
+        // Check before hello: a promotion says hello itself, and one hello
+        // carrying the new state beats two a network could deliver out of order.
         if now >= self.next_check {
             self.check(now);
             self.next_check = next_tick(self.next_check, self.config.check_interval, now);
+        } else if self.masters_gone.iter().any(|until| *until <= now) {
+            // A removed master stops counting: check without waiting for the tick.
+            self.check(now);
         }
-        if now >= self.next_hello {
+        if self.early_hello.is_some_and(|at| now >= at) {
+            self.last_early_hello = Some(now);
+            self.send_hello(now);
+        } else if now >= self.next_hello {
             self.send_hello(now);
         }
         for _ in 0..self.reassembler.expire(now) {
@@ -207,11 +256,16 @@ impl Protocol {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let next = self.next_hello.min(self.next_check);
-        Some(match self.reassembler.next_deadline() {
-            Some(deadline) => next.min(deadline),
-            None => next,
-        })
+        [
+            self.early_hello,
+            self.peers.next_deadline(),
+            self.reassembler.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.masters_gone.iter().copied())
+        .chain([self.next_hello, self.next_check])
+        .min()
     }
 
     /// The next datagram to send, if any.
@@ -250,6 +304,11 @@ impl Protocol {
         }
         self.me.is_master = true;
         self.me.is_master_eligible = true;
+        let n = self.epoch.as_ref().map_or(0, |e| e.n).saturating_add(1);
+        self.adopt_epoch(Epoch {
+            n,
+            master: self.id.clone(),
+        });
         self.events.push_back(Event::Promotion(self.local()));
         self.send_hello(now);
     }
@@ -277,6 +336,15 @@ impl Protocol {
     /// Stops delivering messages on `channel`.
     pub fn leave(&mut self, channel: &str) {
         self.joined.remove(channel);
+    }
+
+    /// Says goodbye: peers remove this node at once instead of waiting for
+    /// its deadline, and a master's successor takes over without waiting for
+    /// the master timeout. The driver sends it on shutdown and drop.
+    pub fn goodbye(&mut self) {
+        if let Ok(json) = envelope::encode(GOODBYE, &serde_json::json!({}), &self.sender) {
+            let _ = self.transmit(json);
+        }
     }
 
     /// Broadcasts `data` on `channel`.
@@ -321,6 +389,7 @@ impl Protocol {
                 Ok(hello) => self.on_hello(now, from, &env, hello),
                 Err(error) => self.drop_packet(from, error),
             },
+            GOODBYE => self.on_goodbye(now, &env.iid),
             name if RESERVED_CHANNELS.contains(&name) => self.stats.dropped.reserved += 1,
             name if !self.joined.contains(name) => self.stats.dropped.not_joined += 1,
             name => match serde_json::from_str(data.get()) {
@@ -345,6 +414,7 @@ impl Protocol {
                 self.stats.dropped.table_full += 1;
                 return;
             }
+            Observed::Stale => return,
             Observed::New => (true, false, false),
             Observed::Known {
                 was_master,
@@ -354,12 +424,21 @@ impl Protocol {
         let Some(peer) = peer else { return };
         let is_master = peer.is_master;
         let became_master = is_master && !was_master;
+        let epoch = peer.epoch.clone();
         // Clone the peer only when an event needs it: most hellos change nothing.
         let snapshot = (new || info_changed || became_master).then(|| peer.clone());
         match &snapshot {
             Some(peer) if new => self.events.push_back(Event::Added(peer.clone())),
             Some(peer) if info_changed => self.events.push_back(Event::Updated(peer.clone())),
             _ => {}
+        }
+        if new {
+            // Make ourselves known to the newcomer now rather than at our
+            // next interval.
+            self.schedule_early_hello(now);
+        }
+        if let Some(epoch) = epoch {
+            self.adopt_epoch(epoch);
         }
         if is_master {
             // node-discovery order: step down first, then report the new master.
@@ -388,19 +467,55 @@ impl Protocol {
         election::should_demote(self.my_rank(), masters, self.config.masters_required)
     }
 
-    /// The periodic check: expire silent peers, then promote or demote.
-    fn check(&mut self, now: Instant) {
-        let removed = self.peers.expire(now, self.config.node_timeout);
-        let mut masters = removed
-            .iter()
-            .filter(|p| {
-                p.is_master
-                    && now.saturating_duration_since(p.last_seen) < self.config.master_timeout
-            })
-            .count();
-        for peer in removed {
+    /// Removes the peers whose deadline has come. A removed master still
+    /// counts as one until `master_timeout` after it was last heard; the
+    /// election is checked again at that moment.
+    fn expire(&mut self, now: Instant) {
+        for peer in self.peers.expire(now) {
+            if peer.is_master {
+                let until = (peer.last_seen + self.config.master_timeout).max(now);
+                self.masters_gone.push(until);
+            }
             self.events.push_back(Event::Removed(peer));
         }
+    }
+
+    fn on_goodbye(&mut self, now: Instant, id: &str) {
+        if let Some(peer) = self.peers.remove(id) {
+            let was_master = peer.is_master;
+            self.events.push_back(Event::Removed(peer));
+            if was_master {
+                // It left on purpose: no need to wait for the master timeout.
+                self.check(now);
+            }
+        }
+    }
+
+    fn schedule_early_hello(&mut self, now: Instant) {
+        if self.early_hello.is_some() {
+            return; // one early hello answers every newcomer heard before it
+        }
+        let jitter = self.rng.gen_range(Duration::ZERO..=EARLY_HELLO_JITTER);
+        let mut at = now + jitter;
+        if let Some(last) = self.last_early_hello {
+            at = at.max(last + EARLY_HELLO_GAP);
+        }
+        self.early_hello = Some(at);
+    }
+
+    fn adopt_epoch(&mut self, epoch: Epoch) {
+        if self.epoch.as_ref().is_some_and(|e| *e >= epoch) {
+            return;
+        }
+        self.me.epoch = Some(epoch.n);
+        self.me.epoch_master = Some(epoch.master.as_str().to_owned());
+        self.epoch = Some(epoch);
+    }
+
+    /// Promote or demote as the election rules say.
+    fn check(&mut self, now: Instant) {
+        self.masters_gone.retain(|until| *until > now);
+        let mut masters = self.masters_gone.len();
         let me = self.my_rank();
         let mut higher = 0;
         for p in self.peers.iter() {
@@ -412,6 +527,7 @@ impl Protocol {
         }
         if !self.me.is_master
             && self.me.is_master_eligible
+            && now >= self.promote_after
             && election::should_promote(masters, higher, self.config.masters_required)
         {
             self.promote(now);
@@ -431,6 +547,8 @@ impl Protocol {
 
     fn say_hello(&mut self, now: Instant) -> Result<(), Error> {
         self.next_hello = now + self.config.hello_interval;
+        self.early_hello = None;
+        self.me.seq = self.me.seq.map(|seq| seq.wrapping_add(1));
         let json = envelope::encode("hello", &self.me, &self.sender)
             .map_err(|e| Error::Encode(e.to_string()))?;
         self.transmit(json)
@@ -483,7 +601,7 @@ fn rank(peer: &Peer) -> Rank<'_> {
 }
 
 /// The next periodic deadline after `now`, skipping missed ticks rather than bursting.
-fn next_tick(previous: Instant, interval: std::time::Duration, now: Instant) -> Instant {
+fn next_tick(previous: Instant, interval: Duration, now: Instant) -> Instant {
     let next = previous + interval;
     if next > now {
         next

@@ -50,6 +50,35 @@ pub struct Hello {
     /// The advertised value, absent until the node advertises.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<serde_json::Value>,
+    /// shoal: the sender's hello interval in ms, so receivers can size its
+    /// deadline (node-discovery ignores unknown fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u64>,
+    /// shoal: a counter that grows with each hello, so a receiver can ignore
+    /// one that a network delivered after a newer one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// shoal: the highest election epoch the sender has seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// shoal: the master that set that epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_master: Option<String>,
+}
+
+impl Hello {
+    /// The epoch carried, if both of its fields are present and sane.
+    pub fn epoch(&self) -> Option<crate::Epoch> {
+        match (self.epoch, &self.epoch_master) {
+            (Some(n), Some(master)) if master.len() <= crate::NodeId::MAX_LEN => {
+                Some(crate::Epoch {
+                    n,
+                    master: crate::NodeId::new(master),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The outgoing envelope; field order is node-discovery's key order.
@@ -173,6 +202,10 @@ mod tests {
             weight: 0.7390851332151607,
             address: "127.0.0.1".into(),
             info: None,
+            interval: None,
+            seq: None,
+            epoch: None,
+            epoch_master: None,
         }
     }
 
@@ -214,6 +247,13 @@ mod tests {
             Hello {
                 info: Some(json!({"service": "api", "tags": ["x"]})),
                 is_master: true,
+                ..hello()
+            },
+            Hello {
+                interval: Some(400),
+                seq: Some(12),
+                epoch: Some(7),
+                epoch_master: Some("ab".repeat(16)),
                 ..hello()
             },
         ] {
