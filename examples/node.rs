@@ -149,12 +149,15 @@ fn config(args: &Args, info: Value) -> Result<Config, shoal::ConfigError> {
 
 /// A message whose JSON is `size` bytes (or as small as it can be).
 fn message(from: &str, seq: u64, size: Option<usize>) -> Value {
-    let mut value = json!({"from": from, "seq": seq, "pad": ""});
-    if let Some(size) = size {
-        let base = value.to_string().len();
-        value["pad"] = json!("x".repeat(size.saturating_sub(base)));
+    match size {
+        None => json!({"from": from, "seq": seq}),
+        Some(size) => {
+            let mut value = json!({"from": from, "seq": seq, "pad": ""});
+            let base = value.to_string().len();
+            value["pad"] = json!("x".repeat(size.saturating_sub(base)));
+            value
+        }
     }
-    value
 }
 
 #[tokio::main]
@@ -279,6 +282,7 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
         }
     });
 
+    let mut sender = None;
     if let Some(channel) = args.send_channel.clone() {
         let (node, out, id) = (node.clone(), out.clone(), id.to_owned());
         let (count, size, batch, delay) = (
@@ -287,10 +291,14 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
             args.send_batch,
             args.send_delay,
         );
-        tokio::spawn(async move {
+        sender = Some(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(delay)).await;
             let bytes = message(&id, 0, size).to_string().len();
-            out.emit("send_start", None, json!({"count": count, "bytes": bytes}));
+            out.emit(
+                "send_start",
+                None,
+                json!({"channel": channel, "count": count, "bytes": bytes}),
+            );
             let started = Instant::now();
             for seq in 0..count {
                 if let Err(e) = node.send(&channel, &message(&id, seq, size)) {
@@ -302,8 +310,12 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
                 }
             }
             let ms = started.elapsed().as_secs_f64() * 1000.0;
-            out.emit("send_done", None, json!({"count": count, "ms": ms}));
-        });
+            out.emit(
+                "send_done",
+                None,
+                json!({"channel": channel, "count": count, "ms": ms}),
+            );
+        }));
     }
 
     let exit_after = async {
@@ -325,6 +337,14 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+    // The sender task holds the other reference to the node: stop it first,
+    // so shutdown (and its goodbye) always happens.
+    if let Some(task) = sender {
+        task.abort();
+        let _ = task.await;
+    }
+    let stats = node.stats();
+    out.emit("stats", None, json!({ "stats": stats }));
     if let Ok(node) = Arc::try_unwrap(node) {
         node.shutdown().await;
     }

@@ -67,8 +67,11 @@ pub struct Peer {
     pub info: Option<serde_json::Value>,
     /// The highest election epoch it has seen (shoal peers only).
     pub epoch: Option<Epoch>,
-    /// How often it says hello: what it announces, or node-discovery's 1 s.
+    /// How often it says hello: what it announces (shoal), or what we
+    /// measure (node-discovery peers announce nothing; 1 s until measured).
     pub hello_interval: Duration,
+    /// Gaps measured so far, for a peer that does not announce its interval.
+    pub(crate) gaps_measured: u32,
     /// The sequence number of its latest hello (shoal peers only).
     pub hello_seq: Option<u64>,
     /// When we last heard its hello (monotonic).
@@ -132,8 +135,23 @@ impl Timeouts {
     }
 }
 
-/// node-discovery does not announce its interval; it sends every second.
+/// node-discovery does not announce its interval; by default it sends every
+/// second, and we measure the gaps to learn what it really uses.
 pub(crate) const DEFAULT_PEER_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// Updates the measured interval of a peer that does not announce one with
+/// one more gap between its hellos. The first gap replaces the 1 s guess;
+/// later ones move a running average by a quarter, each clamped to
+/// [estimate / 4, 4 x estimate], so that an extra hello (node-discovery says
+/// hello when promoted) or a lost one (a gap of two intervals) only nudges
+/// it, and a bad first guess is corrected within a few hellos.
+pub(crate) fn measure_interval(estimate: Duration, gaps: u32, gap: Duration) -> Duration {
+    if gaps <= 1 {
+        return gap;
+    }
+    let sample = gap.clamp(estimate / 4, estimate.saturating_mul(4));
+    (estimate.saturating_mul(3) + sample) / 4
+}
 /// Intervals announced outside this range are clamped: a peer cannot make us
 /// keep it for hours, nor expire it before it could possibly say hello.
 const MIN_PEER_INTERVAL: Duration = Duration::from_millis(10);
@@ -169,12 +187,7 @@ impl Membership {
         from: SocketAddr,
         hello: Hello,
     ) -> (Observed, Option<&Peer>) {
-        let interval = hello
-            .interval
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_PEER_INTERVAL)
-            .clamp(MIN_PEER_INTERVAL, MAX_PEER_INTERVAL);
-        let deadline = now + self.timeouts.for_interval(interval);
+        let announced = hello.interval.map(Duration::from_millis);
         let epoch = hello.epoch();
         // Look up by &str first so a hello from a known node allocates nothing for its id.
         // (contains_key first: returning a get_mut borrow from a conditional
@@ -185,6 +198,17 @@ impl Membership {
             };
             let stale =
                 matches!((hello.seq, peer.hello_seq), (Some(seq), Some(last)) if seq <= last);
+            let interval = match announced {
+                Some(interval) => interval,
+                None if stale => peer.hello_interval,
+                None => {
+                    let gap = now.saturating_duration_since(peer.last_seen);
+                    peer.gaps_measured = peer.gaps_measured.saturating_add(1);
+                    measure_interval(peer.hello_interval, peer.gaps_measured, gap)
+                }
+            }
+            .clamp(MIN_PEER_INTERVAL, MAX_PEER_INTERVAL);
+            let deadline = now + self.timeouts.for_interval(interval);
             if peer.deadline != deadline {
                 self.deadlines.remove(&(peer.deadline, peer.id.clone()));
                 self.deadlines.insert((deadline, peer.id.clone()));
@@ -221,6 +245,10 @@ impl Membership {
         if self.peers.len() >= self.max_nodes {
             return (Observed::Refused, None);
         }
+        let interval = announced
+            .unwrap_or(DEFAULT_PEER_INTERVAL)
+            .clamp(MIN_PEER_INTERVAL, MAX_PEER_INTERVAL);
+        let deadline = now + self.timeouts.for_interval(interval);
         let id = NodeId::new(id);
         let peer = Peer {
             id: id.clone(),
@@ -233,6 +261,7 @@ impl Membership {
             info: hello.info,
             epoch,
             hello_interval: interval,
+            gaps_measured: 0,
             hello_seq: hello.seq,
             last_seen: now,
             deadline,
@@ -436,5 +465,35 @@ mod seq_tests {
         let p = p.unwrap();
         assert_eq!(p.info.as_ref().unwrap()["name"], "three");
         assert_eq!(p.last_seen, later);
+    }
+}
+
+#[cfg(test)]
+mod measure_tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn measured_intervals_follow_the_peer_and_shrug_off_outliers() {
+        // A node-discovery peer configured for 250 ms: the first gap is enough.
+        assert_eq!(measure_interval(ms(1000), 1, ms(250)), ms(250));
+        // Steady gaps keep it.
+        assert_eq!(measure_interval(ms(250), 5, ms(250)), ms(250));
+        // An extra hello 5 ms after the last moves it only a little...
+        assert_eq!(
+            measure_interval(ms(1000), 5, ms(5)),
+            ms(812) + Duration::from_micros(500)
+        );
+        // ...and so does one lost hello (a double gap).
+        assert_eq!(measure_interval(ms(1000), 5, ms(2000)), ms(1250));
+        // A bad first guess (an extra hello right after the first) recovers.
+        let mut est = measure_interval(ms(1000), 1, ms(10));
+        for gaps in 2..20 {
+            est = measure_interval(est, gaps, ms(1000));
+        }
+        assert!(est > ms(900), "{est:?}");
     }
 }

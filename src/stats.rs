@@ -14,7 +14,7 @@
 /// assert!(stats.hellos_in >= 3 && stats.messages_out >= 3);
 /// assert_eq!(stats.dropped.total(), stats.dropped.own); // only its own hellos
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// Datagrams received.
@@ -50,7 +50,7 @@ pub struct Stats {
 /// node.handle_datagram(now, "10.0.0.2:12345".parse().unwrap(), br#"{"event":"hello","data":{},"iid":"node-discover dialect"}"#);
 /// assert_eq!(node.stats().dropped.not_wrapped, 1);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Drops {
     /// Not a `WRAP` block (for example node-discover's plain JSON dialect).
