@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use serde_json::{json, Map, Value};
-use shoal::{Config, Discovery, Event, Peer};
+use shoal::{Config, Discovery, Encryption, Event, Peer};
 
 #[derive(Parser, Debug)]
 #[command(about = "Run one shoal node; prints one JSON event per line")]
@@ -40,6 +40,13 @@ struct Args {
     multicast_ttl: Option<u32>,
     #[arg(long)]
     key: Option<String>,
+    /// With --key: secure (default), legacy (node-discovery peers),
+    /// secure-accept-plain or plain-accept-secure (rolling enablement).
+    #[arg(long, value_parser = ["secure", "legacy", "secure-accept-plain", "plain-accept-secure"])]
+    encryption: Option<String>,
+    /// Lost hellos a peer survives (default 5).
+    #[arg(long)]
+    missed_hellos: Option<u32>,
     #[arg(long)]
     weight: Option<f64>,
     #[arg(long)]
@@ -128,6 +135,17 @@ fn config(args: &Args, info: Value) -> Result<Config, shoal::ConfigError> {
     }
     if let Some(v) = &args.key {
         b = b.key(v.clone());
+    }
+    if let Some(mode) = args.encryption.as_deref() {
+        b = b.encryption(match mode {
+            "legacy" => Encryption::LegacyNodeDiscovery,
+            "secure-accept-plain" => Encryption::SecureAcceptPlaintext,
+            "plain-accept-secure" => Encryption::PlaintextAcceptSecure,
+            _ => Encryption::Secure,
+        });
+    }
+    if let Some(v) = args.missed_hellos {
+        b = b.missed_hellos(v);
     }
     if let Some(v) = args.weight {
         b = b.weight(v);

@@ -29,6 +29,59 @@ pub enum Ignore {
     Nothing,
 }
 
+/// How packets are protected. Chosen with [`ConfigBuilder::encryption`];
+/// with no key everything is plaintext node-discovery format.
+///
+/// The two mixed modes exist for switching a running cluster between
+/// plaintext and secure mode node by node, with no node ever unable to hear
+/// another: see SECURITY.md for the procedure.
+///
+/// ```
+/// use shoal::{Config, Encryption};
+/// // Talk to node-discovery peers that use `key: "s3cret"`:
+/// let config = Config::builder()
+///     .key("s3cret")
+///     .encryption(Encryption::LegacyNodeDiscovery)
+///     .build()
+///     .unwrap();
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Encryption {
+    /// Authenticated encryption (AES-256-GCM, per-sender keys, replay
+    /// protection); plaintext is refused. The default whenever a key is given.
+    #[default]
+    Secure,
+    /// Send secure, also accept plaintext: the second step of a rolling enablement.
+    SecureAcceptPlaintext,
+    /// Send plaintext, also accept secure: the first step of a rolling enablement.
+    PlaintextAcceptSecure,
+    /// node-discovery's cipher (AES-256-CBC, fixed IV, no integrity, no
+    /// replay protection), only to talk to node-discovery peers that use a key.
+    LegacyNodeDiscovery,
+}
+
+impl Encryption {
+    /// Whether this mode sends sealed (secure) packets.
+    pub fn sends_secure(self) -> bool {
+        matches!(self, Encryption::Secure | Encryption::SecureAcceptPlaintext)
+    }
+
+    /// Whether this mode accepts sealed (secure) packets.
+    pub fn accepts_secure(self) -> bool {
+        !matches!(self, Encryption::LegacyNodeDiscovery)
+    }
+
+    /// Whether this mode accepts plaintext node-discovery packets.
+    pub fn accepts_plaintext(self) -> bool {
+        matches!(
+            self,
+            Encryption::SecureAcceptPlaintext | Encryption::PlaintextAcceptSecure
+        )
+    }
+}
+
 /// A validated configuration; build one with [`Config::builder`].
 ///
 /// ```
@@ -60,6 +113,11 @@ pub struct Config {
     pub(crate) multicast_ttl: u32,
     pub(crate) multicast_interface: Ipv4Addr,
     pub(crate) key: Option<String>,
+    /// The parsed secure-mode key (set by `build`).
+    pub(crate) secure_key: Option<crate::crypto::key::Key>,
+    pub(crate) encryption: Encryption,
+    pub(crate) max_datagram_size: usize,
+    pub(crate) replay_tolerance: Duration,
     pub(crate) ignore: Ignore,
     pub(crate) ignore_data_errors: bool,
     pub(crate) reassembly: ReassemblyLimits,
@@ -88,6 +146,10 @@ impl Default for Config {
             multicast_ttl: 1,
             multicast_interface: Ipv4Addr::UNSPECIFIED,
             key: None,
+            secure_key: None,
+            encryption: Encryption::Secure,
+            max_datagram_size: 1400,
+            replay_tolerance: Duration::from_secs(30),
             ignore: Ignore::OwnInstance,
             ignore_data_errors: true,
             reassembly: ReassemblyLimits::default(),
@@ -150,6 +212,9 @@ pub enum ConfigError {
     /// `key` is the empty string.
     #[error("key must not be empty")]
     EmptyKey,
+    /// `key` could not be parsed.
+    #[error("key: {0}")]
+    Key(crate::crypto::key::KeyError),
     /// A size limit is out of range.
     #[error("{field}: {reason}")]
     Limit {
@@ -171,7 +236,7 @@ impl ConfigError {
             ConfigError::WeightNotFinite(_) => "weight",
             ConfigError::PortZero => "port",
             ConfigError::BindNotIpv4(_) => "bind",
-            ConfigError::EmptyKey => "key",
+            ConfigError::EmptyKey | ConfigError::Key(_) => "key",
         }
     }
 }
@@ -320,10 +385,35 @@ impl ConfigBuilder {
         self
     }
 
-    /// Encrypt with node-discovery's legacy cipher under this key. Default: none
-    /// (plaintext). The legacy cipher is weak: see [`crate::crypto::legacy`].
+    /// Protect packets with this key. Default: none (plaintext).
+    ///
+    /// In secure mode (the default with a key) the string is read by
+    /// [`Key::parse`](crate::crypto::key::Key::parse): 64 hex characters or
+    /// base64 of 32 bytes is the key itself; anything else is a passphrase,
+    /// stretched with Argon2id once, in `build` (about 40 ms). In
+    /// [`Encryption::LegacyNodeDiscovery`] the string is node-discovery's `key`.
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.config.key = Some(key.into());
+        self
+    }
+
+    /// How packets are protected when a key is set. Default [`Encryption::Secure`].
+    pub fn encryption(mut self, mode: Encryption) -> Self {
+        self.config.encryption = mode;
+        self
+    }
+
+    /// Largest datagram sent in secure mode; larger messages are split into
+    /// authenticated fragments. Default 1400 bytes (fits a 1500-byte MTU).
+    pub fn max_datagram_size(mut self, bytes: usize) -> Self {
+        self.config.max_datagram_size = bytes;
+        self
+    }
+
+    /// Secure mode: how far a sender's clock may be from ours when we hear it
+    /// for the first time (older packets are refused as replays). Default 30 s.
+    pub fn replay_tolerance(mut self, tolerance: Duration) -> Self {
+        self.config.replay_tolerance = tolerance;
         self
     }
 
@@ -402,6 +492,25 @@ impl ConfigBuilder {
         }
         if c.key.as_deref() == Some("") {
             return Err(ConfigError::EmptyKey);
+        }
+        let mut c = c;
+        if let Some(key) = &c.key {
+            if c.encryption != Encryption::LegacyNodeDiscovery {
+                c.secure_key = Some(crate::crypto::key::Key::parse(key).map_err(ConfigError::Key)?);
+            }
+        }
+        if c.max_datagram_size < crate::crypto::secure::OVERHEAD + 64
+            || c.max_datagram_size > 65_507
+        {
+            return Err(ConfigError::Limit {
+                field: "max_datagram_size",
+                reason: "must be between 126 and 65507 bytes",
+            });
+        }
+        if c.replay_tolerance.is_zero() {
+            return Err(ConfigError::Zero {
+                field: "replay_tolerance",
+            });
         }
         if c.reassembly.max_message < 64 || c.reassembly.max_message > u32::MAX as usize {
             return Err(ConfigError::Limit {

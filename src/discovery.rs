@@ -121,7 +121,12 @@ impl Discovery {
             iid: uuid::Uuid::new_v4().simple().to_string(),
             host_name,
         };
-        let core = Protocol::new(&config, sender, Instant::now(), rand::random());
+        let now = Instant::now();
+        let mut core = Protocol::new(&config, sender, now, rand::random());
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        core.set_wall_clock(now, unix_ms);
         let (events, first) = broadcast::channel(config.event_capacity);
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
@@ -270,7 +275,62 @@ impl Discovery {
     /// # Ok(()) }
     /// ```
     pub fn send<T: Serialize + ?Sized>(&self, channel: &str, data: &T) -> Result<(), Error> {
-        self.command(|core| core.send(channel, data))
+        self.command(|core| core.send(Instant::now(), channel, data))
+    }
+
+    /// How packets are protected now (`None`: plaintext, no key).
+    pub fn encryption(&self) -> Option<crate::Encryption> {
+        self.shared.core().encryption()
+    }
+
+    /// Switches protection at run time: the steps of a rolling enablement
+    /// (see SECURITY.md). Secure modes need a key.
+    ///
+    /// ```no_run
+    /// # async fn demo(node: shoal::Discovery) -> Result<(), shoal::Error> {
+    /// use shoal::{crypto::key::Key, Encryption};
+    /// node.install_key(Key::parse("correct horse battery staple")?)?;
+    /// node.set_encryption(Some(Encryption::PlaintextAcceptSecure))?; // on every node, then:
+    /// node.set_encryption(Some(Encryption::SecureAcceptPlaintext))?; // on every node, then:
+    /// node.set_encryption(Some(Encryption::Secure))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_encryption(&self, mode: Option<crate::Encryption>) -> Result<(), Error> {
+        self.command(|core| core.set_encryption(mode))
+    }
+
+    /// Adds a key to the keyring (accepted at once; with no keyring yet it
+    /// becomes the sending key). Key rotation: install the new key on every
+    /// node, then [`use_key`](Self::use_key) it on every node, then
+    /// [`remove_key`](Self::remove_key) the old one on every node.
+    ///
+    /// ```no_run
+    /// # async fn demo(node: shoal::Discovery) -> Result<(), shoal::Error> {
+    /// use shoal::crypto::key::Key;
+    /// let new = Key::from_hex(&"ab".repeat(32))?;
+    /// let (new_id, old_id) = (new.id(), node.key_ids()[0]);
+    /// node.install_key(new)?; // 1. everywhere
+    /// node.use_key(new_id)?; // 2. everywhere
+    /// node.remove_key(old_id)?; // 3. everywhere
+    /// # Ok(()) }
+    /// ```
+    pub fn install_key(&self, key: crate::crypto::key::Key) -> Result<(), Error> {
+        self.command(|core| core.install_key(key))
+    }
+
+    /// Sends under an installed key from now on.
+    pub fn use_key(&self, id: crate::crypto::key::KeyId) -> Result<(), Error> {
+        self.command(|core| core.use_key(id))
+    }
+
+    /// Stops accepting a (non-primary) key.
+    pub fn remove_key(&self, id: crate::crypto::key::KeyId) -> Result<(), Error> {
+        self.command(|core| core.remove_key(id))
+    }
+
+    /// The installed key ids, primary first.
+    pub fn key_ids(&self) -> Vec<crate::crypto::key::KeyId> {
+        self.shared.core().key_ids()
     }
 
     /// Subscribes to `channel`: the returned stream yields every message
@@ -366,7 +426,7 @@ async fn run(shared: Arc<Shared>, socket: tokio::net::UdpSocket, mut stop: watch
             biased;
             _ = stop.changed() => {
                 // Leave politely: peers drop us now, not at our deadline.
-                shared.core().goodbye();
+                shared.core().goodbye(Instant::now());
                 flush(&shared, &socket).await;
                 break;
             }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 /// let config = shoal::Config::builder().build().unwrap();
 /// let me = Sender { pid: "p".into(), iid: "i".into(), host_name: "h".into() };
 /// let mut node = Protocol::new(&config, me, std::time::Instant::now(), 1);
-/// let err = node.send("master", &1).unwrap_err();
+/// let err = node.send(std::time::Instant::now(), "master", &1).unwrap_err();
 /// assert!(matches!(err, shoal::Error::ReservedChannel(ref name) if name == "master"));
 /// ```
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,10 @@ pub enum Error {
     /// The node has shut down.
     #[error("the node has shut down")]
     Closed,
+    /// A key operation failed (unknown key id, removing the primary, a full
+    /// keyring), or an encryption mode needs a key that is not there.
+    #[error("key: {0}")]
+    Key(#[from] crate::crypto::key::KeyError),
     /// The advertised value is not acceptable (for example, a service without a `name`).
     #[error("invalid advertised value: {0}")]
     Advertise(String),

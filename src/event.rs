@@ -47,7 +47,8 @@ pub struct LocalState {
 /// let a = net.add_node(shoal::Config::builder().build().unwrap());
 /// let b = net.add_node(shoal::Config::builder().build().unwrap());
 /// net.protocol_mut(b).join("chat").unwrap();
-/// net.protocol_mut(a).send("chat", &serde_json::json!({"text": "hi"})).unwrap();
+/// let now = net.now();
+/// net.protocol_mut(a).send(now, "chat", &serde_json::json!({"text": "hi"})).unwrap();
 /// net.poll(a);
 /// net.run_for(Duration::from_millis(10));
 /// let got = net.node(b).events.iter().find_map(|(_, e)| match e {

@@ -93,7 +93,7 @@ mod stream;
 mod transport;
 pub mod wire;
 
-pub use config::{Config, ConfigBuilder, ConfigError, Ignore};
+pub use config::{Config, ConfigBuilder, ConfigError, Encryption, Ignore};
 pub use discovery::Discovery;
 pub use error::Error;
 pub use event::{ChannelMessage, Event, LocalState};

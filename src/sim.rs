@@ -32,6 +32,9 @@ use crate::protocol::Protocol;
 use crate::wire::envelope::Sender;
 use crate::Config;
 
+/// Wall-clock ms at the start of every simulation.
+const SIM_WALL_MS: u64 = 1_700_000_000_000;
+
 /// A simulated node.
 #[derive(Debug)]
 pub struct SimNode {
@@ -137,7 +140,10 @@ impl SimNet {
             iid: format!("{:032x}", self.rng.gen::<u128>()),
             host_name: format!("sim{index}"),
         };
-        Protocol::new(config, sender, self.now, self.rng.gen())
+        let mut protocol = Protocol::new(config, sender, self.now, self.rng.gen());
+        // One wall clock for the whole simulated LAN.
+        protocol.set_wall_clock(self.start, SIM_WALL_MS);
+        protocol
     }
 
     /// Crashes node `i`: it stops sending and receiving at once.

@@ -77,6 +77,18 @@ pub struct Drops {
     pub reserved: u64,
     /// Messages on channels nobody joined.
     pub not_joined: u64,
+    /// Secure mode: sealed packets that failed authentication (forged,
+    /// corrupted, or sealed under a key with a colliding id).
+    pub auth_failed: u64,
+    /// Secure mode: replayed or stale sealed packets.
+    pub replay: u64,
+    /// Secure mode: sealed under a key we do not hold (or secure packets
+    /// while we accept only legacy ones).
+    pub unknown_key: u64,
+    /// Secure mode: a sealed-packet version or algorithm we do not know.
+    pub unknown_version: u64,
+    /// Secure mode: plaintext packets refused because we accept only sealed ones.
+    pub unauthenticated: u64,
 }
 
 impl Drops {
@@ -94,6 +106,27 @@ impl Drops {
             + self.table_full
             + self.reserved
             + self.not_joined
+            + self.auth_failed
+            + self.replay
+            + self.unknown_key
+            + self.unknown_version
+            + self.unauthenticated
+    }
+
+    pub(crate) fn count_secure(&mut self, error: &crate::crypto::secure::SecureError) {
+        use crate::crypto::secure::SecureError as E;
+        let counter = match error {
+            E::TooShort | E::Malformed(_) => &mut self.malformed,
+            E::NotSecure => &mut self.not_wrapped,
+            E::UnknownVersion(_) | E::UnknownAlgorithm(_) => &mut self.unknown_version,
+            E::UnknownKey(_) => &mut self.unknown_key,
+            E::AuthFailed => &mut self.auth_failed,
+            E::Replay | E::Stale => &mut self.replay,
+            E::TooLarge => &mut self.too_large,
+            E::ReassemblyFull => &mut self.reassembly_full,
+            E::ReassemblyTimeout => &mut self.reassembly_timeout,
+        };
+        *counter += 1;
     }
 
     pub(crate) fn count(&mut self, error: &crate::wire::DecodeError) {
@@ -107,6 +140,8 @@ impl Drops {
             E::ReassemblyTimeout => &mut self.reassembly_timeout,
             E::Decrypt => &mut self.decrypt,
             E::Envelope(_) => &mut self.envelope,
+            E::Unauthenticated => &mut self.unauthenticated,
+            E::Secure(error) => return self.count_secure(error),
         };
         *counter += 1;
     }

@@ -69,7 +69,8 @@ const fn node(id: &'static str, weight: &'static str) -> Member {
 
 fn key_args(keyed: bool) -> Vec<&'static str> {
     if keyed {
-        vec!["--key", KEY]
+        // node-discovery only has its legacy cipher; shoal must be told to use it.
+        vec!["--key", KEY, "--encryption", "legacy"]
     } else {
         Vec::new()
     }

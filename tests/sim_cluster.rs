@@ -330,8 +330,9 @@ fn channel_messages_reach_joined_nodes_only() {
     net.protocol_mut(b).join("jobs").unwrap();
     net.run_for(secs(0.1));
     let big = "x".repeat(5000);
+    let now = net.now();
     net.protocol_mut(a)
-        .send("jobs", &serde_json::json!({"n": 1, "big": big}))
+        .send(now, "jobs", &serde_json::json!({"n": 1, "big": big}))
         .unwrap();
     net.poll(a);
     net.run_for(secs(0.1));
@@ -360,7 +361,8 @@ fn channel_messages_reach_joined_nodes_only() {
         "added",
         "removed",
     ] {
-        assert!(net.protocol_mut(a).send(name, &1).is_err());
+        let now = net.now();
+        assert!(net.protocol_mut(a).send(now, name, &1).is_err());
         assert!(net.protocol_mut(a).join(name).is_err());
     }
 }

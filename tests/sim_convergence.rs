@@ -79,7 +79,8 @@ fn goodbye_removes_at_once_and_a_leaving_master_is_replaced_at_once() {
     net.run_for(secs(3.0));
     assert_eq!(net.masters(), vec![a]);
     let left = net.elapsed();
-    net.protocol_mut(a).goodbye();
+    let now = net.now();
+    net.protocol_mut(a).goodbye(now);
     net.poll(a);
     net.crash(a);
     net.run_for(secs(0.01));

@@ -64,4 +64,10 @@ pub enum DecodeError {
     /// The payload is not a JSON envelope of the expected shape.
     #[error("bad envelope: {0}")]
     Envelope(String),
+    /// A secure-mode (sealed) packet was refused: see [`crate::crypto::secure::SecureError`].
+    #[error("sealed packet refused: {0}")]
+    Secure(crate::crypto::secure::SecureError),
+    /// A plaintext packet, refused because only sealed packets are accepted.
+    #[error("plaintext packet refused in secure mode")]
+    Unauthenticated,
 }

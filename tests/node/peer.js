@@ -73,7 +73,7 @@ for (let i = 0; i < argv.length; i++) {
     'id', 'port', 'bind', 'broadcast', 'multicast', 'multicast-ttl', 'key', 'weight',
     'hello-interval', 'check-interval', 'node-timeout', 'master-timeout', 'advertise',
     'join', 'send-channel', 'send-count', 'send-size', 'send-batch', 'send-delay', 'exit-after',
-    'log', 'multicast-interface',
+    'log', 'multicast-interface', 'encryption',
   ];
   if (!known.includes(name)) usage(`unknown option ${flag}`);
   if (i + 1 >= argv.length) usage(`option ${flag} needs a value`);
@@ -111,6 +111,11 @@ for (let i = 0; i < argv.length; i++) {
     case 'send-delay': opts.sendDelay = num(name, value, { min: 0 }); break;
     case 'exit-after': opts.exitAfter = num(name, value, { min: 0 }); break;
     case 'log': opts.log = value; break;
+    case 'encryption':
+      // examples/node.rs chooses shoal's mode with it; node-discovery only
+      // has its own (legacy) cipher, so that is the one value accepted.
+      if (value !== 'legacy') usage('node-discovery supports only --encryption legacy');
+      break;
     case 'multicast-interface':
       // examples/node.rs has it; node-discovery always joins and sends on the
       // kernel's default interface and has no option for it.
