@@ -174,6 +174,9 @@ pub struct ReassemblyLimits {
     pub max_pending: usize,
     /// Most bytes of block data held for incomplete messages.
     pub max_pending_bytes: usize,
+    /// Most incomplete messages from one source address, so that one
+    /// sender cannot take the whole budget from the others.
+    pub max_pending_per_source: usize,
     /// Incomplete messages are dropped this long after their last block.
     pub timeout: Duration,
 }
@@ -184,6 +187,7 @@ impl Default for ReassemblyLimits {
             max_message: 1 << 20,
             max_pending: 256,
             max_pending_bytes: 4 << 20,
+            max_pending_per_source: 32,
             timeout: Duration::from_secs(5),
         }
     }
@@ -324,6 +328,11 @@ impl Reassembler {
             }
             None => {
                 if self.partials.len() >= self.limits.max_pending {
+                    return Err(DecodeError::ReassemblyFull);
+                }
+                // A scan of at most max_pending entries, only for a new message.
+                let from_source = self.partials.keys().filter(|(src, _)| *src == from).count();
+                if from_source >= self.limits.max_pending_per_source {
                     return Err(DecodeError::ReassemblyFull);
                 }
                 false
@@ -751,6 +760,34 @@ mod tests {
         ));
         assert_eq!(r.pending(), (1, 1464));
         assert_eq!(push_all(&mut r, now, addr(1), &b[1..]), vec![p]);
+    }
+
+    #[test]
+    fn one_source_cannot_take_the_whole_budget() {
+        let mut r = Reassembler::new(ReassemblyLimits {
+            max_pending_per_source: 2,
+            ..limits()
+        });
+        let now = Instant::now();
+        let p = payload(3000);
+        let attacker = addr(9);
+        for n in 0..3u8 {
+            let mut id = ID;
+            id[0] = n;
+            let mut dgs = Vec::new();
+            encode(&p, id, |b| dgs.push(b));
+            let (h, d, _) = parse_block(&dgs[0]).unwrap();
+            let result = r.push(now, attacker, &h, d);
+            if n < 2 {
+                assert_eq!(result, Ok(None));
+            } else {
+                assert_eq!(result, Err(DecodeError::ReassemblyFull));
+            }
+        }
+        // Another source still gets its share.
+        let others = blocks(&p);
+        let (h, d, _) = parse_block(&others[0]).unwrap();
+        assert_eq!(r.push(now, addr(10), &h, d), Ok(None));
     }
 
     #[test]
