@@ -312,3 +312,73 @@ async fn a_slow_consumer_loses_old_events_and_is_told() {
     }
     watcher.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_secure_cluster_rotates_its_key_without_losing_anyone_or_anything() {
+    use shoal::crypto::key::Key;
+    let port = 47_108;
+    let old = "0f".repeat(32);
+    let new = Key::from_hex(&"f0".repeat(32)).unwrap();
+    let (old_id, new_id) = (Key::parse(&old).unwrap().id(), new.id());
+    let configs = (0..4)
+        .map(|i| {
+            loopback(port, 0.2 + i as f64 / 10.0)
+                .key(old.clone())
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let (nodes, mut streams) = start_all(configs).await;
+    for s in &mut streams {
+        for _ in 0..3 {
+            wait_for(s, "added", |e| matches!(e, Event::Added(_))).await;
+        }
+    }
+    let mut subs: Vec<_> = nodes[1..]
+        .iter()
+        .map(|n| n.join("ticks").unwrap())
+        .collect();
+    // A message every 20 ms while the key is rotated step by step, node by node.
+    let mut seq = 0u64;
+    let steps: [&dyn Fn(&Discovery); 3] = [
+        &|n| n.install_key(new.clone()).unwrap(),
+        &|n| n.use_key(new_id).unwrap(),
+        &|n| n.remove_key(old_id).unwrap(),
+    ];
+    for step in steps {
+        for node in &nodes {
+            step(node);
+            for _ in 0..3 {
+                seq += 1;
+                nodes[0].send("ticks", &json!({"seq": seq})).unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    for sub in &mut subs {
+        for expected in 1..=seq {
+            let m = timeout(Duration::from_secs(5), sub.recv())
+                .await
+                .expect("no message lost")
+                .expect("subscription open");
+            assert_eq!(m.data["seq"], expected);
+        }
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        assert_eq!(node.key_ids(), vec![new_id]);
+        assert_eq!(node.nodes().len(), 3, "node {i} lost a peer");
+        assert_eq!(node.stats().dropped.auth_failed, 0);
+    }
+    // Nobody was removed (or re-added) during the rotation.
+    for s in &mut streams {
+        while let Ok(Some(event)) = timeout(Duration::from_millis(50), s.recv()).await {
+            assert!(
+                !matches!(event, Event::Removed(_) | Event::Added(_)),
+                "{event:?}"
+            );
+        }
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
