@@ -1,0 +1,181 @@
+//! Encode and decode of one typical hello in each wire mode: plain `WRAP`,
+//! node-discovery's legacy cipher, and shoal's sealed datagrams.
+//!
+//! `cargo bench --bench codec` (see BENCHMARKS.md). Under `cargo test
+//! --benches` each case runs once, as a smoke test.
+//!
+//! - encode: hello body -> envelope JSON -> (cipher) -> datagram, as
+//!   `Protocol` builds one (framing with a fresh 16-byte id; sealing with the
+//!   next counter);
+//! - decode: datagram -> block / sealed header -> CRC or AEAD -> envelope ->
+//!   hello body, every check the receive path makes before the peer table
+//!   (the replay window is in the `core` bench).
+
+mod common;
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shoal::crypto::key::Key;
+use shoal::crypto::keyring::Keyring;
+use shoal::crypto::legacy::LegacyCipher;
+use shoal::crypto::secure::{AssemblyLimits, FragmentAssembler, Opener, SealedHeader, Sealer};
+use shoal::wire::envelope::{self, Hello, Sender};
+use shoal::wire::framing::{self, Reassembler, ReassemblyLimits};
+
+use common::{typical_hello, Mode, LEGACY_KEY, SECURE_KEY, WALL_MS};
+
+/// Max datagram size in secure mode (shoal's default).
+const MAX_DATAGRAM: usize = 1400;
+
+struct Fixture {
+    hello: Hello,
+    sender: Sender,
+    legacy: LegacyCipher,
+    key: Key,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture {
+            hello: typical_hello(),
+            sender: common::sender(7),
+            legacy: LegacyCipher::new(LEGACY_KEY.as_bytes()),
+            key: Key::parse(SECURE_KEY).expect("hex key"),
+        }
+    }
+
+    /// One datagram in `mode` (the sealer advances its counter).
+    fn encode(&self, mode: Mode, sealer: &mut Sealer, id: [u8; 16]) -> Vec<u8> {
+        let json = envelope::encode("hello", &self.hello, &self.sender).expect("encodes");
+        match mode {
+            Mode::Plain | Mode::Legacy => {
+                let payload = if mode == Mode::Legacy {
+                    self.legacy.encrypt(&json)
+                } else {
+                    json
+                };
+                let mut out = Vec::new();
+                framing::encode(&payload, id, |block| out = block);
+                out
+            }
+            Mode::Secure => {
+                let mut parts = sealer
+                    .seal_message(&self.key, WALL_MS, &json, MAX_DATAGRAM)
+                    .expect("fits");
+                parts.pop().expect("one datagram")
+            }
+        }
+    }
+}
+
+/// The receive path's decoders, with their state.
+struct Decoder {
+    reassembler: Reassembler,
+    legacy: LegacyCipher,
+    keyring: Keyring,
+    opener: Opener,
+    assembler: FragmentAssembler,
+    from: std::net::SocketAddr,
+}
+
+impl Decoder {
+    fn new(fixture: &Fixture) -> Self {
+        Decoder {
+            reassembler: Reassembler::new(ReassemblyLimits::default()),
+            legacy: fixture.legacy.clone(),
+            keyring: Keyring::new(fixture.key.clone()),
+            opener: Opener::default(),
+            assembler: FragmentAssembler::new(AssemblyLimits::default()),
+            from: "10.0.0.7:12345".parse().expect("addr"),
+        }
+    }
+
+    fn hello_of(json: &[u8]) -> Hello {
+        let env = envelope::decode(json).expect("envelope");
+        assert_eq!(&*env.event, "hello");
+        envelope::decode_hello(env.data.expect("data")).expect("hello")
+    }
+
+    fn decode(&mut self, mode: Mode, now: Instant, datagram: &[u8]) -> Hello {
+        match mode {
+            Mode::Plain | Mode::Legacy => {
+                let (header, data, _) = framing::parse_block(datagram).expect("block");
+                let payload = self
+                    .reassembler
+                    .push(now, self.from, &header, data)
+                    .expect("whole block")
+                    .expect("one-block message");
+                if mode == Mode::Legacy {
+                    Self::hello_of(&self.legacy.decrypt(&payload).expect("decrypts"))
+                } else {
+                    Self::hello_of(&payload)
+                }
+            }
+            Mode::Secure => {
+                let header = SealedHeader::parse(datagram).expect("sealed header");
+                let plain = self
+                    .opener
+                    .open(&self.keyring, &header, datagram)
+                    .expect("authentic");
+                let message = self
+                    .assembler
+                    .push(now, &header, plain)
+                    .expect("fragment")
+                    .expect("one-fragment message");
+                Self::hello_of(&message)
+            }
+        }
+    }
+}
+
+const MODES: [Mode; 3] = [Mode::Plain, Mode::Legacy, Mode::Secure];
+
+fn encode(c: &mut Criterion) {
+    let fixture = Fixture::new();
+    let mut group = c.benchmark_group("hello_encode");
+    group.throughput(Throughput::Elements(1));
+    for mode in MODES {
+        let mut sealer = Sealer::new([0x11; 16]);
+        let mut id = 0u128;
+        let bytes = fixture.encode(mode, &mut sealer, [0; 16]).len();
+        group.bench_function(format!("{} ({bytes} B)", mode.name()), |b| {
+            b.iter(|| {
+                id += 1;
+                black_box(fixture.encode(mode, &mut sealer, id.to_le_bytes()))
+            })
+        });
+    }
+    group.finish();
+}
+
+fn decode(c: &mut Criterion) {
+    let fixture = Fixture::new();
+    let mut group = c.benchmark_group("hello_decode");
+    group.throughput(Throughput::Elements(1));
+    let now = Instant::now();
+    for mode in MODES {
+        let datagram = fixture.encode(mode, &mut Sealer::new([0x22; 16]), [9; 16]);
+        let mut decoder = Decoder::new(&fixture);
+        assert_eq!(decoder.decode(mode, now, &datagram), fixture.hello);
+        group.bench_function(format!("{} ({} B)", mode.name(), datagram.len()), |b| {
+            b.iter(|| black_box(decoder.decode(mode, now, black_box(&datagram))))
+        });
+    }
+    group.finish();
+}
+
+fn config() -> Criterion {
+    // Short runs: the machine is a shared 2-core VM.
+    Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(4))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = encode, decode
+}
+criterion_main!(benches);

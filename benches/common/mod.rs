@@ -1,0 +1,92 @@
+//! Fixtures shared by the criterion benches: a typical hello and the
+//! configurations of the three wire modes.
+#![allow(dead_code)] // each bench uses a different part
+
+use std::time::Instant;
+
+use serde_json::json;
+use shoal::protocol::Protocol;
+use shoal::wire::envelope::{Hello, Sender};
+use shoal::{Config, Encryption};
+
+/// A random-looking 32-byte key in hex: parsed as the key itself (no Argon2id).
+pub const SECURE_KEY: &str = "8f1c2b3a4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
+/// node-discovery's key string, for the legacy cipher.
+pub const LEGACY_KEY: &str = "shoal-bench-key";
+/// Wall-clock origin given to every protocol (secure timestamps).
+pub const WALL_MS: u64 = 1_700_000_000_000;
+
+/// How packets are protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No key: plain `WRAP` blocks.
+    Plain,
+    /// node-discovery's AES-256-CBC inside `WRAP`.
+    Legacy,
+    /// shoal's sealed AES-256-GCM datagrams.
+    Secure,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain",
+            Mode::Legacy => "legacy",
+            Mode::Secure => "secure",
+        }
+    }
+}
+
+/// shoal's default configuration in `mode`, advertising `{"id": label}`
+/// as examples/node.rs does.
+pub fn config(mode: Mode, label: &str, weight: f64) -> Config {
+    let b = Config::builder()
+        .weight(weight)
+        .host_name("bench-host-01")
+        .advertise(json!({ "id": label }));
+    let b = match mode {
+        Mode::Plain => b,
+        Mode::Legacy => b
+            .key(LEGACY_KEY)
+            .encryption(Encryption::LegacyNodeDiscovery),
+        Mode::Secure => b.key(SECURE_KEY),
+    };
+    b.build().expect("valid bench config")
+}
+
+/// A sender with node-discovery-shaped ids (32 hex digits each).
+pub fn sender(n: u64) -> Sender {
+    Sender {
+        pid: format!("{:032x}", 0x5eed_0000_0000_0000_u128 + u128::from(n)),
+        iid: format!("{:032x}", 0xbeef_0000_0000_0000_u128 * 3 + u128::from(n)),
+        host_name: "bench-host-01".into(),
+    }
+}
+
+/// A protocol node started at `t0`, its wall clock set to [`WALL_MS`].
+pub fn node(mode: Mode, n: u64, weight: f64, t0: Instant) -> Protocol {
+    let mut p = Protocol::new(
+        &config(mode, &format!("node-{n}"), weight),
+        sender(n),
+        t0,
+        n,
+    );
+    p.set_wall_clock(t0, WALL_MS);
+    p
+}
+
+/// The body of a typical shoal hello in a running cluster: not master,
+/// eligible, a label advertised, interval, sequence number and epoch.
+pub fn typical_hello() -> Hello {
+    Hello {
+        is_master: false,
+        is_master_eligible: true,
+        weight: 0.418_273_645_192_837_4,
+        address: "127.0.0.1".into(),
+        info: Some(json!({"id": "node-42"})),
+        interval: Some(400),
+        seq: Some(12_345),
+        epoch: Some(3),
+        epoch_master: Some(format!("{:032x}", 0xabcd_u128)),
+    }
+}
