@@ -9,6 +9,9 @@
 //! needs Node and `tests/node/node_modules`; it is skipped when
 //! `node_modules` is absent, unless `SHOAL_REQUIRE_NODE` is set.
 
+#[path = "support/node_install.rs"]
+mod node_install;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -304,7 +307,7 @@ fn sized_json(len: usize) -> (Value, Vec<u8>) {
 /// when node-discovery is not installed (and that is allowed).
 fn node_decode(requests: &[(Option<&str>, Vec<Vec<u8>>)]) -> Option<Vec<Value>> {
     let dir = manifest_dir().join("tests/node");
-    if !Path::new(&dir).join("node_modules").is_dir() {
+    if !node_install::ensure_node_modules() {
         if std::env::var_os("SHOAL_REQUIRE_NODE").is_some() {
             panic!(
                 "SHOAL_REQUIRE_NODE is set but {} is missing",

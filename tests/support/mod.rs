@@ -12,6 +12,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod netns;
+pub mod node_install;
 pub mod peer;
 pub mod proc;
 

@@ -27,9 +27,7 @@ pub fn node_dir() -> PathBuf {
 pub fn node_available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
-        let installed = node_dir()
-            .join("node_modules/node-discovery/package.json")
-            .is_file();
+        let installed = super::node_install::ensure_node_modules();
         let mut cmd = Command::new("node");
         cmd.arg("--version");
         installed && run_bounded(cmd, Duration::from_secs(10)).is_ok_and(|out| out.status.success())
