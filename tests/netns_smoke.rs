@@ -264,6 +264,22 @@ fn lan_teardown_kills_and_deletes() {
         .command("sleep", ["30"])
         .spawn()
         .expect("spawn sleep");
+    // `ip netns exec` enters the namespace a moment after spawn returns (on
+    // a loaded machine, many moments): only a process already inside can be
+    // found by the Lan, so wait for that first.
+    let ns = lan.host(1).ns.clone();
+    let inside = (0..500).any(|_| {
+        let listed = std::process::Command::new("ip")
+            .args(["netns", "pids", &ns])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&stray.id().to_string()))
+            .unwrap_or(false);
+        if !listed {
+            thread::sleep(Duration::from_millis(10));
+        }
+        listed
+    });
+    assert!(inside, "sleep never entered {ns}");
     drop(lan);
     let mut exited = None;
     for _ in 0..200 {
