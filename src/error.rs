@@ -58,6 +58,10 @@ pub enum Error {
     /// keyring), or an encryption mode needs a key that is not there.
     #[error("key: {0}")]
     Key(#[from] crate::crypto::key::KeyError),
+    /// This encryption mode needs a key the node does not have: a configured
+    /// key string for the legacy mode, an installed key for the secure modes.
+    #[error("encryption mode {0:?} needs a key; configure or install one first")]
+    NoKey(crate::Encryption),
     /// The advertised value is not acceptable (for example, a service without a `name`).
     #[error("invalid advertised value: {0}")]
     Advertise(String),

@@ -261,10 +261,10 @@ impl Protocol {
     pub fn set_encryption(&mut self, mode: Option<Encryption>) -> Result<(), Error> {
         match mode {
             Some(Encryption::LegacyNodeDiscovery) if self.legacy.is_none() => {
-                return Err(Error::Key(crate::crypto::key::KeyError::Empty))
+                return Err(Error::NoKey(Encryption::LegacyNodeDiscovery))
             }
             Some(m) if m != Encryption::LegacyNodeDiscovery && self.secure.is_none() => {
-                return Err(Error::Key(crate::crypto::key::KeyError::Empty))
+                return Err(Error::NoKey(m))
             }
             _ => {}
         }
@@ -749,6 +749,7 @@ impl Protocol {
 
     fn transmit(&mut self, now: Instant, json: Vec<u8>) -> Result<(), Error> {
         let max = self.config.reassembly.max_message;
+        let now_ms = self.unix_ms(now);
         if let (Some(mode), Some(secure)) = (self.encryption, self.secure.as_mut()) {
             if mode.sends_secure() {
                 if json.len() > max {
@@ -757,13 +758,6 @@ impl Protocol {
                         max,
                     });
                 }
-                let now_ms = {
-                    let (at, ms) = self.wall;
-                    match now.checked_duration_since(at) {
-                        Some(ahead) => ms.saturating_add(ahead.as_millis() as u64),
-                        None => ms,
-                    }
-                };
                 let key = secure.keyring.primary().clone();
                 let datagrams = secure
                     .sealer

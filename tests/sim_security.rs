@@ -240,3 +240,25 @@ fn legacy_mode_is_node_discovery_s_cipher() {
     assert_eq!(net.node(b).protocol.peers().count(), 1);
     assert_eq!(net.masters(), vec![a, s]);
 }
+
+#[test]
+fn secure_modes_need_a_key() {
+    let t0 = Instant::now();
+    let sender = Sender {
+        pid: "p".repeat(32),
+        iid: "a".repeat(32),
+        host_name: "h".into(),
+    };
+    let mut plain = Protocol::new(&Config::builder().build().unwrap(), sender, t0, 1);
+    let err = plain.set_encryption(Some(Encryption::Secure)).unwrap_err();
+    assert!(
+        matches!(err, shoal::Error::NoKey(Encryption::Secure)),
+        "{err}"
+    );
+    assert!(plain
+        .set_encryption(Some(Encryption::LegacyNodeDiscovery))
+        .is_err());
+    plain.install_key(Key::parse(K1).unwrap()).unwrap();
+    plain.set_encryption(Some(Encryption::Secure)).unwrap();
+    assert_eq!(plain.encryption(), Some(Encryption::Secure));
+}
