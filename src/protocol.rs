@@ -423,13 +423,18 @@ impl Protocol {
         }
         self.me.is_master = true;
         self.me.is_master_eligible = true;
+        self.claim_epoch();
+        self.events.push_back(Event::Promotion(self.local()));
+        self.send_hello(now);
+    }
+
+    /// Takes a new epoch, one above the highest seen, in our name.
+    fn claim_epoch(&mut self) {
         let n = self.epoch.as_ref().map_or(0, |e| e.n).saturating_add(1);
         self.adopt_epoch(Epoch {
             n,
             master: self.id.clone(),
         });
-        self.events.push_back(Event::Promotion(self.local()));
-        self.send_hello(now);
     }
 
     /// Gives up mastership; with `permanent`, eligibility too. Says hello at
@@ -726,7 +731,26 @@ impl Protocol {
             self.promote(now);
         } else if self.me.is_master && self.too_many_masters() {
             self.demote(now, false);
+        } else if self.me.is_master && self.epoch_names_a_non_master() {
+            // A master elsewhere drew the same epoch number and wins the tie
+            // by id but is gone, or a partition healed and the master of the
+            // newer epoch stepped down: claim a newer epoch, so that the
+            // newest one always names a current master.
+            self.claim_epoch();
+            self.send_hello(now);
         }
+    }
+
+    /// Whether the highest epoch we know names another node that is not,
+    /// as far as we know, a master now.
+    fn epoch_names_a_non_master(&self) -> bool {
+        self.epoch.as_ref().is_some_and(|e| {
+            e.master != self.id
+                && !self
+                    .peers
+                    .get(e.master.as_str())
+                    .is_some_and(|p| p.is_master)
+        })
     }
 
     /// Says hello now; the periodic hello restarts its interval from here.
