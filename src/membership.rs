@@ -81,7 +81,9 @@ pub struct Peer {
 }
 
 /// An election epoch: a counter that grows with each promotion anywhere in
-/// the cluster, and the node whose promotion set it. Every shoal hello
+/// the cluster (and when a master finds that the newest epoch names a node
+/// that is no longer master, as after a partition heals), and the master
+/// that set it. Every shoal hello
 /// carries the highest epoch its sender has seen, so an application can
 /// fence a stale master: act only on orders stamped with the newest epoch.
 ///

@@ -377,8 +377,30 @@ fn a_shared_key_is_a_separate_cluster() {
     net.run_for(secs(5.0));
     assert_eq!(net.node(a).protocol.peers().count(), 1);
     assert_eq!(net.masters(), vec![b, c, d]);
+    // Secure mode: another key's packets are refused by key id, plaintext
+    // is refused outright, and a node without a key cannot use sealed ones.
+    assert!(net.node(c).protocol.stats().dropped.unknown_key > 0);
+    assert!(net.node(a).protocol.stats().dropped.unauthenticated > 0);
+    assert!(net.node(d).protocol.stats().dropped.unknown_key > 0);
+
+    // node-discovery's legacy cipher: a wrong key fails to decrypt, and
+    // plaintext JSON does not decrypt either way.
+    let mut net = SimNet::new(17);
+    let legacy = |w: f64, key: &str| {
+        cfg(w)
+            .key(key)
+            .encryption(shoal::Encryption::LegacyNodeDiscovery)
+            .build()
+            .unwrap()
+    };
+    let a = net.add_node(legacy(0.5, "one"));
+    let b = net.add_node(legacy(0.6, "one"));
+    let c = net.add_node(legacy(0.7, "two"));
+    let d = net.add_node(cfg(0.8).build().unwrap());
+    net.run_for(secs(5.0));
+    assert_eq!(net.node(a).protocol.peers().count(), 1);
+    assert_eq!(net.masters(), vec![b, c, d]);
     assert!(net.node(c).protocol.stats().dropped.decrypt > 0);
-    // Plaintext JSON does not decrypt either way.
     assert!(net.node(a).protocol.stats().dropped.decrypt > 0);
     assert!(net.node(d).protocol.stats().dropped.envelope > 0);
 }
