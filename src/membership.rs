@@ -112,8 +112,8 @@ pub(crate) enum Observed {
         was_master: bool,
         info_changed: bool,
     },
-    /// A known node's hello older than one already applied (the network
-    /// reordered them): it proves the node alive, its contents are ignored.
+    /// A known node's hello older than one already applied (reordered, or
+    /// replayed): ignored entirely.
     Stale,
     /// A new node, refused because the table is full.
     Refused,
@@ -200,9 +200,13 @@ impl Membership {
             };
             let stale =
                 matches!((hello.seq, peer.hello_seq), (Some(seq), Some(last)) if seq <= last);
+            if stale {
+                // Reordered by the network, or replayed by someone: it
+                // changes nothing, not even the deadline.
+                return (Observed::Stale, Some(peer));
+            }
             let interval = match announced {
                 Some(interval) => interval,
-                None if stale => peer.hello_interval,
                 None => {
                     let gap = now.saturating_duration_since(peer.last_seen);
                     peer.gaps_measured = peer.gaps_measured.saturating_add(1);
@@ -217,9 +221,6 @@ impl Membership {
                 peer.deadline = deadline;
             }
             peer.last_seen = now;
-            if stale {
-                return (Observed::Stale, Some(peer));
-            }
             let was_master = peer.is_master;
             let info_changed = peer.info != hello.info;
             peer.addr = from;
@@ -438,7 +439,7 @@ mod seq_tests {
     use super::*;
 
     #[test]
-    fn a_reordered_older_hello_only_proves_liveness() {
+    fn a_reordered_or_replayed_older_hello_changes_nothing() {
         let t0 = Instant::now();
         let addr: SocketAddr = "10.0.0.2:12345".parse().unwrap();
         let mut m = Membership::new(
@@ -466,7 +467,7 @@ mod seq_tests {
         assert_eq!(o, Observed::Stale);
         let p = p.unwrap();
         assert_eq!(p.info.as_ref().unwrap()["name"], "three");
-        assert_eq!(p.last_seen, later);
+        assert_eq!(p.last_seen, t0, "a replay cannot keep a dead node alive");
     }
 }
 

@@ -300,6 +300,20 @@ impl Reassembler {
             // node-discovery's empty trailing block: it carries nothing.
             return Ok(None);
         }
+        // Every encoder that node-discovery can read cuts full blocks of
+        // BLOCK_DATA bytes (its receiver counts blocks), so refuse anything
+        // else: tiny blocks would make the bookkeeping per piece outweigh
+        // the data counted against max_pending_bytes.
+        if header.offset as usize % BLOCK_DATA != 0 {
+            return Err(DecodeError::BadBlock(
+                "block offset not on a block boundary",
+            ));
+        }
+        if data.len() != BLOCK_DATA && end != u64::from(header.total_len) {
+            return Err(DecodeError::BadBlock(
+                "short block before the end of the message",
+            ));
+        }
 
         let key = (from, header.id);
         let completes = match self.partials.get(&key) {
@@ -661,12 +675,15 @@ mod tests {
             })
         );
         // Just under the limit: accepted, holding only what arrived.
-        let h = header(1 << 20, 0, 100, 0);
-        assert_eq!(r.push(Instant::now(), addr(1), &h, &[0; 100]), Ok(None));
-        assert_eq!(r.pending(), (1, 100));
-        let h = header((1 << 20) + 1, 0, 100, 0);
+        let h = header(1 << 20, 0, BLOCK_DATA, 0);
+        assert_eq!(
+            r.push(Instant::now(), addr(1), &h, &[0; BLOCK_DATA]),
+            Ok(None)
+        );
+        assert_eq!(r.pending(), (1, BLOCK_DATA));
+        let h = header((1 << 20) + 1, 0, BLOCK_DATA, 0);
         assert!(matches!(
-            r.push(Instant::now(), addr(1), &h, &[0; 100]),
+            r.push(Instant::now(), addr(1), &h, &[0; BLOCK_DATA]),
             Err(DecodeError::TooLarge { .. })
         ));
     }
@@ -694,44 +711,38 @@ mod tests {
     }
 
     #[test]
-    fn overlaps_are_refused() {
+    fn misaligned_short_and_overlapping_blocks_are_refused() {
         let mut r = Reassembler::new(limits());
         let now = Instant::now();
-        let p = payload(300);
+        let total = 3 * BLOCK_DATA + 100;
+        let p = payload(total);
         let crc = crc32fast::hash(&p);
         let push = |r: &mut Reassembler, off: usize, len: usize| {
             r.push(
                 now,
                 addr(1),
-                &header(300, off as u32, len, crc),
+                &header(total as u32, off as u32, len, crc),
                 &p[off..off + len],
             )
         };
-        assert_eq!(push(&mut r, 100, 100), Ok(None));
+        assert_eq!(push(&mut r, BLOCK_DATA, BLOCK_DATA), Ok(None));
         for (off, len) in [
-            (50, 51),
-            (199, 2),
-            (150, 10),
-            (100, 50),
-            (0, 299),
-            (99, 102),
+            (100, BLOCK_DATA),    // not on a block boundary
+            (BLOCK_DATA + 1, 10), // overlapping, misaligned
+            (2 * BLOCK_DATA, 10), // short, and not the last block
+            (0, 1),               // one-byte pieces: refused
         ] {
             assert!(
                 matches!(push(&mut r, off, len), Err(DecodeError::BadBlock(_))),
                 "{off} {len}"
             );
         }
-        assert_eq!(r.pending(), (1, 100));
-        // A block holding the whole message stands alone: it is delivered
-        // and leaves the partial one alone.
-        assert_eq!(push(&mut r, 0, 300).unwrap().unwrap(), &p[..]);
-        assert_eq!(r.pending(), (1, 100));
-        // Adjacent pieces are fine; an exact duplicate is ignored.
-        assert_eq!(push(&mut r, 0, 100), Ok(None));
-        assert_eq!(push(&mut r, 100, 100), Ok(None));
-        assert_eq!(r.pending(), (1, 200));
-        let got = push(&mut r, 200, 100).unwrap().unwrap();
-        assert_eq!(&*got, &p[..]);
+        // The right blocks, the short one last, still complete the message.
+        assert_eq!(push(&mut r, 3 * BLOCK_DATA, 100), Ok(None));
+        assert_eq!(push(&mut r, 0, BLOCK_DATA), Ok(None));
+        let whole = push(&mut r, 2 * BLOCK_DATA, BLOCK_DATA).unwrap().unwrap();
+        assert_eq!(whole.as_ref(), &p[..]);
+        assert_eq!(r.pending(), (0, 0));
     }
 
     #[test]
