@@ -16,6 +16,7 @@ mod common;
 use std::hint::black_box;
 use std::time::Instant;
 
+use common::ThreadCpu;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shoal::crypto::key::Key;
 use shoal::crypto::keyring::Keyring;
@@ -132,7 +133,7 @@ impl Decoder {
 
 const MODES: [Mode; 3] = [Mode::Plain, Mode::Legacy, Mode::Secure];
 
-fn encode(c: &mut Criterion) {
+fn encode(c: &mut Criterion<ThreadCpu>) {
     let fixture = Fixture::new();
     let mut group = c.benchmark_group("hello_encode");
     group.throughput(Throughput::Elements(1));
@@ -150,7 +151,7 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-fn decode(c: &mut Criterion) {
+fn decode(c: &mut Criterion<ThreadCpu>) {
     let fixture = Fixture::new();
     let mut group = c.benchmark_group("hello_decode");
     group.throughput(Throughput::Elements(1));
@@ -166,16 +167,9 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    // Short runs: the machine is a shared 2-core VM.
-    Criterion::default()
-        .warm_up_time(std::time::Duration::from_secs(1))
-        .measurement_time(std::time::Duration::from_secs(4))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion();
     targets = encode, decode
 }
 criterion_main!(benches);

@@ -18,6 +18,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::ThreadCpu;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 use shoal::protocol::Protocol;
@@ -61,7 +62,7 @@ impl HelloSource {
     }
 }
 
-fn handle_hello(c: &mut Criterion) {
+fn handle_hello(c: &mut Criterion<ThreadCpu>) {
     let mut group = c.benchmark_group("handle_hello");
     group.throughput(Throughput::Elements(1));
     let from: SocketAddr = "10.0.0.1:12345".parse().expect("addr");
@@ -82,11 +83,11 @@ fn handle_hello(c: &mut Criterion) {
                     let n = left.min(CHUNK);
                     batch.clear();
                     batch.extend((0..n).map(|_| source.next()));
-                    let start = Instant::now();
+                    let start = common::thread_cpu();
                     for (now, datagram) in &batch {
                         receiver.handle_datagram(*now, from, black_box(datagram));
                     }
-                    total += start.elapsed();
+                    total += common::thread_cpu() - start;
                     while receiver.poll_event().is_some() {}
                     while receiver.poll_transmit().is_some() {}
                     left -= n;
@@ -112,7 +113,7 @@ fn message(seq: u64, size: Option<usize>) -> serde_json::Value {
     value
 }
 
-fn channel_round(c: &mut Criterion) {
+fn channel_round(c: &mut Criterion<ThreadCpu>) {
     let mut group = c.benchmark_group("channel_round");
     group.throughput(Throughput::Elements(1));
     let from: SocketAddr = "10.0.0.1:12345".parse().expect("addr");
@@ -143,16 +144,9 @@ fn channel_round(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    // Short runs: the machine is a shared 2-core VM.
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::criterion();
     targets = handle_hello, channel_round
 }
 criterion_main!(benches);

@@ -16,8 +16,8 @@
 //! Defaults everywhere (hello 400 ms, node timeout 2.6 s).
 //!
 //! A full 10,000-node broadcast cluster cannot be held in memory: it has
-//! 10^8 peer-table entries (at ~0.5 KiB each, ~50 GB) and delivers 2.5 x 10^8
-//! datagrams per simulated second. So the nodes are of two kinds:
+//! 10^8 peer-table entries (at ~1.2 KB each, over 100 GB) and delivers
+//! 2.5 x 10^8 datagrams per simulated second. So the nodes are of two kinds:
 //!
 //! - *full* nodes hear every datagram (their own included, as a broadcast
 //!   loops back) and keep the whole cluster in their table: these are
@@ -26,13 +26,19 @@
 //!   (eligible, with the master's epoch, so their hellos are those of a real
 //!   cluster's members) but keep a one-entry table; they are not measured.
 //!
-//! At 100 and 1,000 nodes every node is full (a real full mesh); at 10,000,
-//! 16 nodes are full and 9,984 light. The cost a full node pays depends only
-//! on what it receives and holds, which is the same in both cases.
+//! The main rows have one full node, node 0 (the master), at 100, 1,000 and
+//! 10,000 nodes: it alone holds the whole cluster in its table, as each node
+//! of a real LAN does on its own machine. What a full node pays depends only
+//! on what it receives and holds, which is what it would in a full mesh.
+//! Rows with 16 full nodes, and full meshes of 100 and 1,000 nodes, are
+//! there for comparison: there every datagram walks the tables of many
+//! nodes in one process, which share the CPU caches, so a packet costs more
+//! than on a real LAN.
 //!
 //! Per received packet: `handle_datagram`, then what a driver does after
 //! each datagram (`poll_transmit`, `poll_event` until empty,
-//! `poll_timeout`), timed in batches of one datagram to every full node.
+//! `poll_timeout`), timed (thread CPU time, so that other processes on a
+//! shared machine do not count) in batches of one datagram to every full node.
 //! Per node: that plus its own `handle_timeout` calls (hellos, election
 //! checks, expiry).
 
@@ -99,6 +105,20 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// What one timed interval costs with nothing in it: the median of back-to-
+/// back [`thread_cpu`] differences (a system call on this VM, about a
+/// microsecond). Subtracted once per timed batch.
+fn timer_overhead() -> Duration {
+    let mut diffs: Vec<Duration> = (0..10_001)
+        .map(|_| {
+            let a = thread_cpu();
+            thread_cpu().saturating_sub(a)
+        })
+        .collect();
+    diffs.sort();
+    diffs[diffs.len() / 2]
+}
+
 // ----- nodes ---------------------------------------------------------------
 
 const SECURE_KEY: &str = "8f1c2b3a4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
@@ -107,6 +127,8 @@ const WALL_MS: u64 = 1_700_000_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Plain,
+    /// Plain, and nothing advertised (no `info` in the hellos).
+    PlainNoInfo,
     Secure,
 }
 
@@ -114,6 +136,7 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Plain => "plain",
+            Mode::PlainNoInfo => "plain, no info advertised",
             Mode::Secure => "secure",
         }
     }
@@ -122,9 +145,10 @@ impl Mode {
 /// Node `i`'s configuration: shoal's defaults, `{"id": "node-<i>"}`
 /// advertised (as examples/node.rs does); node 0 outranks everyone.
 fn config(mode: Mode, i: usize) -> Config {
-    let mut b = Config::builder()
-        .host_name(format!("host-{i}"))
-        .advertise(json!({ "id": format!("node-{i}") }));
+    let mut b = Config::builder().host_name(format!("host-{i}"));
+    if mode != Mode::PlainNoInfo {
+        b = b.advertise(json!({ "id": format!("node-{i}") }));
+    }
     if i == 0 {
         b = b.weight(1.0);
     }
@@ -153,13 +177,17 @@ fn new_node(mode: Mode, i: usize, now: Instant, wall_origin: Instant) -> Protoco
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Meter {
-    /// Wall time in full nodes' receive path.
+    /// CPU time in full nodes' receive path.
     rx: Duration,
     /// Datagrams delivered to full nodes.
     rx_packets: u64,
+    /// Timed receive batches.
+    rx_batches: u64,
+    /// Timed `handle_timeout` calls.
+    timer_calls: u64,
     /// Allocations made in full nodes' receive path.
     rx_allocs: u64,
-    /// Wall time in full nodes' `handle_timeout` (and the polls after it).
+    /// CPU time in full nodes' `handle_timeout` (and the polls after it).
     timers: Duration,
     /// Datagrams sent by anyone.
     sent: u64,
@@ -247,11 +275,12 @@ impl Cluster {
                     break;
                 };
                 self.armed[i] = None;
-                let t = Instant::now();
+                let t = thread_cpu();
                 self.nodes[i].handle_timeout(self.now);
                 self.after(i);
                 if self.is_full(i) {
-                    self.meter.timers += t.elapsed();
+                    self.meter.timers += thread_cpu() - t;
+                    self.meter.timer_calls += 1;
                 }
             }
             self.deliver();
@@ -292,14 +321,15 @@ impl Cluster {
             let src = addr(from);
             let full = self.full.min(self.nodes.len());
             let allocs = ALLOCS.load(Relaxed);
-            let t = Instant::now();
+            let t = thread_cpu();
             for r in 0..full {
                 self.nodes[r].handle_datagram(self.now, src, &payload);
                 self.after(r);
             }
-            self.meter.rx += t.elapsed();
+            self.meter.rx += thread_cpu() - t;
             self.meter.rx_allocs += ALLOCS.load(Relaxed) - allocs;
             self.meter.rx_packets += full as u64;
+            self.meter.rx_batches += 1;
             if from == 0 {
                 // Light nodes hear the master only.
                 for r in full..self.nodes.len() {
@@ -375,41 +405,45 @@ fn ns(d: Duration, per: u64) -> f64 {
     d.as_nanos() as f64 / per.max(1) as f64
 }
 
-fn print_rows(rows: &[Row]) {
+fn print_header() {
     println!(
         "| mode | nodes | measured (full) nodes | simulated window | datagrams sent / sim s | \
          received per full node / sim s | ns per received packet | allocs per packet | \
          CPU per full node per sim s | churn in window | heap per peer entry | bench wall / CPU |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in rows {
-        let secs = r.sim.as_secs_f64();
-        let m = &r.meter;
-        let per_node = (m.rx + m.timers).as_secs_f64() / r.full as f64 / secs;
-        // Only a full mesh's heap is all peer tables.
-        let heap = if r.full == r.n {
-            format!("{:.0} B", r.heap as f64 / (r.n * (r.n - 1)) as f64)
-        } else {
-            "n/a".to_owned()
-        };
-        println!(
-            "| {} | {} | {} | {:.1} s | {:.0} | {:.0} | {:.0} | {:.1} | {:.2} ms ({:.2} % of a core) | {} | {heap} | {:.1} s / {:.1} s |",
-            r.mode.name(),
-            r.n,
-            r.full,
-            secs,
-            m.sent as f64 / secs,
-            m.rx_packets as f64 / r.full as f64 / secs,
-            ns(m.rx, m.rx_packets),
-            m.rx_allocs as f64 / m.rx_packets.max(1) as f64,
-            per_node * 1e3,
-            per_node * 100.0,
-            r.churn,
-            r.wall.as_secs_f64(),
-            r.cpu.as_secs_f64(),
-        );
-        assert_eq!((r.masters, r.table), (1, r.n - 1));
-    }
+}
+
+fn print_row(r: &Row, overhead: Duration) {
+    let secs = r.sim.as_secs_f64();
+    let m = &r.meter;
+    // The timer's own cost, once per timed interval, is not the node's.
+    let rx = m.rx.saturating_sub(overhead * m.rx_batches as u32);
+    let timers = m.timers.saturating_sub(overhead * m.timer_calls as u32);
+    let per_node = (rx + timers).as_secs_f64() / r.full as f64 / secs;
+    // Only a full mesh's heap is all peer tables.
+    let heap = if r.full == r.n {
+        format!("{:.0} B", r.heap as f64 / (r.n * (r.n - 1)) as f64)
+    } else {
+        "n/a".to_owned()
+    };
+    println!(
+        "| {} | {} | {} | {:.1} s | {:.0} | {:.0} | {:.0} | {:.1} | {:.2} ms ({:.2} % of a core) | {} | {heap} | {:.1} s / {:.1} s |",
+        r.mode.name(),
+        r.n,
+        r.full,
+        secs,
+        m.sent as f64 / secs,
+        m.rx_packets as f64 / r.full as f64 / secs,
+        ns(rx, m.rx_packets),
+        m.rx_allocs as f64 / m.rx_packets.max(1) as f64,
+        per_node * 1e3,
+        per_node * 100.0,
+        r.churn,
+        r.wall.as_secs_f64(),
+        r.cpu.as_secs_f64(),
+    );
+    assert_eq!((r.masters, r.table), (1, r.n - 1));
 }
 
 // ----- memory per peer entry -----------------------------------------------
@@ -446,8 +480,12 @@ fn main() {
     let ms = Duration::from_millis;
     if !bench {
         // `cargo test --benches`: a smoke run only.
-        let rows = [run_cluster(Mode::Plain, 20, 20, ms(2000), ms(500))];
-        print_rows(&rows);
+        print_header();
+        let overhead = timer_overhead();
+        print_row(
+            &run_cluster(Mode::Plain, 20, 20, ms(2000), ms(500)),
+            overhead,
+        );
         let _ = memory_per_peer(Mode::Plain, 10);
         println!("sim_cluster: smoke run ok (use `cargo bench --bench sim_cluster`)");
         return;
@@ -456,7 +494,7 @@ fn main() {
     println!("## Memory per peer entry (heap bytes a node's state grows by, per peer)\n");
     println!("| mode | peers | bytes per peer |");
     println!("|---|---:|---:|");
-    for mode in [Mode::Plain, Mode::Secure] {
+    for mode in [Mode::Plain, Mode::PlainNoInfo, Mode::Secure] {
         for n in [100, 1_000, 10_000] {
             let (per, _) = memory_per_peer(mode, n);
             println!("| {} | {n} | {per:.0} |", mode.name());
@@ -464,14 +502,33 @@ fn main() {
     }
 
     println!("\n## Clusters (warm-up 2.5 simulated s, then the measured window)\n");
+    let overhead = timer_overhead();
+    println!(
+        "(thread CPU time; the timer's own cost, {} ns per timed interval, is subtracted)\n",
+        overhead.as_nanos()
+    );
     let warmup = ms(2500);
-    let mut rows = Vec::new();
-    for mode in [Mode::Plain, Mode::Secure] {
-        rows.push(run_cluster(mode, 100, 100, warmup, ms(2000)));
-        rows.push(run_cluster(mode, 1_000, 1_000, warmup, ms(2000)));
-        rows.push(run_cluster(mode, 10_000, 16, warmup, ms(2000)));
+    print_header();
+    // (mode, nodes, full nodes). One full node: it alone holds the whole
+    // cluster in its table, as each node of a real LAN does on its own
+    // machine (several full nodes in one process would share the CPU caches
+    // and each datagram would walk all their tables). Full meshes at 100
+    // and 1,000 for comparison.
+    let runs = [
+        (Mode::Plain, 100, 1),
+        (Mode::Plain, 1_000, 1),
+        (Mode::Plain, 10_000, 1),
+        (Mode::Secure, 100, 1),
+        (Mode::Secure, 1_000, 1),
+        (Mode::Secure, 10_000, 1),
+        (Mode::Plain, 10_000, 16),
+        (Mode::Plain, 100, 100),
+        (Mode::Plain, 1_000, 1_000),
+        (Mode::Secure, 100, 100),
+    ];
+    for (mode, n, full) in runs {
+        print_row(&run_cluster(mode, n, full, warmup, ms(2000)), overhead);
     }
-    print_rows(&rows);
     println!(
         "\ntotal bench time {:.1} s",
         started.elapsed().as_secs_f64()

@@ -90,3 +90,103 @@ pub fn typical_hello() -> Hello {
         epoch_master: Some(format!("{:032x}", 0xabcd_u128)),
     }
 }
+
+/// CPU time of the calling thread: unlike wall time, it does not count the
+/// time other processes hold the core, which on a shared 2-core machine
+/// would otherwise inflate every figure.
+pub fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A criterion measurement: the benchmark thread's CPU time (see
+/// [`thread_cpu`]). Reported in the usual time units.
+pub struct ThreadCpu;
+
+impl criterion::measurement::Measurement for ThreadCpu {
+    type Intermediate = std::time::Duration;
+    type Value = std::time::Duration;
+
+    fn start(&self) -> Self::Intermediate {
+        thread_cpu()
+    }
+    fn end(&self, start: Self::Intermediate) -> Self::Value {
+        thread_cpu().saturating_sub(start)
+    }
+    fn add(&self, a: &Self::Value, b: &Self::Value) -> Self::Value {
+        *a + *b
+    }
+    fn zero(&self) -> Self::Value {
+        std::time::Duration::ZERO
+    }
+    fn to_f64(&self, value: &Self::Value) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
+        &CpuFormatter
+    }
+}
+
+/// Formats nanoseconds of CPU time, and throughputs per CPU-second.
+struct CpuFormatter;
+
+impl criterion::measurement::ValueFormatter for CpuFormatter {
+    fn scale_values(&self, ns: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = if ns < 1e3 {
+            (1.0, "ns")
+        } else if ns < 1e6 {
+            (1e-3, "µs")
+        } else if ns < 1e9 {
+            (1e-6, "ms")
+        } else {
+            (1e-9, "s")
+        };
+        for v in values {
+            *v *= factor;
+        }
+        unit
+    }
+
+    fn scale_throughputs(
+        &self,
+        typical: f64,
+        throughput: &criterion::Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let (per, units) = match *throughput {
+            criterion::Throughput::Elements(n) => (n as f64, ["elem/s", "Kelem/s", "Melem/s"]),
+            criterion::Throughput::Bytes(n) | criterion::Throughput::BytesDecimal(n) => {
+                (n as f64, ["B/s", "KB/s", "MB/s"])
+            }
+        };
+        let rate = per * 1e9 / typical;
+        let (div, unit) = if rate < 1e3 {
+            (1.0, units[0])
+        } else if rate < 1e6 {
+            (1e3, units[1])
+        } else {
+            (1e6, units[2])
+        };
+        for v in values {
+            *v = per * 1e9 / *v / div;
+        }
+        unit
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+/// The criterion settings of these benches: thread CPU time, short runs.
+pub fn criterion() -> criterion::Criterion<ThreadCpu> {
+    criterion::Criterion::default()
+        .with_measurement(ThreadCpu)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(4))
+}

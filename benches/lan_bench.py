@@ -1,0 +1,598 @@
+#!/usr/bin/env python3
+"""Helper of benches/lan_bench.sh (Python 3 standard library only).
+
+Subcommands:
+
+  wait-mesh DIR LABEL...          until every LABEL's log (DIR/LABEL.log)
+                                  holds every other LABEL as a current peer
+  wait-removed DIR PEER LABEL...  until every LABEL logged `removed` of PEER
+  wait-promoted DIR SINCE LABEL...
+                                  until one LABEL logged `promotion` after
+                                  SINCE (epoch ms) and every other LABEL then
+                                  logged `master` of it
+  wait-event DIR LABEL EVENT      until LABEL's log has an EVENT line
+  stat PID...                     one JSON line: time, and per PID utime+stime
+                                  ticks (/proc/PID/stat), CPU ns summed over
+                                  its threads (/proc/PID/task/*/schedstat)
+                                  and VmRSS kB
+  raw-recv PORT COUNT IDLE_S      count UDP datagrams on 0.0.0.0:PORT until
+                                  COUNT arrived or IDLE_S passed with none;
+                                  print a JSON summary
+  raw-send ADDR PORT COUNT SIZE BATCH
+                                  broadcast COUNT datagrams of SIZE bytes
+                                  to ADDR:PORT, pausing 0 s every BATCH
+  report DIR                      compute the results tables from DIR
+
+Every wait takes --timeout S (default 15) and exits 1 on timeout. Marks are
+lines "<name> <epoch ms>" in DIR/marks, written by the shell script.
+"""
+
+import glob
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+
+
+# ---------------------------------------------------------------- logs
+
+
+def read_log(path):
+    """The JSON lines of one node's log (a torn last line is skipped)."""
+    out = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def log(d, label):
+    return read_log(os.path.join(d, label + ".log"))
+
+
+def current_peers(lines):
+    peers = set()
+    for e in lines:
+        if e.get("event") == "added" and e.get("peer") is not None:
+            peers.add(e["peer"])
+        elif e.get("event") == "removed":
+            peers.discard(e.get("peer"))
+    return peers
+
+
+def first(lines, event, peer=None, since=None):
+    """Time of the first EVENT line (about PEER, after SINCE)."""
+    for e in lines:
+        if e.get("event") != event:
+            continue
+        if peer is not None and e.get("peer") != peer:
+            continue
+        if since is not None and e["t"] < since:
+            continue
+        return e["t"]
+    return None
+
+
+# ---------------------------------------------------------------- waits
+
+
+def wait_until(cond, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        if cond():
+            return 0
+        if time.monotonic() >= deadline:
+            return 1
+        time.sleep(0.02)
+
+
+def cmd_wait(argv):
+    timeout = 15.0
+    if "--timeout" in argv:
+        i = argv.index("--timeout")
+        timeout = float(argv[i + 1])
+        argv = argv[:i] + argv[i + 2 :]
+    what, d, rest = argv[0], argv[1], argv[2:]
+    if what == "wait-mesh":
+        labels = rest
+
+        def cond():
+            return all(
+                set(labels) - {l} <= current_peers(log(d, l)) for l in labels
+            )
+
+    elif what == "wait-removed":
+        peer, labels = rest[0], rest[1:]
+
+        def cond():
+            return all(first(log(d, l), "removed", peer) is not None for l in labels)
+
+    elif what == "wait-promoted":
+        since, labels = float(rest[0]), rest[1:]
+
+        def cond():
+            for l in labels:
+                if first(log(d, l), "promotion", since=since) is not None:
+                    return all(
+                        first(log(d, o), "master", l, since) is not None
+                        for o in labels
+                        if o != l
+                    )
+            return False
+
+    elif what == "wait-event":
+        label, event = rest
+
+        def cond():
+            return first(log(d, label), event) is not None
+
+    else:
+        sys.exit(f"unknown wait {what}")
+    code = wait_until(cond, timeout)
+    if code:
+        print(f"lan_bench.py: {what} {' '.join(rest)}: timed out after {timeout} s", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------- /proc
+
+
+def proc_stat(pid):
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # fields[0] is field 3 (state): utime is field 14, stime field 15.
+        ticks = int(fields[11]) + int(fields[12])
+        ns = 0
+        for p in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+            try:
+                with open(p, encoding="utf-8") as f:
+                    ns += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+        rss = None
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+        # Context switches of the live threads: wake-ups, roughly.
+        switches = 0
+        threads = 0
+        for p in glob.glob(f"/proc/{pid}/task/*/status"):
+            try:
+                with open(p, encoding="utf-8") as f:
+                    threads += 1
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                            switches += int(line.split()[1])
+            except (OSError, ValueError):
+                pass
+        return {"ticks": ticks, "ns": ns, "rss_kb": rss, "switches": switches, "threads": threads}
+    except (OSError, ValueError):
+        return None
+
+
+def cmd_stat(pids):
+    out = {"t": time.time() * 1000.0, "hz": os.sysconf("SC_CLK_TCK"), "pids": {}}
+    for pid in pids:
+        out["pids"][pid] = proc_stat(pid)
+    print(json.dumps(out))
+    return 0
+
+
+# ---------------------------------------------------------------- raw UDP
+
+
+def cmd_raw_recv(port, count, idle):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # The same receive buffer as shoal asks for (2 MiB).
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    s.bind(("0.0.0.0", int(port)))
+    s.settimeout(float(idle))
+    count = int(count)
+    n = 0
+    nbytes = 0
+    t_first = t_last = None
+    print(json.dumps({"event": "ready", "t": time.time() * 1000.0}), flush=True)
+    while n < count:
+        try:
+            data = s.recv(65536)
+        except socket.timeout:
+            if n:
+                break
+            continue
+        t_last = time.time() * 1000.0
+        if t_first is None:
+            t_first = t_last
+        n += 1
+        nbytes += len(data)
+    print(
+        json.dumps(
+            {"event": "done", "received": n, "bytes": nbytes, "t_first": t_first, "t_last": t_last}
+        ),
+        flush=True,
+    )
+    return 0
+
+
+def cmd_raw_send(addr, port, count, size, batch):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    payload = b"x" * int(size)
+    dest = (addr, int(port))
+    count, batch = int(count), int(batch)
+    t0 = time.time() * 1000.0
+    errors = 0
+    for i in range(count):
+        try:
+            s.sendto(payload, dest)
+        except OSError:
+            errors += 1  # ENOBUFS: the send queue is full
+        if batch and (i + 1) % batch == 0:
+            time.sleep(0)
+    t1 = time.time() * 1000.0
+    print(json.dumps({"event": "sent", "count": count, "errors": errors, "t_start": t0, "t_done": t1}))
+    return 0
+
+
+# ---------------------------------------------------------------- report
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, unit="", digits=0):
+    if x is None:
+        return "n/a"
+    return f"{x:,.{digits}f}{unit}"
+
+
+def spread(xs, unit="", digits=0):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "n/a"
+    return f"{fmt(min(xs), '', digits)}–{fmt(max(xs), unit, digits)}"
+
+
+def variants(d):
+    return sorted(
+        v for v in os.listdir(d) if os.path.isdir(os.path.join(d, v)) and not v.startswith("_")
+    )
+
+
+def scenario_dirs(vd, prefix):
+    return sorted(glob.glob(os.path.join(vd, prefix + "*")))
+
+
+def analyse_start(sd):
+    """A simultaneous start: full-mesh time from the last ready, flaps."""
+    labels = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(sd, "*.log")))
+    logs = {l: read_log(os.path.join(sd, l + ".log")) for l in labels}
+    stop = None
+    try:
+        with open(os.path.join(sd, "marks"), encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[0] == "stop":
+                    stop = float(parts[1])
+    except FileNotFoundError:
+        pass
+    if stop is not None:
+        logs = {l: [e for e in lines if e["t"] < stop] for l, lines in logs.items()}
+    readies = [first(logs[l], "ready") for l in labels]
+    if None in readies:
+        return None
+    last_ready = max(readies)
+    done = []
+    for l in labels:
+        for o in labels:
+            if o != l:
+                done.append(first(logs[l], "added", o))
+    changes = sum(
+        1 for l in labels for e in logs[l] if e.get("event") in ("promotion", "demotion")
+    )
+    promos = [(e["t"], l) for l in labels for e in logs[l] if e.get("event") == "promotion"]
+    first_master = min(promos)[0] - last_ready if promos else None
+    mesh = (max(done) - last_ready) if None not in done else None
+    return {"mesh_ms": mesh, "flaps": max(changes - 1, 0), "changes": changes,
+            "first_promotion_ms": first_master}
+
+
+def analyse_joins(sd, marks):
+    """Join / leave / crash samples of the churn scenario."""
+    out = {"join": [], "leave": [], "crash": []}
+    members = list(marks.get("_members", []))
+    for name, t in marks.items():
+        if not name.startswith("join:"):
+            continue
+        joiner = name.split(":", 1)[1]
+        jl = read_log(os.path.join(sd, joiner + ".log"))
+        ready = first(jl, "ready")
+        if ready is None:
+            continue
+        times = [first(jl, "added", m) for m in members]
+        times += [first(read_log(os.path.join(sd, m + ".log")), "added", joiner) for m in members]
+        out["join"].append(None if None in times else max(times) - ready)
+        for kind in ("leave", "crash"):
+            tk = marks.get(f"{kind}:{joiner}")
+            if tk is None:
+                continue
+            rm = [first(read_log(os.path.join(sd, m + ".log")), "removed", joiner, tk) for m in members]
+            out[kind].append(None if None in rm else max(rm) - tk)
+    return out
+
+
+def analyse_failover(sd, marks):
+    out = {"promoted": [], "agreed": []}
+    kills = sorted((t, n) for n, t in marks.items() if n.startswith("failover:"))
+    for t, name in kills:
+        killed = name.split(":", 1)[1]
+        survivors = [m for m in marks.get(f"_alive:{killed}", []) if m != killed]
+        logs = {m: read_log(os.path.join(sd, m + ".log")) for m in survivors}
+        promos = [(first(logs[m], "promotion", since=t), m) for m in survivors]
+        promos = [(pt, m) for pt, m in promos if pt is not None]
+        if not promos:
+            out["promoted"].append(None)
+            out["agreed"].append(None)
+            continue
+        pt, new = min(promos)
+        out["promoted"].append(pt - t)
+        agreed = [first(logs[m], "master", new, t) for m in survivors if m != new]
+        out["agreed"].append(None if None in agreed else max(agreed + [pt]) - t)
+    return out
+
+
+def read_marks_lists(d):
+    """Marks, plus list-valued marks ("_members a b c")."""
+    marks = {}
+    try:
+        with open(os.path.join(d, "marks"), encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if not parts:
+                    continue
+                if parts[0].startswith("_"):
+                    marks[parts[0]] = parts[1:]
+                elif len(parts) == 2:
+                    marks[parts[0]] = float(parts[1])
+    except FileNotFoundError:
+        pass
+    return marks
+
+
+def cpu_per_minute(d):
+    """CPU seconds per minute per node from two `stat` samples."""
+    try:
+        with open(os.path.join(d, "stat0.json"), encoding="utf-8") as f:
+            a = json.load(f)
+        with open(os.path.join(d, "stat1.json"), encoding="utf-8") as f:
+            b = json.load(f)
+    except (OSError, ValueError):
+        return None
+    minutes = (b["t"] - a["t"]) / 60000.0
+    hz = a["hz"]
+    ticks, ns, rss, switches, threads = [], [], [], [], []
+    for pid, s0 in a["pids"].items():
+        s1 = b["pids"].get(pid)
+        if not s0 or not s1:
+            continue
+        ticks.append((s1["ticks"] - s0["ticks"]) / hz / minutes)
+        ns.append((s1["ns"] - s0["ns"]) / 1e9 / minutes)
+        rss.append(s1["rss_kb"])
+        switches.append((s1["switches"] - s0["switches"]) / (minutes * 60))
+        threads.append(s1["threads"])
+    return {"nodes": len(ticks), "window_s": minutes * 60, "ticks": ticks, "ns": ns, "rss": rss,
+            "switches": switches, "threads": threads}
+
+
+def analyse_throughput(sd):
+    runs = []
+    for rd in sorted(glob.glob(os.path.join(sd, "run*"))):
+        recv = read_log(os.path.join(rd, "rx.log"))
+        send = read_log(os.path.join(rd, "tx.log"))
+        start = first(send, "send_start")
+        done = first(send, "send_done")
+        count = next((e.get("count") for e in send if e.get("event") == "send_start"), None)
+        msgs = [e["t"] for e in recv if e.get("event") == "msg"]
+        if not msgs or start is None or not count:
+            runs.append({"received": len(msgs), "count": count, "rate": None, "loss": None})
+            continue
+        span = msgs[-1] - start
+        stats = next((e.get("stats") for e in recv if e.get("event") == "stats"), None) or {}
+        runs.append({
+            "count": count,
+            "received": len(msgs),
+            # shoal only: messages the library decoded, and those its
+            # subscription dropped because the consumer lagged.
+            "lib_received": (stats["messages_in"] - stats.get("hellos_in", 0)
+                             - stats.get("dropped", {}).get("own", 0)) if stats else None,
+            "events_lost": stats.get("events_lost") if stats else None,
+            "rate": len(msgs) / (span / 1000.0) if span > 0 else None,
+            "send_rate": count / ((done - start) / 1000.0) if done and done > start else None,
+            "loss": 1.0 - len(msgs) / count,
+        })
+    for rd in sorted(glob.glob(os.path.join(sd, "raw*"))):
+        recv = read_log(os.path.join(rd, "rx.log"))
+        send = read_log(os.path.join(rd, "tx.log"))
+        r = next((e for e in recv if e.get("event") == "done"), None)
+        s = next((e for e in send if e.get("event") == "sent"), None)
+        if not r or not s or not r["received"]:
+            runs.append({"raw": True, "received": r and r["received"], "rate": None, "loss": None})
+            continue
+        span = r["t_last"] - s["t_start"]
+        runs.append({
+            "raw": True,
+            "count": s["count"],
+            "received": r["received"],
+            "rate": r["received"] / (span / 1000.0) if span > 0 else None,
+            "send_rate": s["count"] / ((s["t_done"] - s["t_start"]) / 1000.0),
+            "loss": 1.0 - r["received"] / s["count"],
+            "send_errors": s["errors"],
+        })
+    return runs
+
+
+def cmd_report(d):
+    samples = {}
+    for v in variants(d):
+        vd = os.path.join(d, v)
+        res = {}
+        starts = [analyse_start(sd) for sd in scenario_dirs(vd, "start")]
+        res["start"] = [s for s in starts if s]
+        churn = os.path.join(vd, "churn")
+        if os.path.isdir(churn):
+            marks = read_marks_lists(churn)
+            res.update(analyse_joins(churn, marks))
+            res.update(analyse_failover(churn, marks))
+        cpu = os.path.join(vd, "cpu20")
+        if os.path.isdir(cpu):
+            res["cpu"] = cpu_per_minute(cpu)
+        res["rss"] = []
+        for path in sorted(glob.glob(os.path.join(vd, "idle", "stat-*.json"))):
+            with open(path, encoding="utf-8") as f:
+                st = json.load(f)
+            res["rss"] += [p["rss_kb"] for p in st["pids"].values() if p and p.get("rss_kb")]
+        tp = os.path.join(vd, "throughput")
+        if os.path.isdir(tp):
+            res["throughput"] = analyse_throughput(tp)
+        samples[v] = res
+
+    with open(os.path.join(d, "samples.json"), "w", encoding="utf-8") as f:
+        json.dump(samples, f, indent=1, sort_keys=True)
+
+    names = list(samples)
+    print("| metric (median; range over runs) | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+
+    def row(title, fn):
+        print(f"| {title} | " + " | ".join(fn(samples[v]) for v in names) + " |")
+
+    def ms_row(key):
+        def f(r):
+            xs = r.get(key) or []
+            if not xs:
+                return "–"
+            return f"{fmt(med(xs), ' ms')} ({spread(xs)}, n={len(xs)})"
+        return f
+
+    row("discovery: joiner ready → it and all 4 peers added each other", ms_row("join"))
+    row("graceful leave: SIGTERM → all 4 peers removed it", ms_row("leave"))
+    row("crash detection: SIGKILL → all 4 peers removed it", ms_row("crash"))
+    row("failover: SIGKILL of master → a survivor's promotion", ms_row("promoted"))
+    row("failover: SIGKILL of master → all survivors report the new master", ms_row("agreed"))
+
+    def start_row(key, unit):
+        def f(r):
+            xs = [s[key] for s in r.get("start", []) if s.get(key) is not None]
+            if not xs:
+                return "–"
+            return f"{fmt(med(xs), unit)} ({spread(xs)}, n={len(xs)})"
+        return f
+
+    def flaps(r):
+        xs = [s["flaps"] for s in r.get("start", [])]
+        if not xs:
+            return "–"
+        return f"{sum(xs)} in {len(xs)} starts ({', '.join(map(str, xs))})"
+
+    row("5 nodes started at once: last ready → full mesh", start_row("mesh_ms", " ms"))
+    row("5 nodes started at once: last ready → first promotion", start_row("first_promotion_ms", " ms"))
+    row("5 nodes started at once: election flaps (promotions + demotions − 1)", flaps)
+
+    def rss(r):
+        xs = r.get("rss") or []
+        if not xs:
+            return "–"
+        return f"{fmt(med(xs) / 1024.0, ' MiB', 1)} ({spread([x / 1024 for x in xs], '', 1)}, n={len(xs)})"
+
+    row("RSS of an idle node (VmRSS, 5-node cluster)", rss)
+
+    def cpu(key):
+        def f(r):
+            c = r.get("cpu")
+            if not c or not c[key]:
+                return "–"
+            total = sum(c[key]) / len(c[key])
+            return (f"{fmt(med(c[key]), ' s', 3)} (mean {fmt(total, '', 3)}; "
+                    f"{c['nodes']} nodes, {fmt(c['window_s'], ' s')} window)")
+        return f
+
+    row("CPU s per minute per node, 20-node cluster (utime+stime)", cpu("ticks"))
+    row("CPU s per minute per node, 20-node cluster (schedstat)", cpu("ns"))
+
+    def cpu_rss(r):
+        c = r.get("cpu")
+        if not c or not c["rss"]:
+            return "–"
+        return fmt(med(c["rss"]) / 1024.0, " MiB", 1)
+
+    row("RSS per node in the 20-node cluster", cpu_rss)
+
+    def cpu_plain(key, unit, digits=0):
+        def f(r):
+            c = r.get("cpu")
+            if not c or not c.get(key):
+                return "–"
+            return fmt(med(c[key]), unit, digits)
+        return f
+
+    row("context switches per second per node, 20-node cluster", cpu_plain("switches", "/s"))
+    row("threads per node", cpu_plain("threads", ""))
+
+    def tp(key, raw, unit, scale=1.0, digits=0):
+        def f(r):
+            runs = [x for x in r.get("throughput", []) if bool(x.get("raw")) == raw]
+            xs = [x.get(key) for x in runs if x.get(key) is not None]
+            if not xs:
+                return "–"
+            xs = [x * scale for x in xs]
+            return f"{fmt(med(xs), unit, digits)} ({spread(xs, '', digits)}, n={len(xs)})"
+        return f
+
+    row("channel messages received per second (sender → receiver host)", tp("rate", False, "/s"))
+    row("channel message loss", tp("loss", False, " %", 100.0, 1))
+    row("sender: messages handed to the library per second", tp("send_rate", False, "/s"))
+    row("receiver library decoded (of sent; shoal's stats)", tp("lib_received", False, ""))
+    row("lost in the receiver's subscription (consumer lagged)", tp("events_lost", False, ""))
+    row("raw UDP (Python) datagrams received per second", tp("rate", True, "/s"))
+    row("raw UDP loss", tp("loss", True, " %", 100.0, 1))
+    return 0
+
+
+def main():
+    argv = sys.argv[1:]
+    if not argv:
+        print(__doc__)
+        return 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd.startswith("wait-"):
+        return cmd_wait([cmd] + rest)
+    if cmd == "stat":
+        return cmd_stat(rest)
+    if cmd == "raw-recv":
+        return cmd_raw_recv(*rest)
+    if cmd == "raw-send":
+        return cmd_raw_send(*rest)
+    if cmd == "report":
+        return cmd_report(rest[0])
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+#!/usr/bin/env bash
+# shoal vs node-discovery@0.2.1-1 on a private virtual LAN, side by side.
+#
+#   sudo benches/lan_bench.sh [OUT_DIR]
+#
+# Needs root, iproute2, cargo, node (tests/node/node_modules installed: `cd
+# tests/node && npm ci`) and python3. Builds examples/node in release
+# (CARGO_TARGET_DIR, default /tmp/shoal-bench-target), builds its own LAN,
+# runs every scenario for each implementation in turn, prints the results
+# table (benches/lan_bench.py report) and leaves the raw JSON-line logs in
+# OUT_DIR (default /tmp/shoal-lan-bench-<date>).
+#
+# The LAN: a namespace "sbench-<pid>-sw" holding bridge br0, and HOSTS
+# namespaces "sbench-<pid>-h<i>", each with one veth (eth0, 10.252.0.<i+1>/24)
+# whose other end is a port of br0. Nothing is created in the root namespace,
+# nothing is linked to a real interface: broadcasts stay inside. Every node
+# and the raw UDP pair run inside a host namespace (ip netns exec). On exit,
+# also on error or ^C, whatever still runs in these namespaces is killed and
+# the namespaces are deleted by exact name.
+#
+# Variants (one column each in the report):
+#   shoal      examples/node with shoal's defaults (hello 400 ms, node and
+#              master timeout 2.6 s, check 400 ms, 5 missed hellos)
+#   shoal-ndt  examples/node at node-discovery's timings (hello 1 s, check 2 s,
+#              node and master timeout 2 s, --missed-hellos 0)
+#   nd         node-discovery@0.2.1-1 unmodified (tests/node/peer.js), its
+#              defaults (hello 1 s, check 2 s, node and master timeout 2 s)
+#   udp-raw    a raw UDP sender/receiver pair (lan_bench.py, Python), the
+#              channel-throughput limit of these hosts
+#
+# Knobs (environment): HOSTS (20), REPS (5: joins, leaves, crashes),
+# FAILOVERS (4), STARTS (3), CPU_WINDOW (30 s), TP_RUNS (3), TP_COUNT
+# (20000), TP_SIZE (256 bytes of message JSON), TP_BATCH (64), VARIANTS
+# ("shoal shoal-ndt nd").
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PY=(python3 "$REPO/benches/lan_bench.py")
+HOSTS=${HOSTS:-20}
+REPS=${REPS:-5}
+FAILOVERS=${FAILOVERS:-4}
+STARTS=${STARTS:-3}
+CPU_WINDOW=${CPU_WINDOW:-30}
+TP_RUNS=${TP_RUNS:-3}
+TP_COUNT=${TP_COUNT:-20000}
+TP_SIZE=${TP_SIZE:-256}
+TP_BATCH=${TP_BATCH:-64}
+VARIANTS=${VARIANTS:-"shoal shoal-ndt nd"}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/shoal-bench-target}
+OUT=${1:-/tmp/shoal-lan-bench-$(date +%Y%m%d-%H%M%S)}
+
+PREFIX="sbench-$$"
+SWITCH="$PREFIX-sw"
+BCAST=10.252.0.255
+CREATED=()          # namespaces we created, in order
+declare -A PID_OF   # label -> pid of the node process
+declare -A HOST_OF  # label -> host index
+DIR=                # the current scenario's log directory
+VARIANT=
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+now_ms() { date +%s%3N; }
+mark() { echo "$1 ${2:-$(now_ms)}" >>"$DIR/marks"; }
+
+# ------------------------------------------------------------------ cleanup
+
+# Kills whatever runs in our namespaces (only our processes can be there),
+# then deletes the namespaces by exact name, newest first.
+cleanup() {
+    local code=$? ns pid i
+    trap - EXIT INT TERM
+    for ns in "${CREATED[@]}"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do
+            kill -KILL "$pid" 2>/dev/null || true
+        done
+    done
+    sleep 0.2
+    for ((i = ${#CREATED[@]} - 1; i >= 0; i--)); do
+        ip netns delete "${CREATED[$i]}" 2>/dev/null ||
+            log "cleanup: could not delete namespace ${CREATED[$i]}"
+    done
+    if ip netns list 2>/dev/null | awk '{print $1}' | grep -q "^$PREFIX-"; then
+        log "cleanup: namespaces left behind:"
+        ip netns list | grep "^$PREFIX-" >&2
+        code=1
+    else
+        log "cleanup: all ${#CREATED[@]} namespaces deleted"
+    fi
+    exit "$code"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------------ checks
+
+[ "$(id -u)" = 0 ] || { echo "lan_bench.sh: run as root (ip netns)" >&2; exit 2; }
+for tool in ip cargo node python3; do
+    command -v "$tool" >/dev/null || { echo "lan_bench.sh: $tool not found" >&2; exit 2; }
+done
+[ -d "$REPO/tests/node/node_modules/node-discovery" ] ||
+    { echo "lan_bench.sh: run 'npm ci' in tests/node first" >&2; exit 2; }
+[ "$HOSTS" -ge 5 ] && [ "$HOSTS" -le 250 ] || { echo "HOSTS must be 5..250" >&2; exit 2; }
+[ "$FAILOVERS" -le 4 ] || { echo "FAILOVERS must be at most 4" >&2; exit 2; }
+
+log "building examples/node (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+(cd "$REPO" && cargo build --release --example node -q)
+NODE_BIN="$CARGO_TARGET_DIR/release/examples/node"
+[ -x "$NODE_BIN" ] || { echo "lan_bench.sh: $NODE_BIN missing" >&2; exit 1; }
+mkdir -p "$OUT"
+
+# ------------------------------------------------------------------ the LAN
+
+log "building the LAN: $SWITCH + $HOSTS hosts"
+ip netns add "$SWITCH"
+CREATED+=("$SWITCH")
+ip -n "$SWITCH" link set lo up
+ip -n "$SWITCH" link add name br0 type bridge mcast_snooping 0
+ip -n "$SWITCH" link set br0 up
+for ((i = 0; i < HOSTS; i++)); do
+    ns="$PREFIX-h$i"
+    ip netns add "$ns"
+    CREATED+=("$ns")
+    # Made inside the switch namespace, the peer moved straight into the
+    # host: neither end ever exists in the root namespace.
+    ip -n "$SWITCH" link add name "vh$i" type veth peer name eth0 netns "$ns"
+    ip -n "$SWITCH" link set "vh$i" master br0
+    ip -n "$SWITCH" link set "vh$i" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr add "10.252.0.$((i + 1))/24" dev eth0
+    ip -n "$ns" link set eth0 up
+done
+for ((i = 0; i < HOSTS; i++)); do
+    for _ in $(seq 100); do
+        ip -n "$PREFIX-h$i" link show dev eth0 | grep -q LOWER_UP && break
+        sleep 0.05
+    done
+done
+sleep 1 # bridge ports leave the learning state
+
+# ------------------------------------------------------------------ nodes
+
+# ns_of PID: the namespace a process runs in ("" if none of ours / gone).
+ns_of() { ip netns identify "$1" 2>/dev/null || true; }
+
+# start_node HOST LABEL [flags...]: starts a node of $VARIANT on host HOST,
+# logging to $DIR/LABEL.log.
+start_node() {
+    local h=$1 label=$2
+    shift 2
+    local cmd
+    case $VARIANT in
+    shoal) cmd=("$NODE_BIN" --port 47001) ;;
+    shoal-ndt) cmd=("$NODE_BIN" --port 47002 --hello-interval 1000 --check-interval 2000
+        --node-timeout 2000 --master-timeout 2000 --missed-hellos 0) ;;
+    nd) cmd=(node -r "$REPO/tests/node/shim.js" "$REPO/tests/node/peer.js" --port 47003) ;;
+    *) echo "unknown variant $VARIANT" >&2; exit 2 ;;
+    esac
+    # ip netns exec execs the program: $! is the node's own pid.
+    ip netns exec "$PREFIX-h$h" "${cmd[@]}" --broadcast "$BCAST" --id "$label" \
+        --log "$DIR/$label.log" "$@" </dev/null >/dev/null 2>>"$DIR/stderr.txt" &
+    PID_OF[$label]=$!
+    disown "$!" # no job-status noise; reaped all the same
+    HOST_OF[$label]=$h
+}
+
+# signal_node SIGNAL LABEL: signals a node we started, after checking that
+# its pid still is a process in that node's namespace.
+signal_node() {
+    local sig=$1 label=$2 pid=${PID_OF[$2]:-}
+    [ -n "$pid" ] || return 0
+    if [ "$(ns_of "$pid")" = "$PREFIX-h${HOST_OF[$label]}" ]; then
+        kill "-$sig" "$pid" 2>/dev/null || true
+    fi
+}
+
+# running PID: the process exists and is not a zombie.
+running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
+# wait_gone LABEL: waits up to 3 s for the node to exit, then SIGKILLs it.
+wait_gone() {
+    local label=$1 pid=${PID_OF[$1]:-} i
+    [ -n "$pid" ] || return 0
+    for i in $(seq 60); do
+        running "$pid" || break
+        sleep 0.05
+    done
+    signal_node KILL "$label"
+    unset "PID_OF[$label]"
+}
+
+stop_all() {
+    local label
+    for label in "${!PID_OF[@]}"; do signal_node TERM "$label"; done
+    for label in "${!PID_OF[@]}"; do wait_gone "$label"; done
+}
+
+pids_of() {
+    local label
+    for label in "$@"; do echo "${PID_OF[$label]}"; done
+}
+
+settle() { # seconds to let elections settle: node-discovery checks every 2 s
+    case $VARIANT in shoal) echo 3 ;; *) echo 5 ;; esac
+}
+
+# ------------------------------------------------------------------ scenarios
+
+# STARTS times: 5 nodes (random weights) started at once; flaps, mesh time,
+# and the RSS of each idle node once the cluster has run 8 s.
+scenario_start() {
+    local r i labels
+    for ((r = 1; r <= STARTS; r++)); do
+        DIR="$OUT/$VARIANT/start$r"
+        mkdir -p "$DIR" "$OUT/$VARIANT/idle"
+        labels=()
+        for i in 0 1 2 3 4; do labels+=("s$i"); done
+        for i in 0 1 2 3 4; do start_node "$i" "s$i"; done
+        "${PY[@]}" wait-mesh "$DIR" "${labels[@]}" --timeout 15 || true
+        sleep 8
+        "${PY[@]}" stat $(pids_of "${labels[@]}") >"$OUT/$VARIANT/idle/stat-$r.json"
+        # Stopping makes survivors promote (goodbyes, timeouts): not flaps.
+        mark stop
+        stop_all
+    done
+}
+
+# Churn: 4 members (weights .9 .8 .7 .6); REPS times a joiner comes and
+# leaves with SIGTERM, and another comes and is SIGKILLed. Then a fifth
+# member (.5) and FAILOVERS times the master is SIGKILLed and restarted
+# with a low weight.
+scenario_churn() {
+    DIR="$OUT/$VARIANT/churn"
+    mkdir -p "$DIR"
+    local members=(m0 m1 m2 m3) w=(0.9 0.8 0.7 0.6) r i j t
+    for i in 0 1 2 3; do start_node "$i" "m$i" --weight "${w[$i]}"; done
+    echo "_members ${members[*]}" >>"$DIR/marks"
+    "${PY[@]}" wait-mesh "$DIR" "${members[@]}" --timeout 15
+    "${PY[@]}" wait-event "$DIR" m0 promotion --timeout 15
+    sleep 1
+    for ((r = 1; r <= REPS; r++)); do
+        for kind in leave crash; do
+            j="j$kind$r"
+            mark "join:$j"
+            start_node 4 "$j" --weight 0.3
+            "${PY[@]}" wait-mesh "$DIR" "${members[@]}" "$j" --timeout 15 || true
+            # A random phase against the hello timers.
+            sleep "0.$((RANDOM % 10))$((RANDOM % 10))"
+            sleep 0.3
+            mark "$kind:$j"
+            if [ "$kind" = leave ]; then signal_node TERM "$j"; else signal_node KILL "$j"; fi
+            "${PY[@]}" wait-removed "$DIR" "$j" "${members[@]}" --timeout 15 || true
+            wait_gone "$j"
+        done
+    done
+    # Failover.
+    start_node 4 m4 --weight 0.5
+    local alive=(m0 m1 m2 m3 m4) master=m0 low=(0.09 0.08 0.07 0.06 0.05 0.04 0.03 0.02)
+    "${PY[@]}" wait-mesh "$DIR" "${alive[@]}" --timeout 15 || true
+    sleep 1
+    for ((r = 0; r < FAILOVERS; r++)); do
+        local h=${HOST_OF[$master]} survivors=() next
+        for t in "${alive[@]}"; do [ "$t" = "$master" ] || survivors+=("$t"); done
+        echo "_alive:$master ${alive[*]}" >>"$DIR/marks"
+        sleep "0.$((RANDOM % 10))$((RANDOM % 10))"
+        t=$(now_ms)
+        mark "failover:$master" "$t"
+        signal_node KILL "$master"
+        "${PY[@]}" wait-promoted "$DIR" "$t" "${survivors[@]}" --timeout 15 || true
+        wait_gone "$master"
+        # The successor: the highest weight among the survivors, which is
+        # the next of m0..m4 (restarted nodes come back lower).
+        next="m$((${master#m} + 1))"
+        # Restart the killed one under a new name, below everyone.
+        local label="${master}r$r"
+        start_node "$h" "$label" --weight "${low[$r]}"
+        alive=("${survivors[@]}" "$label")
+        "${PY[@]}" wait-mesh "$DIR" "${alive[@]}" --timeout 15 || true
+        sleep 1
+        master=$next
+    done
+    stop_all
+}
+
+# 20 nodes (or HOSTS), random weights; CPU over CPU_WINDOW seconds once the
+# cluster has settled.
+scenario_cpu() {
+    DIR="$OUT/$VARIANT/cpu20"
+    mkdir -p "$DIR"
+    local labels=() i n=$((HOSTS < 20 ? HOSTS : 20))
+    for ((i = 0; i < n; i++)); do
+        labels+=("c$i")
+        start_node "$i" "c$i"
+    done
+    "${PY[@]}" wait-mesh "$DIR" "${labels[@]}" --timeout 30 || true
+    sleep "$(settle)"
+    "${PY[@]}" stat $(pids_of "${labels[@]}") >"$DIR/stat0.json"
+    sleep "$CPU_WINDOW"
+    "${PY[@]}" stat $(pids_of "${labels[@]}") >"$DIR/stat1.json"
+    stop_all
+}
+
+# Channel throughput: host 1 sends TP_COUNT messages of TP_SIZE bytes to
+# host 0 (broadcast, like every datagram), yielding every TP_BATCH.
+scenario_throughput() {
+    local r
+    for ((r = 1; r <= TP_RUNS; r++)); do
+        DIR="$OUT/$VARIANT/throughput/run$r"
+        mkdir -p "$DIR"
+        start_node 0 rx --join ch
+        "${PY[@]}" wait-event "$DIR" rx ready --timeout 15
+        start_node 1 tx --send-channel ch --send-count "$TP_COUNT" --send-size "$TP_SIZE" \
+            --send-batch "$TP_BATCH" --send-delay 1500
+        "${PY[@]}" wait-event "$DIR" tx send_done --timeout 120 || true
+        sleep 2 # the receiver drains its socket
+        stop_all
+    done
+}
+
+# The raw pair: same hosts, same broadcast destination, datagrams the size
+# of shoal's for a TP_SIZE message (~TP_SIZE + 160 bytes).
+scenario_raw() {
+    local r pid_rx pid_tx
+    for ((r = 1; r <= TP_RUNS; r++)); do
+        DIR="$OUT/udp-raw/throughput/raw$r"
+        mkdir -p "$DIR"
+        ip netns exec "$PREFIX-h0" "${PY[@]}" raw-recv 47009 "$TP_COUNT" 2 >"$DIR/rx.log" 2>>"$DIR/stderr.txt" &
+        pid_rx=$!
+        for _ in $(seq 100); do grep -q ready "$DIR/rx.log" 2>/dev/null && break; sleep 0.05; done
+        ip netns exec "$PREFIX-h1" "${PY[@]}" raw-send "$BCAST" 47009 "$TP_COUNT" \
+            "$((TP_SIZE + 160))" "$TP_BATCH" >"$DIR/tx.log" 2>>"$DIR/stderr.txt" &
+        pid_tx=$!
+        wait "$pid_tx" || true
+        wait "$pid_rx" || true
+    done
+}
+
+# ------------------------------------------------------------------ run
+
+START=$(date +%s)
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "host: nproc=$(nproc); $(lscpu | grep 'Model name' | sed 's/  */ /g'); kernel $(uname -r)"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "shoal: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?'); node $(node --version)"
+    echo "settings: HOSTS=$HOSTS REPS=$REPS FAILOVERS=$FAILOVERS STARTS=$STARTS CPU_WINDOW=$CPU_WINDOW TP_RUNS=$TP_RUNS TP_COUNT=$TP_COUNT TP_SIZE=$TP_SIZE TP_BATCH=$TP_BATCH"
+} >"$OUT/env.txt"
+cat "$OUT/env.txt" >&2
+
+for VARIANT in $VARIANTS; do
+    log "$VARIANT: 5 nodes started at once x $STARTS"
+    scenario_start
+    log "$VARIANT: joins, leaves, crashes x $REPS; failovers x $FAILOVERS"
+    scenario_churn
+    log "$VARIANT: CPU of a 20-node cluster over ${CPU_WINDOW} s"
+    scenario_cpu
+    if [ "$VARIANT" != shoal-ndt ]; then
+        log "$VARIANT: channel throughput x $TP_RUNS"
+        scenario_throughput
+    fi
+done
+log "raw UDP pair x $TP_RUNS"
+scenario_raw
+
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); run time $(($(date +%s) - START)) s" >>"$OUT/env.txt"
+"${PY[@]}" report "$OUT" | tee "$OUT/report.md"
+tail -1 "$OUT/env.txt" >&2
