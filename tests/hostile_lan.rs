@@ -465,13 +465,10 @@ fn plaintext_cluster_is_at_the_mercy_of_an_attacker() {
     // ...until the attacker stops and "evil" times out: n0 is master again.
     assert_eq!(out.events(0, "promotion").len(), 2, "{}", all());
     for (i, id) in IDS.iter().enumerate() {
-        for reason in [
-            "not_wrapped",
-            "malformed",
-            "too_large",
-            "reassembly_full",
-            "unknown_key",
-        ] {
+        // (The 4 GiB headers with thousands of ids are refused as malformed
+        // before they reach the reassembly budget: their blocks are short
+        // and not the last of their message.)
+        for reason in ["not_wrapped", "malformed", "too_large", "unknown_key"] {
             assert!(
                 out.dropped(i, reason) > 0,
                 "{id}: no dropped.{reason}\n{}",
