@@ -422,6 +422,9 @@ def analyse_throughput(sd):
             "lib_received": (stats["messages_in"] - stats.get("hellos_in", 0)
                              - stats.get("dropped", {}).get("own", 0)) if stats else None,
             "events_lost": stats.get("events_lost") if stats else None,
+            "lib_rate": ((stats["messages_in"] - stats.get("hellos_in", 0)
+                          - stats.get("dropped", {}).get("own", 0)) / (span / 1000.0))
+            if stats and span > 0 else None,
             "rate": len(msgs) / (span / 1000.0) if span > 0 else None,
             "send_rate": count / ((done - start) / 1000.0) if done and done > start else None,
             "loss": 1.0 - len(msgs) / count,
@@ -568,6 +571,8 @@ def cmd_report(d):
     row("channel message loss", tp("loss", False, " %", 100.0, 1))
     row("sender: messages handed to the library per second", tp("send_rate", False, "/s"))
     row("receiver library decoded (of sent; shoal's stats)", tp("lib_received", False, ""))
+    row("receiver library decoded per second (until the last message was delivered)",
+        tp("lib_rate", False, "/s"))
     row("lost in the receiver's subscription (consumer lagged)", tp("events_lost", False, ""))
     row("raw UDP (Python) datagrams received per second", tp("rate", True, "/s"))
     row("raw UDP loss", tp("loss", True, " %", 100.0, 1))
