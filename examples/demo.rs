@@ -72,7 +72,7 @@ async fn main() -> Result<(), shoal::Error> {
                     Event::Removed(p) => say(
                         start,
                         name,
-                        format!("lost {} (silent too long)", name_of(&p)),
+                        format!("removed {} (it said goodbye, or went silent)", name_of(&p)),
                     ),
                     Event::Master(p) => say(start, name, format!("sees {} as master", name_of(&p))),
                     Event::Promotion(_) => say(start, name, "*** promoted to master ***".into()),
