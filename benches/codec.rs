@@ -9,7 +9,10 @@
 //!   next counter);
 //! - decode: datagram -> block / sealed header -> CRC or AEAD -> envelope ->
 //!   hello body, every check the receive path makes before the peer table
-//!   (the replay window is in the `core` bench).
+//!   (the replay window is in the `core` bench), with the one-pass hello
+//!   decoder the receive path uses (`shoal::wire::fast_hello`);
+//! - decode_general: the general envelope decoder on the same hello, for
+//!   comparison (what every hello cost before the one-pass decoder).
 
 mod common;
 
@@ -23,6 +26,7 @@ use shoal::crypto::keyring::Keyring;
 use shoal::crypto::legacy::LegacyCipher;
 use shoal::crypto::secure::{AssemblyLimits, FragmentAssembler, Opener, SealedHeader, Sealer};
 use shoal::wire::envelope::{self, Hello, Sender};
+use shoal::wire::fast_hello;
 use shoal::wire::framing::{self, Reassembler, ReassemblyLimits};
 
 use common::{typical_hello, Mode, LEGACY_KEY, SECURE_KEY, WALL_MS};
@@ -93,13 +97,15 @@ impl Decoder {
         }
     }
 
-    fn hello_of(json: &[u8]) -> Hello {
-        let env = envelope::decode(json).expect("envelope");
-        assert_eq!(&*env.event, "hello");
-        envelope::decode_hello(env.data.expect("data")).expect("hello")
+    /// What the receive path does with the envelope: the one-pass decoder
+    /// (the general one is the `hello_decode_general` group). Returns the
+    /// hello's sequence number and weight, so nothing is optimised away.
+    fn hello_of(json: &[u8]) -> (Option<u64>, f64) {
+        let fast = fast_hello::decode(json).expect("a hello in the common shape");
+        (fast.hello.seq, fast.hello.weight)
     }
 
-    fn decode(&mut self, mode: Mode, now: Instant, datagram: &[u8]) -> Hello {
+    fn decode(&mut self, mode: Mode, now: Instant, datagram: &[u8]) -> (Option<u64>, f64) {
         match mode {
             Mode::Plain | Mode::Legacy => {
                 let (header, data, _) = framing::parse_block(datagram).expect("block");
@@ -159,7 +165,8 @@ fn decode(c: &mut Criterion<ThreadCpu>) {
     for mode in MODES {
         let datagram = fixture.encode(mode, &mut Sealer::new([0x22; 16]), [9; 16]);
         let mut decoder = Decoder::new(&fixture);
-        assert_eq!(decoder.decode(mode, now, &datagram), fixture.hello);
+        let expected = (fixture.hello.seq, fixture.hello.weight);
+        assert_eq!(decoder.decode(mode, now, &datagram), expected);
         group.bench_function(format!("{} ({} B)", mode.name(), datagram.len()), |b| {
             b.iter(|| black_box(decoder.decode(mode, now, black_box(&datagram))))
         });
@@ -167,9 +174,25 @@ fn decode(c: &mut Criterion<ThreadCpu>) {
     group.finish();
 }
 
+/// The general decoder (envelope, then the hello body into an owned
+/// `Hello`), which the receive path takes for anything but the common shape.
+fn decode_general(c: &mut Criterion<ThreadCpu>) {
+    let fixture = Fixture::new();
+    let json = envelope::encode("hello", &fixture.hello, &fixture.sender).expect("encodes");
+    let mut group = c.benchmark_group("hello_decode_general");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(format!("envelope ({} B)", json.len()), |b| {
+        b.iter(|| {
+            let env = envelope::decode(black_box(&json)).expect("envelope");
+            black_box(envelope::decode_hello(env.data.expect("data")).expect("hello"))
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = common::criterion();
-    targets = encode, decode
+    targets = encode, decode, decode_general
 }
 criterion_main!(benches);

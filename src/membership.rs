@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::wire::envelope::Hello;
+use serde_json::value::RawValue;
+
+use crate::wire::envelope::HelloRef;
 
 /// A node's instance id: node-discovery's `iid`, 32 hex characters for
 /// shoal and node-discovery nodes (any short string is accepted from the wire).
@@ -65,6 +67,9 @@ pub struct Peer {
     pub weight: f64,
     /// What it advertises, if anything.
     pub info: Option<serde_json::Value>,
+    /// `info` as it came on the wire: a hello whose raw `info` is the same
+    /// needs no parse and no comparison of values.
+    pub(crate) info_raw: Option<Box<str>>,
     /// The highest election epoch it has seen (shoal peers only).
     pub epoch: Option<Epoch>,
     /// How often it says hello: what it announces (shoal), or what we
@@ -117,6 +122,33 @@ pub(crate) enum Observed {
     Stale,
     /// A new node, refused because the table is full.
     Refused,
+    /// Its advertised value could not be parsed (nested too deep): the
+    /// hello is dropped.
+    BadInfo,
+}
+
+/// A peer's advertised value when its raw JSON changed: parsed, and the raw
+/// text kept for the next comparison.
+fn parse_info(raw: Option<&RawValue>) -> Result<(Option<serde_json::Value>, Option<Box<str>>), ()> {
+    match raw {
+        None => Ok((None, None)),
+        Some(raw) => match serde_json::from_str(raw.get()) {
+            Ok(value) => Ok((Some(value), Some(raw.get().into()))),
+            Err(_) => Err(()),
+        },
+    }
+}
+
+/// The epoch a hello carries, reusing `old` (no allocation) when it is the same.
+fn epoch_of(hello: &HelloRef<'_>, old: Option<&Epoch>) -> Option<Epoch> {
+    let (n, master) = hello.epoch()?;
+    match old {
+        Some(e) if e.n == n && e.master.as_str() == master => Some(e.clone()),
+        _ => Some(Epoch {
+            n,
+            master: NodeId::new(master),
+        }),
+    }
 }
 
 /// How long a peer may stay silent: the configured node timeout, or longer
@@ -179,7 +211,9 @@ impl Membership {
         }
     }
 
-    /// Records a hello from `id` at `from`.
+    /// Records a hello from `id` at `from`. A hello from a known peer
+    /// whose advertised value did not change allocates nothing.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn observe(
         &mut self,
         now: Instant,
@@ -187,11 +221,10 @@ impl Membership {
         pid: &str,
         host_name: &str,
         from: SocketAddr,
-        hello: Hello,
+        hello: &HelloRef<'_>,
     ) -> (Observed, Option<&Peer>) {
         let announced = hello.interval.map(Duration::from_millis);
-        let epoch = hello.epoch();
-        // Look up by &str first so a hello from a known node allocates nothing for its id.
+        // Look up by &str so a hello from a known node allocates nothing for its id.
         // (contains_key first: returning a get_mut borrow from a conditional
         // branch would keep the table borrowed in the other one.)
         if self.peers.contains_key(id) {
@@ -204,6 +237,21 @@ impl Membership {
                 // Reordered by the network, or replayed by someone: it
                 // changes nothing, not even the deadline.
                 return (Observed::Stale, Some(peer));
+            }
+            let same_info = match (&peer.info_raw, hello.info) {
+                (Some(old), Some(new)) => **old == *new.get(),
+                (None, None) => true,
+                _ => false,
+            };
+            let mut info_changed = false;
+            if !same_info {
+                let Ok((info, raw)) = parse_info(hello.info) else {
+                    return (Observed::BadInfo, None);
+                };
+                // Same value written differently (key order, spacing) is no change.
+                info_changed = peer.info != info;
+                peer.info = info;
+                peer.info_raw = raw;
             }
             let interval = match announced {
                 Some(interval) => interval,
@@ -222,13 +270,11 @@ impl Membership {
             }
             peer.last_seen = now;
             let was_master = peer.is_master;
-            let info_changed = peer.info != hello.info;
             peer.addr = from;
             peer.is_master = hello.is_master;
             peer.is_master_eligible = hello.is_master_eligible;
             peer.weight = hello.weight;
-            peer.info = hello.info;
-            peer.epoch = epoch;
+            peer.epoch = epoch_of(hello, peer.epoch.as_ref());
             peer.hello_interval = interval;
             peer.hello_seq = hello.seq;
             if peer.pid != pid {
@@ -248,6 +294,9 @@ impl Membership {
         if self.peers.len() >= self.max_nodes {
             return (Observed::Refused, None);
         }
+        let Ok((info, info_raw)) = parse_info(hello.info) else {
+            return (Observed::BadInfo, None);
+        };
         let interval = announced
             .unwrap_or(DEFAULT_PEER_INTERVAL)
             .clamp(MIN_PEER_INTERVAL, MAX_PEER_INTERVAL);
@@ -261,8 +310,9 @@ impl Membership {
             is_master: hello.is_master,
             is_master_eligible: hello.is_master_eligible,
             weight: hello.weight,
-            info: hello.info,
-            epoch,
+            info,
+            info_raw,
+            epoch: epoch_of(hello, None),
             hello_interval: interval,
             gaps_measured: 0,
             hello_seq: hello.seq,
@@ -322,9 +372,28 @@ impl std::borrow::Borrow<str> for NodeId {
     }
 }
 
+/// Test helper: `observe` with an owned hello (encoded and decoded again).
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn observe_owned(
+    m: &mut Membership,
+    now: Instant,
+    id: &str,
+    pid: &str,
+    host_name: &str,
+    from: SocketAddr,
+    hello: crate::wire::envelope::Hello,
+) -> (Observed, Option<Peer>) {
+    let json = serde_json::value::to_raw_value(&hello).expect("hello encodes");
+    let hello = crate::wire::envelope::decode_hello_ref(&json).expect("hello decodes");
+    let (o, p) = m.observe(now, id, pid, host_name, from, &hello);
+    (o, p.cloned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::envelope::Hello;
 
     fn hello(master: bool, weight: f64) -> Hello {
         Hello {
@@ -355,9 +424,10 @@ mod tests {
         let t0 = Instant::now();
         let addr: SocketAddr = "10.0.0.2:12345".parse().unwrap();
         let mut m = table(10);
-        let (o, _) = m.observe(t0, "a", "p", "h", addr, hello(false, 0.5));
+        let (o, _) = observe_owned(&mut m, t0, "a", "p", "h", addr, hello(false, 0.5));
         assert_eq!(o, Observed::New);
-        let (o, p) = m.observe(
+        let (o, p) = observe_owned(
+            &mut m,
             t0 + Duration::from_millis(500),
             "a",
             "p",
@@ -385,12 +455,12 @@ mod tests {
         let t0 = Instant::now();
         let addr: SocketAddr = "10.0.0.2:12345".parse().unwrap();
         let mut m = table(1);
-        m.observe(t0, "a", "p", "h", addr, hello(false, 0.5));
-        let (o, _) = m.observe(t0, "b", "p", "h", addr, hello(false, 0.5));
+        observe_owned(&mut m, t0, "a", "p", "h", addr, hello(false, 0.5));
+        let (o, _) = observe_owned(&mut m, t0, "b", "p", "h", addr, hello(false, 0.5));
         assert_eq!(o, Observed::Refused);
         let mut with_info = hello(false, 0.6);
         with_info.info = Some(serde_json::json!({"name": "x"}));
-        let (o, _) = m.observe(t0, "a", "p", "h", addr, with_info);
+        let (o, _) = observe_owned(&mut m, t0, "a", "p", "h", addr, with_info);
         assert_eq!(
             o,
             Observed::Known {
@@ -437,6 +507,7 @@ mod deadline_tests {
 #[cfg(test)]
 mod seq_tests {
     use super::*;
+    use crate::wire::envelope::Hello;
 
     #[test]
     fn a_reordered_or_replayed_older_hello_changes_nothing() {
@@ -460,10 +531,10 @@ mod seq_tests {
             epoch: None,
             epoch_master: None,
         };
-        m.observe(t0, "a", "p", "h", addr, hello(1, "one"));
-        m.observe(t0, "a", "p", "h", addr, hello(3, "three"));
+        observe_owned(&mut m, t0, "a", "p", "h", addr, hello(1, "one"));
+        observe_owned(&mut m, t0, "a", "p", "h", addr, hello(3, "three"));
         let later = t0 + Duration::from_millis(10);
-        let (o, p) = m.observe(later, "a", "p", "h", addr, hello(2, "two"));
+        let (o, p) = observe_owned(&mut m, later, "a", "p", "h", addr, hello(2, "two"));
         assert_eq!(o, Observed::Stale);
         let p = p.unwrap();
         assert_eq!(p.info.as_ref().unwrap()["name"], "three");

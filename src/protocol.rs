@@ -45,7 +45,8 @@ use crate::election::{self, Rank};
 use crate::event::{ChannelMessage, Event, LocalState};
 use crate::membership::{Epoch, Membership, NodeId, Observed, Peer, Timeouts};
 use crate::stats::Stats;
-use crate::wire::envelope::{self, Envelope, Hello, Sender};
+use crate::wire::envelope::{self, Hello, HelloRef, Sender};
+use crate::wire::fast_hello;
 use crate::wire::framing::{self, Reassembler};
 use crate::wire::DecodeError;
 use crate::Error;
@@ -552,35 +553,30 @@ impl Protocol {
         plain: &[u8],
         sealed_by: Option<[u8; 16]>,
     ) {
+        // Most datagrams are hellos in the common shape: one pass, no allocation.
+        if let Some(fast) = fast_hello::decode(plain) {
+            if self.accept_sender(from, fast.iid, fast.pid, sealed_by) {
+                let sender = (fast.iid, fast.pid, fast.host_name);
+                self.on_hello(now, from, sender, &fast.hello);
+            }
+            return;
+        }
         let env = match envelope::decode(plain) {
             Ok(env) => env,
             Err(error) => return self.drop_packet(from, error),
         };
-        if sealed_by.is_some_and(|id| id != sender_id(&env.iid)) {
-            return self.drop_packet(
-                from,
-                DecodeError::Envelope("instance id differs from the sealed sender".into()),
-            );
-        }
-        if env.iid.len() > NodeId::MAX_LEN || env.pid.len() > NodeId::MAX_LEN {
-            return self.drop_packet(from, DecodeError::Envelope("id too long".into()));
-        }
-        self.stats.messages_in += 1;
-        let own = match self.config.ignore {
-            Ignore::OwnInstance => *env.iid == *self.sender.iid,
-            Ignore::OwnProcess => *env.pid == *self.sender.pid,
-            Ignore::Nothing => false,
-        };
-        if own {
-            self.stats.dropped.own += 1;
+        if !self.accept_sender(from, &env.iid, &env.pid, sealed_by) {
             return;
         }
         let Some(data) = env.data else {
             return self.drop_packet(from, DecodeError::Envelope("no data".into()));
         };
         match &*env.event {
-            "hello" => match envelope::decode_hello(data) {
-                Ok(hello) => self.on_hello(now, from, &env, hello),
+            "hello" => match envelope::decode_hello_ref(data) {
+                Ok(hello) => {
+                    let sender = (&*env.iid, &*env.pid, &*env.host_name);
+                    self.on_hello(now, from, sender, &hello)
+                }
                 Err(error) => self.drop_packet(from, error),
             },
             GOODBYE => self.on_goodbye(now, &env.iid),
@@ -598,15 +594,55 @@ impl Protocol {
         }
     }
 
-    fn on_hello(&mut self, now: Instant, from: SocketAddr, env: &Envelope<'_>, hello: Hello) {
+    /// The checks on an envelope's sender, counted: `false` if the message
+    /// is to be dropped (forged sealed sender, over-long ids, our own).
+    fn accept_sender(
+        &mut self,
+        from: SocketAddr,
+        iid: &str,
+        pid: &str,
+        sealed_by: Option<[u8; 16]>,
+    ) -> bool {
+        if sealed_by.is_some_and(|id| id != sender_id(iid)) {
+            self.drop_packet(
+                from,
+                DecodeError::Envelope("instance id differs from the sealed sender".into()),
+            );
+            return false;
+        }
+        if iid.len() > NodeId::MAX_LEN || pid.len() > NodeId::MAX_LEN {
+            self.drop_packet(from, DecodeError::Envelope("id too long".into()));
+            return false;
+        }
+        self.stats.messages_in += 1;
+        let own = match self.config.ignore {
+            Ignore::OwnInstance => iid == self.sender.iid,
+            Ignore::OwnProcess => pid == self.sender.pid,
+            Ignore::Nothing => false,
+        };
+        if own {
+            self.stats.dropped.own += 1;
+        }
+        !own
+    }
+
+    /// A hello from `(iid, pid, host name)`.
+    fn on_hello(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        (iid, pid, host_name): (&str, &str, &str),
+        hello: &HelloRef<'_>,
+    ) {
         self.stats.hellos_in += 1;
-        let (observed, peer) =
-            self.peers
-                .observe(now, &env.iid, &env.pid, &env.host_name, from, hello);
+        let (observed, peer) = self.peers.observe(now, iid, pid, host_name, from, hello);
         let (new, was_master, info_changed) = match observed {
             Observed::Refused => {
                 self.stats.dropped.table_full += 1;
                 return;
+            }
+            Observed::BadInfo => {
+                return self.drop_packet(from, DecodeError::Envelope("bad info".into()));
             }
             Observed::Stale => return,
             Observed::New => (true, false, false),
@@ -618,7 +654,12 @@ impl Protocol {
         let Some(peer) = peer else { return };
         let is_master = peer.is_master;
         let became_master = is_master && !was_master;
-        let epoch = peer.epoch.clone();
+        // The epoch only matters if it is newer than ours: compare before cloning.
+        let epoch = peer
+            .epoch
+            .as_ref()
+            .filter(|e| self.epoch.as_ref().map_or(true, |mine| *e > mine))
+            .cloned();
         // Clone the peer only when an event needs it: most hellos change nothing.
         let snapshot = (new || info_changed || became_master).then(|| peer.clone());
         match &snapshot {

@@ -190,7 +190,39 @@ pub fn json_close(a: &Value, b: &Value) -> bool {
 
 /// `wire::envelope::decode`, then `decode_hello` (or the channel data as
 /// JSON); whatever decodes must encode again and decode to the same thing.
+/// Whatever the one-pass hello decoder accepts, the general decoder accepts
+/// with the same meaning.
+fn fast_agrees(data: &[u8]) {
+    let Some(fast) = shoal::wire::fast_hello::decode(data) else {
+        return;
+    };
+    let env = envelope::decode(data).expect("the general path takes a fast-path hello");
+    assert_eq!(&*env.event, "hello");
+    assert_eq!(
+        (&*env.pid, &*env.iid, &*env.host_name),
+        (fast.pid, fast.iid, fast.host_name)
+    );
+    let slow = envelope::decode_hello(env.data.expect("data")).expect("a hello");
+    let f = &fast.hello;
+    assert_eq!(slow.weight.to_bits(), f.weight.to_bits(), "weight");
+    assert_eq!(
+        (slow.is_master, slow.is_master_eligible),
+        (f.is_master, f.is_master_eligible)
+    );
+    assert_eq!(slow.address, f.address);
+    let info = f
+        .info
+        .map(|raw| serde_json::from_str::<Value>(raw.get()).expect("raw info parses"));
+    assert_eq!(slow.info, info, "info");
+    assert_eq!(
+        (slow.interval, slow.seq, slow.epoch),
+        (f.interval, f.seq, f.epoch)
+    );
+    assert_eq!(slow.epoch_master.as_deref(), f.epoch_master.as_deref());
+}
+
 pub fn envelope(data: &[u8]) {
+    fast_agrees(data);
     let Ok(env) = envelope::decode(data) else {
         return;
     };

@@ -81,6 +81,65 @@ impl Hello {
     }
 }
 
+/// A received hello, borrowing from the datagram it came in: what the
+/// receive path reads, so that a hello from a known peer allocates nothing.
+///
+/// `info` stays raw JSON: the peer table compares it byte for byte with
+/// what the peer advertised before and parses it only when it changed.
+/// Made by [`decode_hello_ref`], or in one pass by
+/// [`super::fast_hello::decode`].
+///
+/// ```
+/// use serde_json::value::RawValue;
+/// use shoal::wire::envelope::decode_hello_ref;
+///
+/// let data = RawValue::from_string(
+///     r#"{"isMaster":false,"isMasterEligible":true,"weight":0.5,"address":"127.0.0.1","info":{"id":"a"}}"#.into(),
+/// ).unwrap();
+/// let hello = decode_hello_ref(&data).unwrap();
+/// assert_eq!(hello.info.unwrap().get(), r#"{"id":"a"}"#);
+/// assert_eq!(hello.interval, None);
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HelloRef<'a> {
+    /// The sender currently is a master.
+    pub is_master: bool,
+    /// The sender may become a master.
+    pub is_master_eligible: bool,
+    /// Election weight (finite).
+    pub weight: f64,
+    /// What the sender put in `address` (node-discovery: always `"127.0.0.1"`).
+    #[serde(borrow)]
+    pub address: Cow<'a, str>,
+    /// The advertised value as raw JSON; `None` if absent or `null`.
+    #[serde(borrow, default)]
+    pub info: Option<&'a RawValue>,
+    /// shoal: the sender's hello interval in ms.
+    #[serde(default)]
+    pub interval: Option<u64>,
+    /// shoal: the hello's sequence number.
+    #[serde(default)]
+    pub seq: Option<u64>,
+    /// shoal: the highest election epoch the sender has seen.
+    #[serde(default)]
+    pub epoch: Option<u64>,
+    /// shoal: the master that set that epoch.
+    #[serde(borrow, default)]
+    pub epoch_master: Option<Cow<'a, str>>,
+}
+
+impl HelloRef<'_> {
+    /// The epoch carried, as (counter, master id), if both fields are
+    /// present and the id is not too long.
+    pub fn epoch(&self) -> Option<(u64, &str)> {
+        match (self.epoch, &self.epoch_master) {
+            (Some(n), Some(master)) if master.len() <= crate::NodeId::MAX_LEN => Some((n, master)),
+            _ => None,
+        }
+    }
+}
+
 /// The outgoing envelope; field order is node-discovery's key order.
 #[derive(Serialize)]
 struct OutEnvelope<'a, T: ?Sized> {
@@ -174,6 +233,19 @@ pub fn decode(payload: &[u8]) -> Result<Envelope<'_>, DecodeError> {
 pub fn decode_hello(data: &RawValue) -> Result<Hello, DecodeError> {
     require_object(data.get().as_bytes())?;
     let hello: Hello =
+        serde_json::from_str(data.get()).map_err(|e| DecodeError::Envelope(e.to_string()))?;
+    if !hello.weight.is_finite() {
+        return Err(DecodeError::Envelope("hello weight is not finite".into()));
+    }
+    Ok(hello)
+}
+
+/// Parses the `data` of a `hello` event, borrowing from it: the general
+/// receive path (the common shape takes [`super::fast_hello::decode`]).
+/// Refuses what [`decode_hello`] refuses.
+pub fn decode_hello_ref(data: &RawValue) -> Result<HelloRef<'_>, DecodeError> {
+    require_object(data.get().as_bytes())?;
+    let hello: HelloRef<'_> =
         serde_json::from_str(data.get()).map_err(|e| DecodeError::Envelope(e.to_string()))?;
     if !hello.weight.is_finite() {
         return Err(DecodeError::Envelope("hello weight is not finite".into()));

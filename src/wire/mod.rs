@@ -12,6 +12,7 @@
 //! any allocation sized from the wire.
 
 pub mod envelope;
+pub mod fast_hello;
 pub mod framing;
 
 /// Why an incoming datagram (or one block of it) was dropped.
