@@ -112,6 +112,8 @@
 //! [`ReplayGuard::accept`]: super::replay::ReplayGuard::accept
 
 use std::collections::{BTreeMap, HashMap};
+
+use lru::LruCache;
 use std::time::{Duration, Instant};
 
 use aes_gcm::aead::AeadInPlace;
@@ -623,12 +625,6 @@ impl Sealer {
 /// each).
 pub const DEFAULT_CIPHER_CACHE: usize = 256;
 
-/// A cached cipher with its last use, for eviction.
-struct OpenerEntry {
-    cached: CachedCipher,
-    last_used: u64,
-}
-
 /// Opens received datagrams, keeping the AES instances of recently heard
 /// senders so that each packet costs one AEAD and no key derivation.
 ///
@@ -658,9 +654,8 @@ struct OpenerEntry {
 /// ```
 pub struct Opener {
     max_cached: usize,
-    ciphers: HashMap<(KeyId, [u8; 16]), OpenerEntry>,
-    /// Counts opens, as the clock of `last_used`.
-    tick: u64,
+    /// Least recently used first out, in O(1); `None` when `max_cached` is 0.
+    ciphers: Option<LruCache<(KeyId, [u8; 16]), CachedCipher>>,
     /// Subkey derivers of the keys seen lately, at most [`MAX_KEYS`].
     derivers: Vec<SubkeyDeriver>,
     /// The buffer the next open decrypts into: kept across failed opens, so
@@ -672,7 +667,7 @@ impl std::fmt::Debug for Opener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Opener")
             .field("max_cached", &self.max_cached)
-            .field("cached", &self.ciphers.len())
+            .field("cached", &self.cached())
             .finish_non_exhaustive()
     }
 }
@@ -695,8 +690,9 @@ impl Opener {
     pub fn new(max_cached: usize) -> Opener {
         Opener {
             max_cached,
-            ciphers: HashMap::new(),
-            tick: 0,
+            // Unbounded in type, bounded by `remember`: nothing is allocated
+            // up front for a large limit that a small cluster never reaches.
+            ciphers: (max_cached > 0).then(LruCache::unbounded),
             derivers: Vec::new(),
             scratch: Vec::new(),
         }
@@ -744,20 +740,16 @@ impl Opener {
         };
         let tag = Tag::from(*tag);
         let nonce = nonce(header.counter);
-        self.tick += 1;
         self.scratch.clear();
         self.scratch.extend_from_slice(ciphertext);
 
         let slot = (header.key_id, header.sender);
-        let opened = match self.ciphers.get_mut(&slot) {
-            Some(entry) if &entry.cached.fingerprint == key.fingerprint() => {
-                entry.last_used = self.tick;
-                entry
-                    .cached
-                    .cipher
-                    .decrypt_in_place_detached(&nonce, aad, &mut self.scratch, &tag)
-                    .is_ok()
-            }
+        let cached = self.ciphers.as_mut().and_then(|c| c.get_mut(&slot));
+        let opened = match cached {
+            Some(entry) if &entry.fingerprint == key.fingerprint() => entry
+                .cipher
+                .decrypt_in_place_detached(&nonce, aad, &mut self.scratch, &tag)
+                .is_ok(),
             _ => {
                 let cipher = self.deriver(key).cipher(&header.sender);
                 let ok = cipher
@@ -800,31 +792,20 @@ impl Opener {
     }
 
     /// Caches an authenticated sender's cipher, evicting the least recently
-    /// used entry if full.
+    /// used entry if full (in O(1)).
     fn remember(&mut self, slot: (KeyId, [u8; 16]), key: &Key, cipher: Aes256Gcm) {
-        if self.max_cached == 0 {
-            return;
-        }
-        if self.ciphers.len() >= self.max_cached && !self.ciphers.contains_key(&slot) {
-            let oldest = self
-                .ciphers
-                .iter()
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(slot, _)| *slot);
-            if let Some(oldest) = oldest {
-                self.ciphers.remove(&oldest);
+        if let Some(ciphers) = &mut self.ciphers {
+            if ciphers.len() >= self.max_cached && !ciphers.contains(&slot) {
+                ciphers.pop_lru();
             }
-        }
-        self.ciphers.insert(
-            slot,
-            OpenerEntry {
-                cached: CachedCipher {
+            ciphers.put(
+                slot,
+                CachedCipher {
                     fingerprint: *key.fingerprint(),
                     cipher,
                 },
-                last_used: self.tick,
-            },
-        );
+            );
+        }
     }
 
     /// How many per-sender ciphers are cached.
@@ -835,7 +816,7 @@ impl Opener {
     /// assert_eq!(Opener::default().cached(), 0);
     /// ```
     pub fn cached(&self) -> usize {
-        self.ciphers.len()
+        self.ciphers.as_ref().map_or(0, LruCache::len)
     }
 }
 
@@ -1485,7 +1466,10 @@ mod tests {
                 let h = SealedHeader::parse(&d).unwrap();
                 opener.open(&ring, &h, &d).unwrap();
             }
-            assert!(opener.ciphers.contains_key(&(key(1).id(), [0xbb; 16])));
+            assert!(opener
+                .ciphers
+                .as_ref()
+                .is_some_and(|c| c.contains(&(key(1).id(), [0xbb; 16]))));
         }
         // Forged packets from new senders add nothing.
         let mut opener = Opener::new(4);
