@@ -40,6 +40,7 @@ use crate::crypto::legacy::LegacyCipher;
 use crate::crypto::replay::{ReplayConfig, ReplayGuard};
 use crate::crypto::secure::{
     self, AssemblyLimits, FragmentAssembler, Opener, SealedHeader, Sealer, SecureError,
+    DEFAULT_CIPHER_CACHE,
 };
 use crate::election::{self, Rank};
 use crate::event::{ChannelMessage, Event, LocalState};
@@ -70,10 +71,16 @@ pub const GOODBYE: &str = "shoal.goodbye";
 /// An early hello (answering a newcomer) waits a random 0..this, so that
 /// peers hearing the same newcomer do not all answer in the same instant...
 const EARLY_HELLO_JITTER: Duration = Duration::from_millis(5);
-/// ...and at most one goes out per this long, whatever the number of
-/// newcomers: when 100 nodes restart at once, each sends one or two extra
-/// hellos, not 99.
-const EARLY_HELLO_GAP: Duration = Duration::from_millis(100);
+/// ...at least this long after the previous early hello, so that newcomers
+/// arriving together are answered by one...
+const EARLY_HELLO_SPACING: Duration = Duration::from_millis(10);
+/// ...and at most `EARLY_HELLO_BURST` go out per `EARLY_HELLO_WINDOW`,
+/// whatever the number of newcomers: a few nodes starting one after the
+/// other are each answered within milliseconds, while 100 nodes restarting
+/// at once cost each node one or two extra hellos, and a stream of
+/// newcomers at most 4 per second (the others hear us at our next hello).
+const EARLY_HELLO_BURST: usize = 4;
+const EARLY_HELLO_WINDOW: Duration = Duration::from_secs(1);
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +117,8 @@ pub struct Protocol {
     next_check: Instant,
     /// A hello owed to newcomers, if one is scheduled.
     early_hello: Option<Instant>,
-    last_early_hello: Option<Instant>,
+    /// When the latest early hellos went out, at most `EARLY_HELLO_BURST`.
+    early_sent: VecDeque<Instant>,
     /// No promotion before this: time to hear the peers after starting.
     promote_after: Instant,
     /// Removed masters, and until when each still counts as one.
@@ -188,7 +196,7 @@ impl Protocol {
             next_hello: now,
             next_check: now + config.check_interval.max(config.promotion_delay),
             early_hello: None,
-            last_early_hello: None,
+            early_sent: VecDeque::with_capacity(EARLY_HELLO_BURST),
             promote_after: now + config.promotion_delay,
             masters_gone: Vec::new(),
             epoch: None,
@@ -357,7 +365,10 @@ impl Protocol {
             self.check(now);
         }
         if self.early_hello.is_some_and(|at| now >= at) {
-            self.last_early_hello = Some(now);
+            if self.early_sent.len() >= EARLY_HELLO_BURST {
+                self.early_sent.pop_front();
+            }
+            self.early_sent.push_back(now);
             self.send_hello(now);
         } else if now >= self.next_hello {
             self.send_hello(now);
@@ -732,8 +743,13 @@ impl Protocol {
         }
         let jitter = self.rng.gen_range(Duration::ZERO..=EARLY_HELLO_JITTER);
         let mut at = now + jitter;
-        if let Some(last) = self.last_early_hello {
-            at = at.max(last + EARLY_HELLO_GAP);
+        if let Some(last) = self.early_sent.back() {
+            at = at.max(*last + EARLY_HELLO_SPACING);
+        }
+        if self.early_sent.len() >= EARLY_HELLO_BURST {
+            if let Some(oldest) = self.early_sent.front() {
+                at = at.max(*oldest + EARLY_HELLO_WINDOW);
+            }
         }
         self.early_hello = Some(at);
     }
@@ -945,7 +961,9 @@ impl Secure {
         Secure {
             keyring: Keyring::new(key),
             sealer: Sealer::new(sender),
-            opener: Opener::default(),
+            // One cached cipher per peer the table may hold (and us), so a
+            // large cluster does not thrash the cache on every packet.
+            opener: Opener::new(config.max_nodes.saturating_add(1).max(DEFAULT_CIPHER_CACHE)),
             guard: ReplayGuard::new(ReplayConfig {
                 tolerance_ms: u64::try_from(config.replay_tolerance.as_millis())
                     .unwrap_or(u64::MAX),
