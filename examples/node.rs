@@ -10,14 +10,14 @@
 //!     --send-channel chat --send-count 3 --send-delay 1000 --exit-after 3000
 //! ```
 
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use serde_json::{json, Map, Value};
-use shoal::{Config, Discovery, Encryption, Event, Peer};
+use shoal::{ChannelMessage, Config, Discovery, Encryption, Event, Peer, Subscription};
 
 #[derive(Parser, Debug)]
 #[command(about = "Run one shoal node; prints one JSON event per line")]
@@ -84,19 +84,78 @@ struct Args {
     log: Option<String>,
 }
 
-/// Writes event lines, flushed as they happen.
+/// Writes event lines, each flushed as soon as nothing more is pending.
 #[derive(Clone)]
 struct Out {
     id: String,
-    sink: Arc<Mutex<Box<dyn Write + Send>>>,
+    sink: Arc<Mutex<BufWriter<Box<dyn Write + Send>>>>,
+}
+
+/// A `msg` line, written straight into the buffer (no `Map` per message).
+#[derive(serde::Serialize)]
+struct MsgLine<'a> {
+    t: f64,
+    node: &'a str,
+    event: &'static str,
+    peer: Option<&'a str>,
+    channel: &'a str,
+    seq: Option<&'a Value>,
+    bytes: usize,
+}
+
+/// Counts the bytes of a value's JSON without building the string.
+struct Counter(usize);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
 }
 
 impl Out {
+    /// Writes the `msg` lines of a burst of channel messages: the first,
+    /// then whatever the subscription already holds, then one flush, so a
+    /// line reaches the file as soon as the burst is drained and a fast
+    /// sender does not cost a write system call per message.
+    fn messages(&self, first: ChannelMessage, sub: &mut Subscription) {
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = Some(first);
+        // Bounded, so that a never-ending flood still flushes regularly.
+        for _ in 0..1024 {
+            let Some(m) = next.take().or_else(|| sub.try_recv()) else {
+                break;
+            };
+            let mut counter = Counter(0);
+            let _ = serde_json::to_writer(&mut counter, &m.data);
+            let line = MsgLine {
+                t: now_ms(),
+                node: &self.id,
+                event: "msg",
+                peer: m.data.get("from").and_then(Value::as_str),
+                channel: &m.channel,
+                seq: m.data.get("seq"),
+                bytes: counter.0,
+            };
+            let _ = serde_json::to_writer(&mut *sink, &line);
+            let _ = sink.write_all(b"\n");
+        }
+        let _ = sink.flush();
+    }
+
+    /// Writes one line and flushes it.
     fn emit(&self, event: &str, peer: Option<&str>, fields: Value) {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .unwrap_or(0.0);
+        let t = now_ms();
         let mut line = Map::new();
         line.insert("t".into(), json!(t));
         line.insert("node".into(), json!(self.id));
@@ -204,7 +263,7 @@ async fn main() {
     };
     let out = Out {
         id: id.clone(),
-        sink: Arc::new(Mutex::new(sink)),
+        sink: Arc::new(Mutex::new(BufWriter::with_capacity(1 << 16, sink))),
     };
     out.emit("start", None, json!({}));
     let code = run(&args, &id, &out).await;
@@ -250,12 +309,7 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
                 let out = out.clone();
                 tokio::spawn(async move {
                     while let Some(m) = sub.recv().await {
-                        let bytes = m.data.to_string().len();
-                        out.emit(
-                            "msg",
-                            m.data.get("from").and_then(Value::as_str),
-                            json!({"channel": m.channel, "seq": m.data.get("seq"), "bytes": bytes}),
-                        );
+                        out.messages(m, &mut sub);
                     }
                 });
             }

@@ -349,7 +349,7 @@ impl ConfigBuilder {
         max_nodes: usize
     );
     setter!(
-        /// Events buffered per event stream before a slow consumer starts losing the oldest. Default 1024.
+        /// Items buffered per event stream and per channel subscription before a slow consumer starts losing the oldest. Default 1024.
         event_capacity: usize
     );
 

@@ -412,78 +412,145 @@ impl Drop for Discovery {
     }
 }
 
+/// Datagrams handled under one lock before the driver gives other tasks a
+/// turn; the rest of a burst is read on the next turn.
+const RECV_BURST: usize = 64;
+
+/// A deadline for the pinned sleep when the core has none (it is never
+/// polled then): far enough never to fire, near enough not to overflow.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
+}
+
 async fn run(shared: Arc<Shared>, socket: tokio::net::UdpSocket, mut stop: watch::Receiver<bool>) {
     let mut buf = vec![0u8; 65_536];
+    let mut outbox = Outbox::default();
+    // One timer for the driver's life, moved only when the core's next
+    // deadline changes: re-creating it every turn costs a timer-wheel
+    // insertion and removal per datagram.
+    let mut deadline = shared.core().poll_timeout();
+    let sleep = tokio::time::sleep_until(deadline.map_or_else(far_future, Into::into));
+    tokio::pin!(sleep);
+    // A burst was cut short: the socket still holds datagrams.
+    let mut more = false;
     loop {
-        let deadline = shared.core().poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        if more {
+            // Let the consumers drain what the last burst handed them (on a
+            // current-thread runtime they share our thread) before reading
+            // on: the socket stays readable, so without this the driver
+            // would run until tokio's budget stops it and overflow their
+            // buffers in a flood.
+            tokio::task::yield_now().await;
+            more = false;
+        }
         tokio::select! {
             biased;
             _ = stop.changed() => {
                 // Leave politely: peers drop us now, not at our deadline.
                 shared.core().goodbye(Instant::now());
-                flush(&shared, &socket).await;
+                flush(&shared, &socket, &mut outbox).await;
                 break;
             }
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((len, from)) => {
-                    let mut core = shared.core();
-                    let now = Instant::now();
-                    core.handle_datagram(now, from, &buf[..len]);
-                    // Drain what else is queued under one lock.
-                    for _ in 0..64 {
-                        match socket.try_recv_from(&mut buf) {
-                            Ok((len, from)) => core.handle_datagram(now, from, &buf[..len]),
-                            Err(_) => break,
-                        }
-                    }
-                }
+            ready = socket.readable() => match ready {
+                Ok(()) => match receive(&shared, &socket, &mut buf) {
+                    Ok(cut_short) => more = cut_short,
+                    // Readiness is still set: pause rather than spin on
+                    // an error that repeats.
+                    Err(()) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                },
                 Err(error) => {
-                    tracing::debug!(%error, "recv_from failed");
+                    tracing::debug!(%error, "waiting for the socket failed");
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
             },
-            _ = sleep => shared.core().handle_timeout(Instant::now()),
+            _ = &mut sleep, if deadline.is_some() => shared.core().handle_timeout(Instant::now()),
             _ = shared.wake.notified() => {}
         }
-        flush(&shared, &socket).await;
+        let next = flush(&shared, &socket, &mut outbox).await;
+        if next != deadline {
+            deadline = next;
+            if let Some(at) = deadline {
+                sleep.as_mut().reset(at.into());
+            }
+        }
     }
     // Streams end when their senders go.
     shared.channels().clear();
     shared.events().take();
 }
 
-/// Sends what the core queued and hands out its events.
-async fn flush(shared: &Shared, socket: &tokio::net::UdpSocket) {
-    let (transmits, events) = {
+/// Reads what the socket holds, under one lock, until it would block (which
+/// also clears tokio's readiness, so the next `readable` waits for a new
+/// datagram) or a burst's worth has been handled. Returns whether the burst
+/// was cut short (the socket may hold more), or `Err` after a failed read.
+fn receive(shared: &Shared, socket: &tokio::net::UdpSocket, buf: &mut [u8]) -> Result<bool, ()> {
+    let mut core = shared.core();
+    let now = Instant::now();
+    for _ in 0..RECV_BURST {
+        match socket.try_recv_from(buf) {
+            Ok((len, from)) => core.handle_datagram(now, from, &buf[..len]),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+            Err(error) => {
+                // E.g. ECONNREFUSED from an earlier send: nothing was
+                // consumed that the next read cannot get.
+                tracing::debug!(%error, "recv_from failed");
+                return Err(());
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The driver's reusable buffers for what the core hands out.
+#[derive(Default)]
+struct Outbox {
+    transmits: Vec<crate::protocol::Transmit>,
+    events: Vec<Event>,
+}
+
+/// Sends what the core queued and hands out its events; returns the core's
+/// next deadline (read under the same lock).
+async fn flush(
+    shared: &Shared,
+    socket: &tokio::net::UdpSocket,
+    outbox: &mut Outbox,
+) -> Option<Instant> {
+    let deadline = {
         let mut core = shared.core();
-        let transmits: Vec<_> = std::iter::from_fn(|| core.poll_transmit()).collect();
-        let events: Vec<_> = std::iter::from_fn(|| core.poll_event()).collect();
-        (transmits, events)
+        outbox
+            .transmits
+            .extend(std::iter::from_fn(|| core.poll_transmit()));
+        outbox
+            .events
+            .extend(std::iter::from_fn(|| core.poll_event()));
+        core.poll_timeout()
     };
-    for transmit in transmits {
+    for transmit in outbox.transmits.drain(..) {
         let to = transmit.destination.unwrap_or(shared.destination);
         if let Err(error) = socket.send_to(&transmit.payload, to).await {
             tracing::debug!(%error, %to, "send_to failed");
         }
     }
-    for event in events {
+    if outbox.events.is_empty() {
+        return deadline;
+    }
+    let mut messages = None;
+    let mut events = None;
+    for event in outbox.events.drain(..) {
         match event {
             Event::Message(message) => {
-                if let Some(sender) = shared.channels().get(&message.channel) {
+                let channels = messages.get_or_insert_with(|| shared.channels());
+                if let Some(sender) = channels.get(&message.channel) {
                     let _ = sender.send(message);
                 }
             }
             other => {
-                if let Some(sender) = &*shared.events() {
+                let events = events.get_or_insert_with(|| shared.events());
+                if let Some(sender) = &**events {
                     let _ = sender.send(other);
                 }
             }
         }
     }
+    deadline
 }
