@@ -73,7 +73,8 @@ pub struct Peer {
     /// The highest election epoch it has seen (shoal peers only).
     pub epoch: Option<Epoch>,
     /// How often it says hello: what it announces (shoal), or what we
-    /// measure (node-discovery peers announce nothing; 1 s until measured).
+    /// measure (node-discovery peers announce nothing; until their second
+    /// hello we assume our own interval, at most 1 s).
     pub hello_interval: Duration,
     /// Gaps measured so far, for a peer that does not announce its interval.
     pub(crate) gaps_measured: u32,
@@ -158,6 +159,9 @@ fn epoch_of(hello: &HelloRef<'_>, old: Option<&Epoch>) -> Option<Epoch> {
 pub(crate) struct Timeouts {
     pub node_timeout: Duration,
     pub missed_hellos: u32,
+    /// Our own hello interval: the first guess for a peer that does not
+    /// announce its own (see [`first_guess`]).
+    pub own_interval: Duration,
 }
 
 impl Timeouts {
@@ -173,8 +177,19 @@ impl Timeouts {
 /// second, and we measure the gaps to learn what it really uses.
 pub(crate) const DEFAULT_PEER_INTERVAL: Duration = Duration::from_millis(1000);
 
+/// The interval assumed for a peer that does not announce one, until its
+/// second hello gives a measurement: ours (a cluster usually shares its
+/// timings), but never more than node-discovery's default. Guessing 1 s for
+/// a Node peer tuned to 250 ms would keep it 6.5 s after a crash if it died
+/// before its second hello; guessing our 400 ms for a Node peer at 1 s only
+/// shortens its deadline (to the node timeout, 2.6 s) until its second hello,
+/// due 1 s after the first.
+pub(crate) fn first_guess(own_interval: Duration) -> Duration {
+    own_interval.min(DEFAULT_PEER_INTERVAL)
+}
+
 /// Updates the measured interval of a peer that does not announce one with
-/// one more gap between its hellos. The first gap replaces the 1 s guess;
+/// one more gap between its hellos. The first gap replaces the first guess;
 /// later ones move a running average by a quarter, each clamped to
 /// [estimate / 4, 4 x estimate], so that an extra hello (node-discovery says
 /// hello when promoted) or a lost one (a gap of two intervals) only nudges
@@ -298,7 +313,7 @@ impl Membership {
             return (Observed::BadInfo, None);
         };
         let interval = announced
-            .unwrap_or(DEFAULT_PEER_INTERVAL)
+            .unwrap_or_else(|| first_guess(self.timeouts.own_interval))
             .clamp(MIN_PEER_INTERVAL, MAX_PEER_INTERVAL);
         let deadline = now + self.timeouts.for_interval(interval);
         let id = NodeId::new(id);
@@ -415,6 +430,7 @@ mod tests {
             Timeouts {
                 node_timeout: Duration::from_secs(2),
                 missed_hellos: 0,
+                own_interval: Duration::from_secs(1),
             },
         )
     }
@@ -481,6 +497,7 @@ mod deadline_tests {
         let t = Timeouts {
             node_timeout: Duration::from_millis(2600),
             missed_hellos: 5,
+            own_interval: Duration::from_millis(400),
         };
         // shoal at 400 ms: 5 lost hellos + half an interval = the node timeout.
         assert_eq!(
@@ -496,11 +513,49 @@ mod deadline_tests {
         let compat = Timeouts {
             node_timeout: Duration::from_secs(2),
             missed_hellos: 0,
+            own_interval: Duration::from_secs(1),
         };
         assert_eq!(
             compat.for_interval(Duration::from_secs(1)),
             Duration::from_secs(2)
         );
+    }
+}
+
+#[cfg(test)]
+mod first_guess_tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_peer_is_first_assumed_to_say_hello_as_often_as_we_do() {
+        let t0 = Instant::now();
+        let addr: SocketAddr = "10.0.0.2:12345".parse().unwrap();
+        let node_hello = |seq: Option<u64>| crate::wire::envelope::Hello {
+            is_master: false,
+            is_master_eligible: true,
+            weight: 0.5,
+            address: "127.0.0.1".into(),
+            info: None,
+            interval: None,
+            seq,
+            epoch: None,
+            epoch_master: None,
+        };
+        for (own, expect) in [(250, 250), (400, 400), (5000, 1000)] {
+            let mut m = Membership::new(
+                4,
+                Timeouts {
+                    node_timeout: Duration::from_millis(750),
+                    missed_hellos: 5,
+                    own_interval: Duration::from_millis(own),
+                },
+            );
+            let (_, p) = observe_owned(&mut m, t0, "n", "p", "h", addr, node_hello(None));
+            let p = p.unwrap();
+            assert_eq!(p.hello_interval, Duration::from_millis(expect));
+            let budget = Duration::from_millis(expect * 13 / 2).max(Duration::from_millis(750));
+            assert_eq!(p.deadline, t0 + budget);
+        }
     }
 }
 
@@ -518,6 +573,7 @@ mod seq_tests {
             Timeouts {
                 node_timeout: Duration::from_secs(2),
                 missed_hellos: 0,
+                own_interval: Duration::from_secs(1),
             },
         );
         let hello = |seq, name: &str| Hello {

@@ -183,6 +183,7 @@ impl Protocol {
                 Timeouts {
                     node_timeout: config.node_timeout,
                     missed_hellos: config.missed_hellos,
+                    own_interval: config.hello_interval,
                 },
             ),
             reassembler: Reassembler::new(config.reassembly),
