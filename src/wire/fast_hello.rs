@@ -9,7 +9,8 @@
 //!
 //! It is an accelerator, not a second grammar: it accepts a strict subset
 //! of what the general path accepts and gives the same result for it. It
-//! returns `None` at the first thing outside that subset — another event,
+//! returns `None` at the first thing outside that subset — whitespace
+//! between tokens (both encoders write none), another event,
 //! an unknown or repeated key, a string with an escape, a `null` where a
 //! number goes, a number that is not a plain `u64` — and the caller then
 //! takes the general path, which decides (and counts) as before. The
@@ -80,7 +81,6 @@ pub fn decode(payload: &[u8]) -> Option<FastHello<'_>> {
             break;
         }
     }
-    c.skip_ws();
     if c.i != payload.len() || !event {
         return None;
     }
@@ -179,6 +179,26 @@ fn plain_run(bytes: &[u8]) -> usize {
         .unwrap_or(bytes.len() - at)
 }
 
+/// `a == b` for short slices without a call to `memcmp` (keys are 3 to 16
+/// bytes): two overlapping fixed-size loads from each end.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    fn ends<const N: usize>(s: &[u8]) -> Option<([u8; N], [u8; N])> {
+        let head = s.first_chunk::<N>()?;
+        let tail = s.last_chunk::<N>()?;
+        Some((*head, *tail))
+    }
+    if a.len() != b.len() {
+        return false;
+    }
+    match a.len() {
+        0..=3 => a == b,
+        4..=7 => ends::<4>(a) == ends::<4>(b),
+        8..=16 => ends::<8>(a) == ends::<8>(b),
+        _ => a == b,
+    }
+}
+
 /// A position in the payload. Every method returns `None` (and the caller
 /// gives up) on anything it does not expect; none of them can panic.
 struct Cursor<'a> {
@@ -190,14 +210,7 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn skip_ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
-            self.i += 1;
-        }
-    }
-
-    fn peek(&mut self) -> Option<u8> {
-        self.skip_ws();
+    fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
 
@@ -221,12 +234,11 @@ impl<'a> Cursor<'a> {
     /// (`keys[*hint]`) is tried first, as a plain byte comparison; any
     /// other key is read as a string and looked up.
     fn key(&mut self, keys: &[&'static str], hint: &mut usize) -> Option<usize> {
-        self.skip_ws();
         let rest = self.b.get(self.i..)?;
         for (at, key) in keys.iter().enumerate().skip(*hint) {
             let n = key.len();
             if rest.first() == Some(&b'"')
-                && rest.get(1..=n) == Some(key.as_bytes())
+                && rest.get(1..=n).is_some_and(|r| same(r, key.as_bytes()))
                 && rest.get(n + 1) == Some(&b'"')
             {
                 self.i += n + 2;
@@ -259,7 +271,6 @@ impl<'a> Cursor<'a> {
     }
 
     fn boolean(&mut self) -> Option<bool> {
-        self.skip_ws();
         let rest = self.b.get(self.i..)?;
         let (value, len) = if rest.starts_with(b"true") {
             (true, 4)
@@ -283,26 +294,31 @@ impl<'a> Cursor<'a> {
     /// A non-negative integer that fits in a `u64`, written as JSON writes
     /// integers (no sign, fraction, exponent or leading zero).
     fn unsigned(&mut self) -> Option<u64> {
-        self.skip_ws();
         let start = self.i;
-        let mut value = 0u64;
-        while let Some(&d) = self.b.get(self.i).filter(|d| d.is_ascii_digit()) {
-            value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-            self.i += 1;
-        }
-        let n = self.i - start;
-        if n == 0 || (n > 1 && self.b.get(start) == Some(&b'0')) {
+        let n = self.digits();
+        let text = self.b.get(start..self.i)?;
+        if n == 0 || n > 20 || (n > 1 && text.first() == Some(&b'0')) {
             return None;
         }
         if let Some(b'.' | b'e' | b'E') = self.b.get(self.i) {
             return None;
         }
-        Some(value)
+        // Nineteen digits cannot overflow a u64; only a twentieth can.
+        let (head, last) = if n == 20 {
+            text.split_at(19)
+        } else {
+            (text, &[][..])
+        };
+        let value = head
+            .iter()
+            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+        last.iter().try_fold(value, |acc, &d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
     }
 
     /// A JSON number, as the nearest finite `f64`.
     fn float(&mut self) -> Option<f64> {
-        self.skip_ws();
         let start = self.i;
         if self.b.get(self.i) == Some(&b'-') {
             self.i += 1;
@@ -336,7 +352,6 @@ impl<'a> Cursor<'a> {
 
     /// Any JSON value, validated by serde_json and kept raw.
     fn raw(&mut self) -> Option<&'a RawValue> {
-        self.skip_ws();
         let rest = self.b.get(self.i..)?;
         let mut de = serde_json::Deserializer::from_slice(rest);
         let raw = <&'a RawValue>::deserialize(&mut de).ok()?;
@@ -443,8 +458,13 @@ mod tests {
         assert_eq!(agrees(&shoal), Ok(true));
         let fast = decode(&shoal).unwrap();
         assert_eq!(fast.hello.epoch(), Some((3, &*"ab".repeat(16))));
-        let spaced = br#" { "data" : { "weight" : -1.5e3 , "address" : "" , "isMasterEligible" : false , "isMaster" : true , "info" : null } , "iid" : "i" , "event" : "hello" , "pid" : "p" } "#;
-        assert_eq!(agrees(spaced), Ok(true));
+        let reordered = br#"{"data":{"weight":-1.5e3,"address":"","isMasterEligible":false,"isMaster":true,"info":null},"iid":"i","event":"hello","pid":"p"}"#;
+        assert_eq!(agrees(reordered), Ok(true));
+        assert!(decode(reordered).unwrap().hello.info.is_none());
+        // Whitespace is left to the general path (no encoder writes any).
+        let spaced = br#"{"data": {"isMaster":false,"isMasterEligible":true,"weight":0.5,"address":"x"},"event":"hello","pid":"p","iid":"i"}"#;
+        assert!(decode(spaced).is_none());
+        assert!(general(spaced).is_some());
         for weight in [
             "-0",
             "-0.0",
@@ -462,7 +482,6 @@ mod tests {
             );
             assert_eq!(agrees(json.as_bytes()), Ok(true), "{weight}");
         }
-        assert!(decode(spaced).unwrap().hello.info.is_none());
     }
 
     #[test]
@@ -527,6 +546,12 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn same_is_equality(a in proptest::collection::vec(0u8..3, 0..20), b in proptest::collection::vec(0u8..3, 0..20)) {
+            prop_assert_eq!(same(&a, &b), a == b);
+            prop_assert!(same(&a, &a));
+        }
+
         #[test]
         fn plain_run_is_the_naive_scan(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let naive = bytes
