@@ -491,6 +491,19 @@ fn main() {
         return;
     }
     let started = Instant::now();
+    if std::env::var_os("SIM_QUICK").is_some() {
+        // `SIM_QUICK=1 cargo bench --bench sim_cluster`: only the plain
+        // single-full-node rows, for quick before/after comparisons.
+        let overhead = timer_overhead();
+        print_header();
+        for n in [100, 1_000, 10_000] {
+            print_row(
+                &run_cluster(Mode::Plain, n, 1, ms(2500), ms(2000)),
+                overhead,
+            );
+        }
+        return;
+    }
     println!("## Memory per peer entry (heap bytes a node's state grows by, per peer)\n");
     println!("| mode | peers | bytes per peer |");
     println!("|---|---:|---:|");

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +71,11 @@ pub struct Peer {
     /// `info` as it came on the wire: a hello whose raw `info` is the same
     /// needs no parse and no comparison of values.
     pub(crate) info_raw: Option<Box<str>>,
+    /// A keyed hash of (`pid`, `host_name`, raw `info`) from its latest
+    /// hello: when the next one hashes the same, none of the three is
+    /// compared, so a routine hello reads no string of the peer's from
+    /// memory (in a table of thousands, each would be a cache miss).
+    pub(crate) wire_fingerprint: u64,
     /// The highest election epoch it has seen (shoal peers only).
     pub epoch: Option<Epoch>,
     /// How often it says hello: what it announces (shoal), or what we
@@ -84,6 +90,9 @@ pub struct Peer {
     pub last_seen: Instant,
     /// When it will be removed unless it says hello again.
     pub deadline: Instant,
+    /// Where the table's deadline index files it: at most `deadline`, moved
+    /// up only every few hellos (see [`Membership`]).
+    pub(crate) indexed: Instant,
 }
 
 /// An election epoch: a counter that grows with each promotion anywhere in
@@ -208,12 +217,23 @@ const MAX_PEER_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The peer table, with each peer's removal deadline indexed so the next
 /// expiry is found without scanning.
+///
+/// The index is lazy: a peer is filed at a time no later than its deadline,
+/// and re-filed only when its deadline has moved on by more than a third of
+/// its budget (every third hello at the defaults), not at every hello. When
+/// an entry comes due before the peer's real deadline (it fell silent, or
+/// the entry was not moved), [`expire`](Self::expire) re-files it at the
+/// real deadline, so removal is exactly at the deadline; the price is one
+/// extra wake-up per silent peer.
 #[derive(Debug)]
 pub(crate) struct Membership {
     peers: HashMap<NodeId, Peer>,
     deadlines: BTreeSet<(Instant, NodeId)>,
     max_nodes: usize,
     timeouts: Timeouts,
+    /// Keys the wire fingerprints (random per table, so a sender cannot
+    /// choose a collision).
+    fingerprints: RandomState,
 }
 
 impl Membership {
@@ -223,6 +243,7 @@ impl Membership {
             deadlines: BTreeSet::new(),
             max_nodes,
             timeouts,
+            fingerprints: RandomState::new(),
         }
     }
 
@@ -239,6 +260,9 @@ impl Membership {
         hello: &HelloRef<'_>,
     ) -> (Observed, Option<&Peer>) {
         let announced = hello.interval.map(Duration::from_millis);
+        let fingerprint =
+            self.fingerprints
+                .hash_one((pid, host_name, hello.info.map(RawValue::get)));
         // Look up by &str so a hello from a known node allocates nothing for its id.
         // (contains_key first: returning a get_mut borrow from a conditional
         // branch would keep the table borrowed in the other one.)
@@ -253,11 +277,13 @@ impl Membership {
                 // changes nothing, not even the deadline.
                 return (Observed::Stale, Some(peer));
             }
-            let same_info = match (&peer.info_raw, hello.info) {
-                (Some(old), Some(new)) => **old == *new.get(),
-                (None, None) => true,
-                _ => false,
-            };
+            let same_wire = peer.wire_fingerprint == fingerprint;
+            let same_info = same_wire
+                || match (&peer.info_raw, hello.info) {
+                    (Some(old), Some(new)) => **old == *new.get(),
+                    (None, None) => true,
+                    _ => false,
+                };
             let mut info_changed = false;
             if !same_info {
                 let Ok((info, raw)) = parse_info(hello.info) else {
@@ -277,11 +303,14 @@ impl Membership {
                 }
             }
             .clamp(MIN_PEER_INTERVAL, MAX_PEER_INTERVAL);
-            let deadline = now + self.timeouts.for_interval(interval);
-            if peer.deadline != deadline {
-                self.deadlines.remove(&(peer.deadline, peer.id.clone()));
+            let budget = self.timeouts.for_interval(interval);
+            let deadline = now + budget;
+            peer.deadline = deadline;
+            let late = deadline.saturating_duration_since(peer.indexed);
+            if deadline < peer.indexed || late > budget / 3 {
+                self.deadlines.remove(&(peer.indexed, peer.id.clone()));
                 self.deadlines.insert((deadline, peer.id.clone()));
-                peer.deadline = deadline;
+                peer.indexed = deadline;
             }
             peer.last_seen = now;
             let was_master = peer.is_master;
@@ -292,11 +321,14 @@ impl Membership {
             peer.epoch = epoch_of(hello, peer.epoch.as_ref());
             peer.hello_interval = interval;
             peer.hello_seq = hello.seq;
-            if peer.pid != pid {
-                peer.pid = pid.to_owned();
-            }
-            if peer.host_name != host_name {
-                peer.host_name = host_name.to_owned();
+            if !same_wire {
+                if peer.pid != pid {
+                    peer.pid = pid.to_owned();
+                }
+                if peer.host_name != host_name {
+                    peer.host_name = host_name.to_owned();
+                }
+                peer.wire_fingerprint = fingerprint;
             }
             return (
                 Observed::Known {
@@ -327,42 +359,53 @@ impl Membership {
             weight: hello.weight,
             info,
             info_raw,
+            wire_fingerprint: fingerprint,
             epoch: epoch_of(hello, None),
             hello_interval: interval,
             gaps_measured: 0,
             hello_seq: hello.seq,
             last_seen: now,
             deadline,
+            indexed: deadline,
         };
         self.deadlines.insert((deadline, id.clone()));
         let peer = self.peers.entry(id).or_insert(peer);
         (Observed::New, Some(peer))
     }
 
-    /// Removes every peer whose deadline has come, in deadline order.
+    /// Removes every peer whose deadline has come, in deadline order;
+    /// re-files those whose index entry came due before their deadline.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<Peer> {
         let mut gone = Vec::new();
-        while let Some((deadline, _)) = self.deadlines.first() {
-            if *deadline > now {
+        while let Some((filed, _)) = self.deadlines.first() {
+            if *filed > now {
                 break;
             }
-            if let Some((_, id)) = self.deadlines.pop_first() {
-                if let Some(peer) = self.peers.remove(&id) {
-                    gone.push(peer);
+            let Some((_, id)) = self.deadlines.pop_first() else {
+                break;
+            };
+            match self.peers.get_mut(&id) {
+                Some(peer) if peer.deadline > now => {
+                    peer.indexed = peer.deadline;
+                    self.deadlines.insert((peer.deadline, id));
                 }
+                Some(_) => gone.extend(self.peers.remove(&id)),
+                None => {}
             }
         }
+        gone.sort_by_key(|p| p.deadline);
         gone
     }
 
     /// Removes one peer (it said goodbye).
     pub(crate) fn remove(&mut self, id: &str) -> Option<Peer> {
         let peer = self.peers.remove(id)?;
-        self.deadlines.remove(&(peer.deadline, peer.id.clone()));
+        self.deadlines.remove(&(peer.indexed, peer.id.clone()));
         Some(peer)
     }
 
-    /// The earliest removal deadline.
+    /// When [`expire`](Self::expire) has work next: the earliest removal
+    /// deadline, or earlier when an entry must be re-filed.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(deadline, _)| *deadline)
     }
@@ -485,6 +528,11 @@ mod tests {
             }
         );
         assert_eq!(m.get("a").unwrap().weight, 0.6);
+        // A new process id or host name shows, whatever the fingerprint did.
+        let (_, p) = observe_owned(&mut m, t0, "a", "p2", "h2", addr, hello(false, 0.6));
+        let p = p.unwrap();
+        assert_eq!((p.pid.as_str(), p.host_name.as_str()), ("p2", "h2"));
+        assert!(p.info.is_none(), "info dropped when a hello carries none");
     }
 }
 
@@ -519,6 +567,63 @@ mod deadline_tests {
             compat.for_interval(Duration::from_secs(1)),
             Duration::from_secs(2)
         );
+    }
+}
+
+#[cfg(test)]
+mod lazy_index_tests {
+    use super::*;
+
+    #[test]
+    fn steady_hellos_never_wake_the_node_and_a_silent_peer_goes_at_its_deadline() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let addr: SocketAddr = "10.0.0.2:12345".parse().unwrap();
+        let mut m = Membership::new(
+            4,
+            Timeouts {
+                node_timeout: ms(2600),
+                missed_hellos: 5,
+                own_interval: ms(400),
+            },
+        );
+        let hello = |seq| crate::wire::envelope::Hello {
+            is_master: false,
+            is_master_eligible: true,
+            weight: 0.5,
+            address: "127.0.0.1".into(),
+            info: None,
+            interval: Some(400),
+            seq: Some(seq),
+            epoch: None,
+            epoch_master: None,
+        };
+        let mut now = t0;
+        let mut refiled = 0;
+        let mut filed = None;
+        for seq in 0..100 {
+            now = t0 + ms(400) * seq as u32;
+            observe_owned(&mut m, now, "a", "p", "h", addr, hello(seq));
+            let next = m.next_deadline().unwrap();
+            // The index never asks for a wake-up while hellos keep coming.
+            assert!(next > now + ms(400), "{:?}", next - now);
+            assert!(next <= now + ms(2600));
+            if filed != Some(next) {
+                refiled += 1;
+                filed = Some(next);
+            }
+        }
+        assert!(refiled <= 40, "re-filed {refiled} times in 100 hellos");
+        // Silent from here: at most one early wake (re-filing), then removal
+        // exactly at the deadline.
+        let deadline = now + ms(2600);
+        let first = m.next_deadline().unwrap();
+        if first < deadline {
+            assert!(m.expire(first).is_empty(), "re-filed, not removed");
+            assert_eq!(m.next_deadline(), Some(deadline));
+        }
+        assert!(m.expire(deadline - ms(1)).is_empty());
+        assert_eq!(m.expire(deadline).len(), 1);
     }
 }
 
