@@ -132,6 +132,16 @@ pub struct HelloRef<'a> {
 impl HelloRef<'_> {
     /// The epoch carried, as (counter, master id), if both fields are
     /// present and the id is not too long.
+    ///
+    /// ```
+    /// use serde_json::value::RawValue;
+    /// use shoal::wire::envelope::decode_hello_ref;
+    ///
+    /// let data = RawValue::from_string(
+    ///     r#"{"isMaster":true,"isMasterEligible":true,"weight":1,"address":"x","epoch":4,"epochMaster":"m"}"#.into(),
+    /// ).unwrap();
+    /// assert_eq!(decode_hello_ref(&data).unwrap().epoch(), Some((4, "m")));
+    /// ```
     pub fn epoch(&self) -> Option<(u64, &str)> {
         match (self.epoch, &self.epoch_master) {
             (Some(n), Some(master)) if master.len() <= crate::NodeId::MAX_LEN => Some((n, master)),
