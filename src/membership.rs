@@ -261,8 +261,7 @@ impl Membership {
     ) -> (Observed, Option<&Peer>) {
         let announced = hello.interval.map(Duration::from_millis);
         let fingerprint =
-            self.fingerprints
-                .hash_one((pid, host_name, hello.info.map(RawValue::get)));
+            |state: &RandomState| state.hash_one((pid, host_name, hello.info.map(RawValue::get)));
         // Look up by &str so a hello from a known node allocates nothing for its id.
         // (contains_key first: returning a get_mut borrow from a conditional
         // branch would keep the table borrowed in the other one.)
@@ -277,6 +276,8 @@ impl Membership {
                 // changes nothing, not even the deadline.
                 return (Observed::Stale, Some(peer));
             }
+            // Hashed only now: a stale hello costs no hashing.
+            let fingerprint = fingerprint(&self.fingerprints);
             let same_wire = peer.wire_fingerprint == fingerprint;
             let same_info = same_wire
                 || match (&peer.info_raw, hello.info) {
@@ -359,7 +360,7 @@ impl Membership {
             weight: hello.weight,
             info,
             info_raw,
-            wire_fingerprint: fingerprint,
+            wire_fingerprint: fingerprint(&self.fingerprints),
             epoch: epoch_of(hello, None),
             hello_interval: interval,
             gaps_measured: 0,

@@ -153,6 +153,19 @@ impl Outcome {
             .unwrap_or_else(|| panic!("no dropped.{reason} in {}", self.stats[i]))
     }
 
+    /// Every node counted at least one drop for each of `reasons`.
+    fn assert_every_node_dropped(&self, reasons: &[&str]) {
+        for (i, id) in IDS.iter().enumerate() {
+            for reason in reasons {
+                assert!(
+                    self.dropped(i, reason) > 0,
+                    "{id}: no dropped.{reason}\n{}",
+                    self.dump()
+                );
+            }
+        }
+    }
+
     /// Memory checks, and a report line.
     fn check_memory(&self, label: &str) {
         for (i, (before, after)) in self.before.iter().zip(&self.after).enumerate() {
@@ -265,14 +278,7 @@ fn attacked(keyed: bool, settle: impl FnOnce(&[Proc], f64)) -> Outcome {
             p.name(),
             p.dump()
         );
-        let status = p.terminate().expect("terminate");
-        assert!(p.wait_stdout_closed(STEP), "stdout open\n{}", p.dump());
-        assert!(
-            status.success(),
-            "{} exited {status}\n{}",
-            p.name(),
-            p.dump()
-        );
+        p.terminate_cleanly(STEP);
         assert!(
             !p.stderr().iter().any(|l| l.contains("panicked")),
             "{} panicked\n{}",
@@ -382,22 +388,16 @@ fn keyed_cluster_shrugs_off_an_attacker_without_the_key() {
                 all()
             );
         }
-        // The drop counters show the attack.
-        for reason in [
-            "unauthenticated",
-            "auth_failed",
-            "unknown_key",
-            "unknown_version",
-            "malformed",
-            "replay",
-        ] {
-            assert!(
-                out.dropped(i, reason) > 0,
-                "{id}: no dropped.{reason}\n{}",
-                all()
-            );
-        }
     }
+    // The drop counters show the attack.
+    out.assert_every_node_dropped(&[
+        "unauthenticated",
+        "auth_failed",
+        "unknown_key",
+        "unknown_version",
+        "malformed",
+        "replay",
+    ]);
     out.check_memory("keyed");
     eprintln!("keyed run took {:?}", started.elapsed());
     drop(out.lan);
@@ -464,18 +464,10 @@ fn plaintext_cluster_is_at_the_mercy_of_an_attacker() {
     }
     // ...until the attacker stops and "evil" times out: n0 is master again.
     assert_eq!(out.events(0, "promotion").len(), 2, "{}", all());
-    for (i, id) in IDS.iter().enumerate() {
-        // (The 4 GiB headers with thousands of ids are refused as malformed
-        // before they reach the reassembly budget: their blocks are short
-        // and not the last of their message.)
-        for reason in ["not_wrapped", "malformed", "too_large", "unknown_key"] {
-            assert!(
-                out.dropped(i, reason) > 0,
-                "{id}: no dropped.{reason}\n{}",
-                all()
-            );
-        }
-    }
+    // (The 4 GiB headers with thousands of ids are refused as malformed
+    // before they reach the reassembly budget: their blocks are short and
+    // not the last of their message.)
+    out.assert_every_node_dropped(&["not_wrapped", "malformed", "too_large", "unknown_key"]);
     out.check_memory("plaintext");
     eprintln!("plaintext run took {:?}", started.elapsed());
     drop(out.lan);

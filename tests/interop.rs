@@ -122,25 +122,6 @@ fn check_discovery(lan: &Lan, members: &[Member], procs: &[Proc]) {
     }
 }
 
-/// SIGTERM, then checks the peer reported `exit` 0 and exited 0.
-fn stop(p: &mut Proc) {
-    let status = p.terminate().expect("terminate");
-    assert!(p.wait_stdout_closed(STEP), "stdout open\n{}", p.dump());
-    assert!(
-        status.success(),
-        "{} exited {status}\n{}",
-        p.name(),
-        p.dump()
-    );
-    let exit = p.wait_event("exit", Duration::ZERO);
-    assert_eq!(
-        exit.as_ref().map(|e| &e["code"]),
-        Some(&Value::from(0)),
-        "{}",
-        p.dump()
-    );
-}
-
 // ------------------------------------------------------------- discovery
 
 /// Two Node and two shoal peers, all started at once: each one adds the
@@ -173,7 +154,7 @@ fn discovery(keyed: bool) {
         assert!(p.events("error").is_empty(), "{}", all());
     }
     for p in &mut procs {
-        stop(p);
+        p.stop(STEP);
     }
 }
 
@@ -259,7 +240,7 @@ fn election(members: [Member; 4], keyed: bool, kill: bool) {
             assert_eq!(masters, [ids[0]], "{}: master reports\n{}", p.name(), all());
         }
         for p in &mut procs {
-            stop(p);
+            p.stop(STEP);
         }
         return;
     }
@@ -320,7 +301,7 @@ fn election(members: [Member; 4], keyed: bool, kill: bool) {
         );
     }
     for p in &mut procs[1..] {
-        stop(p);
+        p.stop(STEP);
     }
 }
 

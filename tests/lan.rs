@@ -58,25 +58,6 @@ fn epoch_ms() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// SIGTERM, then checks the peer reported `exit` 0 and exited 0.
-fn stop(p: &mut Proc) {
-    let status = p.terminate().expect("terminate");
-    assert!(p.wait_stdout_closed(STEP), "stdout open\n{}", p.dump());
-    assert!(
-        status.success(),
-        "{} exited {status}\n{}",
-        p.name(),
-        p.dump()
-    );
-    let exit = p.wait_event("exit", Duration::ZERO);
-    assert_eq!(
-        exit.as_ref().map(|e| &e["code"]),
-        Some(&Value::from(0)),
-        "{}",
-        p.dump()
-    );
-}
-
 /// Three shoal nodes, elected. Field order matters: the processes are killed
 /// before the LAN is torn down.
 struct Cluster {
@@ -159,7 +140,7 @@ fn election(transport: &[&str]) {
         }
     }
     for p in &mut cluster.nodes {
-        stop(p);
+        p.stop(STEP);
     }
     drop(cluster.lan);
 }
@@ -366,5 +347,5 @@ fn sigterm_exits_promptly() {
     eprintln!("sigterm: n0 exited {took:?} after SIGTERM");
     n1.wait_for(is("removed", "n0"), STEP)
         .unwrap_or_else(|| panic!("n1 never removed n0\n{}", dump()));
-    stop(n1);
+    n1.stop(STEP);
 }

@@ -227,25 +227,6 @@ fn advertises(ready: bool, port: u16) -> impl Fn(&Value) -> bool {
     }
 }
 
-/// SIGTERM, then checks the process printed `exit` 0 and exited 0.
-fn stop(p: &mut Proc) {
-    let status = p.terminate().expect("terminate");
-    assert!(p.wait_stdout_closed(STEP), "stdout open\n{}", p.dump());
-    assert!(
-        status.success(),
-        "{} exited {status}\n{}",
-        p.name(),
-        p.dump()
-    );
-    let exit = p.wait_event("exit", Duration::ZERO);
-    assert_eq!(
-        exit.map(|e| e["code"].clone()),
-        Some(Value::from(0)),
-        "{}",
-        p.dump()
-    );
-}
-
 fn run_system<N: Net>(sys: &System<'_, N>) {
     let web_addr = SocketAddr::new((sys.ip_of)("web"), sys.http_port);
 
@@ -407,7 +388,7 @@ fn run_system<N: Net>(sys: &System<'_, N>) {
     assert_ne!(kv_setups[0]["instance"], kv_setups[1]["instance"]);
 
     for p in [&mut web, &mut kv2, &mut queue] {
-        stop(p);
+        p.stop(STEP);
     }
     assert!(
         [&web, &kv2, &queue]

@@ -267,6 +267,36 @@ impl Proc {
         self.kill()
     }
 
+    /// SIGTERM, then asserts that the process closed its stdout within
+    /// `timeout` and exited successfully.
+    pub fn terminate_cleanly(&mut self, timeout: Duration) {
+        let status = self.terminate().expect("terminate");
+        assert!(
+            self.wait_stdout_closed(timeout),
+            "stdout open\n{}",
+            self.dump()
+        );
+        assert!(
+            status.success(),
+            "{} exited {status}\n{}",
+            self.name(),
+            self.dump()
+        );
+    }
+
+    /// [`terminate_cleanly`](Self::terminate_cleanly), and the peer's last
+    /// line is an `exit` event with code 0.
+    pub fn stop(&mut self, timeout: Duration) {
+        self.terminate_cleanly(timeout);
+        let exit = self.wait_event("exit", Duration::ZERO);
+        assert_eq!(
+            exit.as_ref().map(|e| &e["code"]),
+            Some(&Value::from(0)),
+            "{}",
+            self.dump()
+        );
+    }
+
     /// SIGKILL and reap. Returns the exit status.
     pub fn kill(&mut self) -> io::Result<ExitStatus> {
         self.signal(libc::SIGKILL)?;
