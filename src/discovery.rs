@@ -230,7 +230,7 @@ impl Discovery {
     /// # Ok(()) }
     /// ```
     pub fn advertise<T: Serialize + ?Sized>(&self, info: &T) -> Result<(), Error> {
-        let value = serde_json::to_value(info).map_err(|e| Error::Encode(e.to_string()))?;
+        let value = serde_json::to_value(info).map_err(Error::Encode)?;
         self.command(|core| core.advertise(Instant::now(), value))
     }
 

@@ -24,9 +24,10 @@ pub enum Error {
     /// (`promotion`, `demotion`, `added`, `removed`, `master`, `hello`).
     #[error("channel name {0:?} is reserved")]
     ReservedChannel(String),
-    /// The value could not be encoded as JSON.
+    /// The value could not be encoded as JSON (for example, a map with
+    /// non-string keys). Nothing was sent and the node's state is unchanged.
     #[error("cannot encode message as JSON: {0}")]
-    Encode(String),
+    Encode(#[source] serde_json::Error),
     /// The encoded message is larger than the configured maximum message size.
     #[error("message of {size} bytes exceeds max_message_size ({max} bytes)")]
     MessageTooLarge {
@@ -62,7 +63,27 @@ pub enum Error {
     /// key string for the legacy mode, an installed key for the secure modes.
     #[error("encryption mode {0:?} needs a key; configure or install one first")]
     NoKey(crate::Encryption),
-    /// The advertised value is not acceptable (for example, a service without a `name`).
+    /// The advertised value is not acceptable; the previous value is still
+    /// advertised.
     #[error("invalid advertised value: {0}")]
-    Advertise(String),
+    Advertise(AdvertiseError),
+}
+
+/// Why an advertised value was refused.
+///
+/// ```
+/// use shoal::{AdvertiseError, Error};
+/// let err = Error::Advertise(AdvertiseError::NoServiceName);
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid advertised value: a service must advertise a JSON object with a string \"name\""
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdvertiseError {
+    /// A service (see [`crate::ServiceDiscovery`]) advertises a JSON object
+    /// with a string `name`; this value has none.
+    #[error("a service must advertise a JSON object with a string \"name\"")]
+    NoServiceName,
 }

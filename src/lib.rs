@@ -85,6 +85,7 @@ mod election;
 mod error;
 mod event;
 mod membership;
+mod packet;
 pub mod protocol;
 pub mod service;
 pub mod sim;
@@ -95,7 +96,7 @@ pub mod wire;
 
 pub use config::{Config, ConfigBuilder, ConfigError, Encryption, Ignore};
 pub use discovery::Discovery;
-pub use error::Error;
+pub use error::{AdvertiseError, Error};
 pub use event::{ChannelMessage, Event, LocalState};
 pub use membership::{Epoch, NodeId, Peer};
 pub use service::{ServiceBuilder, ServiceDiscovery, ServiceEvent, ServiceInstance, Services};

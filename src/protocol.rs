@@ -24,7 +24,6 @@
 //! assert!(node.local().is_master);
 //! ```
 
-use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -35,21 +34,14 @@ use serde::Serialize;
 
 use crate::config::{Config, Encryption, Ignore};
 use crate::crypto::key::{Key, KeyId};
-use crate::crypto::keyring::Keyring;
-use crate::crypto::legacy::LegacyCipher;
-use crate::crypto::replay::{ReplayConfig, ReplayGuard};
-use crate::crypto::secure::{
-    self, AssemblyLimits, FragmentAssembler, Opener, SealedHeader, Sealer, SecureError,
-    DEFAULT_CIPHER_CACHE,
-};
 use crate::election::{self, Rank};
 use crate::event::{ChannelMessage, Event, LocalState};
 use crate::membership::{Epoch, Membership, NodeId, Observed, Peer, Timeouts};
+use crate::packet::{self, Decoded, Incoming, PacketCodec};
 use crate::stats::Stats;
 use crate::wire::envelope::{self, Hello, HelloRef, Sender};
 use crate::wire::fast_hello;
-use crate::wire::framing::{self, Reassembler};
-use crate::wire::DecodeError;
+use crate::wire::{DecodeError, EnvelopeError};
 use crate::Error;
 
 /// Event names that cannot be used as channels: node-discovery's six, and
@@ -100,17 +92,8 @@ pub struct Protocol {
     /// Our own hello, kept in its wire shape so sending one clones nothing.
     me: Hello,
     peers: Membership,
-    reassembler: Reassembler,
-    /// node-discovery's cipher, built whenever a key string is configured.
-    legacy: Option<LegacyCipher>,
-    /// How packets are protected now; `None`: plaintext only.
-    encryption: Option<Encryption>,
-    /// Secure-mode state, present once there is a key.
-    secure: Option<Secure>,
-    /// Our id in sealed headers.
-    sender_id: [u8; 16],
-    /// Maps `Instant`s to wall-clock ms for sealed timestamps.
-    wall: (Instant, u64),
+    /// Framing and protection: whole messages in and out.
+    codec: PacketCodec,
     joined: HashSet<String>,
     rng: StdRng,
     next_hello: Instant,
@@ -146,24 +129,9 @@ impl Protocol {
     pub fn new(config: &Config, sender: Sender, now: Instant, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let weight = config.weight.unwrap_or_else(|| rng.gen::<f64>());
-        let legacy = config
-            .key
-            .as_deref()
-            .map(|key| LegacyCipher::new(key.as_bytes()));
-        let encryption = config.key.as_ref().map(|_| config.encryption);
-        let sender_id = sender_id(&sender.iid);
-        let secure = config
-            .secure_key
-            .clone()
-            .map(|key| Secure::new(key, sender_id, config));
-        if encryption == Some(Encryption::LegacyNodeDiscovery) {
-            tracing::warn!(
-                "legacy node-discovery encryption: no integrity, no replay protection, \
-                 a fixed IV; use it only to talk to node-discovery peers"
-            );
-        }
         Protocol {
             id: NodeId::new(&sender.iid),
+            codec: PacketCodec::new(config, &sender.iid, now),
             sender,
             me: Hello {
                 is_master: false,
@@ -186,12 +154,6 @@ impl Protocol {
                     own_interval: config.hello_interval,
                 },
             ),
-            reassembler: Reassembler::new(config.reassembly),
-            legacy,
-            encryption,
-            secure,
-            sender_id,
-            wall: (now, DEFAULT_WALL_MS),
             joined: HashSet::new(),
             rng,
             next_hello: now,
@@ -249,75 +211,40 @@ impl Protocol {
     /// `now`, for the timestamps of sealed packets. The tokio driver does
     /// this at start; a simulation gives every node the same origin.
     pub fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
-        self.wall = (now, unix_ms);
-    }
-
-    fn unix_ms(&self, now: Instant) -> u64 {
-        let (at, ms) = self.wall;
-        match now.checked_duration_since(at) {
-            Some(ahead) => ms.saturating_add(ahead.as_millis() as u64),
-            None => ms.saturating_sub(at.duration_since(now).as_millis() as u64),
-        }
+        self.codec.set_wall_clock(now, unix_ms);
     }
 
     /// How packets are protected now (`None`: plaintext only, no key).
     pub fn encryption(&self) -> Option<Encryption> {
-        self.encryption
+        self.codec.mode()
     }
 
     /// Switches protection at run time, for a rolling enablement (see
     /// [`Encryption`]). Secure modes need a key ([`install_key`](Self::install_key));
     /// the legacy mode needs a configured key string.
     pub fn set_encryption(&mut self, mode: Option<Encryption>) -> Result<(), Error> {
-        match mode {
-            Some(Encryption::LegacyNodeDiscovery) if self.legacy.is_none() => {
-                return Err(Error::NoKey(Encryption::LegacyNodeDiscovery))
-            }
-            Some(m) if m != Encryption::LegacyNodeDiscovery && self.secure.is_none() => {
-                return Err(Error::NoKey(m))
-            }
-            _ => {}
-        }
-        self.encryption = mode;
-        Ok(())
+        self.codec.set_mode(mode)
     }
 
     /// Adds a key to the keyring: accepted from now on; with no keyring yet,
     /// it becomes the primary (sending) key.
     pub fn install_key(&mut self, key: Key) -> Result<(), Error> {
-        match &mut self.secure {
-            Some(secure) => secure.keyring.install(key).map_err(Error::Key),
-            None => {
-                self.secure = Some(Secure::new(key, self.sender_id, &self.config));
-                Ok(())
-            }
-        }
+        self.codec.install_key(key)
     }
 
     /// Makes an installed key the primary: sealed packets are sent under it.
     pub fn use_key(&mut self, id: KeyId) -> Result<(), Error> {
-        let secure = self
-            .secure
-            .as_mut()
-            .ok_or(Error::Key(crate::crypto::key::KeyError::UnknownKey(id)))?;
-        secure.keyring.use_key(id).map_err(Error::Key)
+        self.codec.use_key(id)
     }
 
     /// Removes a secondary key: packets sealed under it are refused from now on.
     pub fn remove_key(&mut self, id: KeyId) -> Result<(), Error> {
-        let secure = self
-            .secure
-            .as_mut()
-            .ok_or(Error::Key(crate::crypto::key::KeyError::UnknownKey(id)))?;
-        secure.keyring.remove(id).map_err(Error::Key)
+        self.codec.remove_key(id)
     }
 
     /// The ids of the installed keys, primary first.
     pub fn key_ids(&self) -> Vec<KeyId> {
-        self.secure
-            .as_ref()
-            .map(|s| s.keyring.ids())
-            .unwrap_or_default()
+        self.codec.key_ids()
     }
 
     // ----- inputs -------------------------------------------------------
@@ -326,28 +253,16 @@ impl Protocol {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += datagram.len() as u64;
-        if secure::is_sealed(datagram) {
-            return self.handle_sealed(now, from, datagram);
-        }
-        if self.encryption.is_some_and(|m| m == Encryption::Secure) {
-            return self.drop_packet(from, DecodeError::Unauthenticated);
-        }
-        let mut rest = datagram;
-        // node-discovery's receiver accepts several blocks back to back.
-        loop {
-            let (header, data, tail) = match framing::parse_block(rest) {
-                Ok(parsed) => parsed,
-                Err(error) => return self.drop_packet(from, error),
-            };
-            match self.reassembler.push(now, from, &header, data) {
-                Ok(Some(payload)) => self.handle_payload(now, from, &payload),
-                Ok(None) => {}
+        let mut incoming = Incoming::new(from, datagram);
+        while let Some(decoded) = self.codec.decode(now, &mut incoming) {
+            match decoded {
+                Ok(Decoded::Message { bytes, sealed_by }) => {
+                    self.handle_envelope(now, from, &bytes, sealed_by)
+                }
+                Ok(Decoded::Pending) => {}
+                Ok(Decoded::Own) => self.stats.dropped.own += 1,
                 Err(error) => self.drop_packet(from, error),
             }
-            if tail.is_empty() {
-                return;
-            }
-            rest = tail;
         }
     }
 
@@ -374,12 +289,10 @@ impl Protocol {
         } else if now >= self.next_hello {
             self.send_hello(now);
         }
-        for _ in 0..self.reassembler.expire(now) {
-            self.drop_error(None, DecodeError::ReassemblyTimeout);
-        }
-        let timed_out = self.secure.as_mut().map_or(0, |s| s.assembler.expire(now));
-        for _ in 0..timed_out {
-            self.drop_error(None, DecodeError::Secure(SecureError::ReassemblyTimeout));
+        let mut expired = Vec::new(); // allocates only when something expired
+        self.codec.expire(now, |error| expired.push(error));
+        for error in expired {
+            self.drop_error(None, error);
         }
     }
 
@@ -388,10 +301,7 @@ impl Protocol {
         [
             self.early_hello,
             self.peers.next_deadline(),
-            self.reassembler.next_deadline(),
-            self.secure
-                .as_ref()
-                .and_then(|s| s.assembler.next_deadline()),
+            self.codec.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -492,68 +402,11 @@ impl Protocol {
         data: &T,
     ) -> Result<(), Error> {
         check_channel(channel)?;
-        let json = envelope::encode(channel, data, &self.sender)
-            .map_err(|e| Error::Encode(e.to_string()))?;
+        let json = envelope::encode(channel, data, &self.sender).map_err(Error::Encode)?;
         self.transmit(now, json)
     }
 
     // ----- internals ----------------------------------------------------
-
-    fn handle_payload(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) {
-        let legacy = match self.encryption {
-            Some(Encryption::LegacyNodeDiscovery) => self.legacy.as_ref(),
-            _ => None,
-        };
-        let decrypted = legacy.map(|c| c.decrypt(payload));
-        let plain = match decrypted {
-            None => Cow::Borrowed(payload),
-            Some(Ok(plain)) => Cow::Owned(plain),
-            Some(Err(error)) => return self.drop_packet(from, error),
-        };
-        self.handle_envelope(now, from, &plain, None);
-    }
-
-    /// Unwraps one sealed datagram: header, key, replay window, AEAD,
-    /// fragments, cheapest check first.
-    fn handle_sealed(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        let now_ms = self.unix_ms(now);
-        let accepts = self.encryption.is_some_and(Encryption::accepts_secure);
-        let ignore_own = self.config.ignore == Ignore::OwnInstance;
-        let Some(secure) = self.secure.as_mut().filter(|_| accepts) else {
-            return self.drop_packet(
-                from,
-                DecodeError::Secure(SecureError::UnknownKey(KeyId([0; 4]))),
-            );
-        };
-        let opened = (|| {
-            let header = SealedHeader::parse(datagram)?;
-            if ignore_own && header.sender == secure.sealer.sender() {
-                return Ok(Opened::Own); // looped back: not worth an AEAD open
-            }
-            if secure.keyring.get(header.key_id).is_none() {
-                return Err(SecureError::UnknownKey(header.key_id));
-            }
-            secure
-                .guard
-                .precheck(&header.sender, header.counter, header.timestamp_ms, now_ms)?;
-            let plain = secure.opener.open(&secure.keyring, &header, datagram)?;
-            secure
-                .guard
-                .accept(&header.sender, header.counter, header.timestamp_ms, now_ms)?;
-            Ok(match secure.assembler.push(now, &header, plain)? {
-                Some(message) => Opened::Whole(header.sender, message),
-                None => Opened::Partial,
-            })
-        })();
-        match opened {
-            Ok(Opened::Whole(sender, message)) => {
-                self.handle_envelope(now, from, &message, Some(sender))
-            }
-            Ok(Opened::Partial) => {}
-            Ok(Opened::Own) => self.stats.dropped.own += 1,
-            Err(error) => self.drop_packet(from, DecodeError::Secure(error)),
-        }
-    }
 
     /// Handles one whole message (JSON envelope bytes). `sealed_by` is the
     /// authenticated sender id of a sealed message, which must match the
@@ -581,7 +434,7 @@ impl Protocol {
             return;
         }
         let Some(data) = env.data else {
-            return self.drop_packet(from, DecodeError::Envelope("no data".into()));
+            return self.drop_packet(from, DecodeError::Envelope(EnvelopeError::NoData));
         };
         match &*env.event {
             "hello" => match envelope::decode_hello_ref(data) {
@@ -601,7 +454,7 @@ impl Protocol {
                     from: NodeId::new(&env.iid),
                     addr: from,
                 })),
-                Err(e) => self.drop_packet(from, DecodeError::Envelope(e.to_string())),
+                Err(_) => self.drop_packet(from, DecodeError::Envelope(EnvelopeError::BadData)),
             },
         }
     }
@@ -615,15 +468,12 @@ impl Protocol {
         pid: &str,
         sealed_by: Option<[u8; 16]>,
     ) -> bool {
-        if sealed_by.is_some_and(|id| id != sender_id(iid)) {
-            self.drop_packet(
-                from,
-                DecodeError::Envelope("instance id differs from the sealed sender".into()),
-            );
+        if sealed_by.is_some_and(|id| id != packet::sender_id(iid)) {
+            self.drop_packet(from, DecodeError::Envelope(EnvelopeError::SenderMismatch));
             return false;
         }
         if iid.len() > NodeId::MAX_LEN || pid.len() > NodeId::MAX_LEN {
-            self.drop_packet(from, DecodeError::Envelope("id too long".into()));
+            self.drop_packet(from, DecodeError::Envelope(EnvelopeError::IdTooLong));
             return false;
         }
         self.stats.messages_in += 1;
@@ -654,7 +504,7 @@ impl Protocol {
                 return;
             }
             Observed::BadInfo => {
-                return self.drop_packet(from, DecodeError::Envelope("bad info".into()));
+                return self.drop_packet(from, DecodeError::Envelope(EnvelopeError::BadInfo));
             }
             Observed::Stale => return,
             Observed::New => (true, false, false),
@@ -766,10 +616,7 @@ impl Protocol {
 
     /// Promote or demote as the election rules say.
     fn check(&mut self, now: Instant) {
-        let now_ms = self.unix_ms(now);
-        if let Some(secure) = &mut self.secure {
-            secure.guard.expire(now_ms);
-        }
+        self.codec.forget_silent_senders(now);
         self.masters_gone.retain(|until| *until > now);
         let mut masters = self.masters_gone.len();
         let me = self.my_rank();
@@ -824,63 +671,22 @@ impl Protocol {
         self.next_hello = now + self.config.hello_interval;
         self.early_hello = None;
         self.me.seq = self.me.seq.map(|seq| seq.wrapping_add(1));
-        let json = envelope::encode("hello", &self.me, &self.sender)
-            .map_err(|e| Error::Encode(e.to_string()))?;
+        let json = envelope::encode("hello", &self.me, &self.sender).map_err(Error::Encode)?;
         self.transmit(now, json)
     }
 
+    /// Protects one message and queues its datagrams for the whole cluster.
     fn transmit(&mut self, now: Instant, json: Vec<u8>) -> Result<(), Error> {
-        let max = self.config.reassembly.max_message;
-        let now_ms = self.unix_ms(now);
-        if let (Some(mode), Some(secure)) = (self.encryption, self.secure.as_mut()) {
-            if mode.sends_secure() {
-                if json.len() > max {
-                    return Err(Error::MessageTooLarge {
-                        size: json.len(),
-                        max,
-                    });
-                }
-                let key = secure.keyring.primary().clone();
-                let datagrams = secure
-                    .sealer
-                    .seal_message(&key, now_ms, &json, self.config.max_datagram_size)
-                    .map_err(|_| Error::MessageTooLarge {
-                        size: json.len(),
-                        max,
-                    })?;
-                self.stats.messages_out += 1;
-                for payload in datagrams {
-                    self.stats.packets_out += 1;
-                    self.stats.bytes_out += payload.len() as u64;
-                    self.transmits.push_back(Transmit {
-                        destination: None,
-                        payload,
-                    });
-                }
-                return Ok(());
-            }
-        }
-        let payload = match (self.encryption, &self.legacy) {
-            (Some(Encryption::LegacyNodeDiscovery), Some(cipher)) => cipher.encrypt(&json),
-            _ => json,
-        };
-        if payload.len() > max {
-            return Err(Error::MessageTooLarge {
-                size: payload.len(),
-                max,
-            });
-        }
-        let id: [u8; 16] = self.rng.gen();
-        self.stats.messages_out += 1;
         let (stats, transmits) = (&mut self.stats, &mut self.transmits);
-        framing::encode(&payload, id, |block| {
+        self.codec.encode(now, json, &mut self.rng, |payload| {
             stats.packets_out += 1;
-            stats.bytes_out += block.len() as u64;
+            stats.bytes_out += payload.len() as u64;
             transmits.push_back(Transmit {
                 destination: None,
-                payload: block,
+                payload,
             });
-        });
+        })?;
+        self.stats.messages_out += 1;
         Ok(())
     }
 
@@ -911,66 +717,5 @@ fn next_tick(previous: Instant, interval: Duration, now: Instant) -> Instant {
         next
     } else {
         now + interval
-    }
-}
-
-/// Wall-clock origin until [`Protocol::set_wall_clock`] is called.
-const DEFAULT_WALL_MS: u64 = 1_700_000_000_000;
-
-/// Our id in sealed headers: the 16 bytes of a 32-hex-digit instance id (as
-/// shoal and node-discovery make them), or a hash of any other string.
-fn sender_id(iid: &str) -> [u8; 16] {
-    let mut id = [0u8; 16];
-    if iid.len() == 32 && hex::decode_to_slice(iid, &mut id).is_ok() {
-        return id;
-    }
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(iid.as_bytes());
-    id.copy_from_slice(&digest[..16]);
-    id
-}
-
-/// What one sealed datagram amounted to.
-enum Opened {
-    /// Our own, looped back.
-    Own,
-    /// An authenticated fragment of a message not yet complete.
-    Partial,
-    /// A whole authenticated message, and its sender.
-    Whole([u8; 16], Vec<u8>),
-}
-
-/// Secure-mode state.
-#[derive(Debug)]
-struct Secure {
-    keyring: Keyring,
-    sealer: Sealer,
-    opener: Opener,
-    guard: ReplayGuard,
-    assembler: FragmentAssembler,
-}
-
-impl Secure {
-    fn new(key: Key, sender: [u8; 16], config: &Config) -> Self {
-        let limits = AssemblyLimits {
-            max_message: config.reassembly.max_message,
-            max_pending: config.reassembly.max_pending,
-            max_pending_bytes: config.reassembly.max_pending_bytes,
-            timeout: config.reassembly.timeout,
-            ..AssemblyLimits::default()
-        };
-        Secure {
-            keyring: Keyring::new(key),
-            sealer: Sealer::new(sender),
-            // One cached cipher per peer the table may hold (and us), so a
-            // large cluster does not thrash the cache on every packet.
-            opener: Opener::new(config.max_nodes.saturating_add(1).max(DEFAULT_CIPHER_CACHE)),
-            guard: ReplayGuard::new(ReplayConfig {
-                tolerance_ms: u64::try_from(config.replay_tolerance.as_millis())
-                    .unwrap_or(u64::MAX),
-                max_senders: config.max_nodes.max(16),
-            }),
-            assembler: FragmentAssembler::new(limits),
-        }
     }
 }

@@ -119,7 +119,7 @@ impl Drops {
             E::TooShort | E::Malformed(_) => &mut self.malformed,
             E::NotSecure => &mut self.not_wrapped,
             E::UnknownVersion(_) | E::UnknownAlgorithm(_) => &mut self.unknown_version,
-            E::UnknownKey(_) => &mut self.unknown_key,
+            E::UnknownKey(_) | E::NotAccepted => &mut self.unknown_key,
             E::AuthFailed => &mut self.auth_failed,
             E::Replay | E::Stale => &mut self.replay,
             E::TooLarge => &mut self.too_large,

@@ -13,8 +13,6 @@ use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use md5::{Digest, Md5};
 
-use super::super::wire::DecodeError;
-
 /// AES block size: ciphertexts are a non-zero multiple of it.
 const AES_BLOCK: usize = 16;
 
@@ -76,16 +74,29 @@ impl LegacyCipher {
             .encrypt_padded_vec_mut::<Pkcs7>(plain)
     }
 
-    /// Decrypts and strips the padding; a wrong key shows as [`DecodeError::Decrypt`].
-    pub fn decrypt(&self, cipher: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    /// Decrypts and strips the padding. A wrong key shows as [`DecryptError`]
+    /// (bad padding) most of the time, and as garbage the rest of the time:
+    /// this cipher has no integrity check.
+    pub fn decrypt(&self, cipher: &[u8]) -> Result<Vec<u8>, DecryptError> {
         if cipher.is_empty() || cipher.len() % AES_BLOCK != 0 {
-            return Err(DecodeError::Decrypt);
+            return Err(DecryptError);
         }
         cbc::Decryptor::<Aes256>::new(&self.key.into(), &self.iv.into())
             .decrypt_padded_vec_mut::<Pkcs7>(cipher)
-            .map_err(|_| DecodeError::Decrypt)
+            .map_err(|_| DecryptError)
     }
 }
+
+/// A legacy ciphertext that does not decrypt: a length that is not a
+/// positive multiple of the AES block, or bad PKCS#7 padding.
+///
+/// ```
+/// use shoal::crypto::legacy::{DecryptError, LegacyCipher};
+/// assert_eq!(LegacyCipher::new(b"k").decrypt(&[0; 15]), Err(DecryptError));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("decryption failed")]
+pub struct DecryptError;
 
 #[cfg(test)]
 mod tests {
@@ -142,12 +153,12 @@ mod tests {
     #[test]
     fn bad_lengths_are_refused() {
         let c = LegacyCipher::new(KEY);
-        assert_eq!(c.decrypt(&[]), Err(DecodeError::Decrypt));
-        assert_eq!(c.decrypt(&[0u8; 15]), Err(DecodeError::Decrypt));
-        assert_eq!(c.decrypt(&[0u8; 17]), Err(DecodeError::Decrypt));
+        assert_eq!(c.decrypt(&[]), Err(DecryptError));
+        assert_eq!(c.decrypt(&[0u8; 15]), Err(DecryptError));
+        assert_eq!(c.decrypt(&[0u8; 17]), Err(DecryptError));
         let mut good = c.encrypt(b"hello");
         good.pop();
-        assert_eq!(c.decrypt(&good), Err(DecodeError::Decrypt));
+        assert_eq!(c.decrypt(&good), Err(DecryptError));
     }
 
     #[test]
@@ -155,7 +166,7 @@ mod tests {
         let cipher = hex("2f67561081256409d441024d0bfb9c7f");
         assert_eq!(
             LegacyCipher::new(b"another key").decrypt(&cipher),
-            Err(DecodeError::Decrypt)
+            Err(DecryptError)
         );
     }
 
@@ -166,7 +177,7 @@ mod tests {
         // Flip the last byte of the second-to-last block: that flips the
         // last plaintext byte, i.e. the padding byte (16 -> 17).
         cipher[15] ^= 0x01;
-        assert_eq!(c.decrypt(&cipher), Err(DecodeError::Decrypt));
+        assert_eq!(c.decrypt(&cipher), Err(DecryptError));
     }
 
     #[test]

@@ -174,6 +174,11 @@ pub enum SecureError {
     /// Sealed with a key this node does not hold.
     #[error("unknown key {0}")]
     UnknownKey(KeyId),
+    /// A sealed datagram reached a node that holds no key, or whose
+    /// encryption mode ([`crate::Encryption::LegacyNodeDiscovery`]) does
+    /// not accept sealed datagrams. Counted with [`UnknownKey`](Self::UnknownKey).
+    #[error("sealed datagrams are not accepted (no key, or a mode without them)")]
+    NotAccepted,
     /// The AEAD refused it: forged, corrupted, or sealed with a different
     /// key that has the same id.
     #[error("authentication failed")]

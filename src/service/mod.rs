@@ -131,9 +131,7 @@ where
 fn check_info(info: &serde_json::Value) -> Result<(), Error> {
     match info.get("name") {
         Some(serde_json::Value::String(_)) => Ok(()),
-        _ => Err(Error::Advertise(
-            "a service must advertise a JSON object with a string \"name\"".into(),
-        )),
+        _ => Err(Error::Advertise(crate::AdvertiseError::NoServiceName)),
     }
 }
 
@@ -301,7 +299,7 @@ impl ServiceDiscovery {
 
     /// Sets what this process advertises: a JSON object with a string `name`.
     pub fn advertise<T: Serialize + ?Sized>(&self, info: &T) -> Result<(), Error> {
-        let value = serde_json::to_value(info).map_err(|e| Error::Encode(e.to_string()))?;
+        let value = serde_json::to_value(info).map_err(Error::Encode)?;
         check_info(&value)?;
         self.node().advertise(&value)
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-use super::DecodeError;
+use super::{DecodeError, EnvelopeError};
 
 /// Who sent an envelope: stamped on every outgoing datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,9 +194,13 @@ fn require_object(json: &[u8]) -> Result<(), DecodeError> {
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
     {
         Some(b'{') => Ok(()),
-        Some(_) => Err(DecodeError::Envelope("not a JSON object".into())),
-        None => Err(DecodeError::Envelope("empty payload".into())),
+        Some(_) => Err(DecodeError::Envelope(EnvelopeError::NotAnObject)),
+        None => Err(DecodeError::Envelope(EnvelopeError::Empty)),
     }
+}
+
+fn json_error(error: serde_json::Error) -> DecodeError {
+    DecodeError::Envelope(EnvelopeError::from_json(&error))
 }
 
 /// Encodes an envelope to JSON bytes, keys in node-discovery's order.
@@ -228,8 +232,7 @@ pub fn encode<T: Serialize + ?Sized>(
 /// Decodes an envelope. `event`, `pid` and `iid` must be strings; `data` may be any JSON.
 pub fn decode(payload: &[u8]) -> Result<Envelope<'_>, DecodeError> {
     require_object(payload)?;
-    let env: InEnvelope<'_> =
-        serde_json::from_slice(payload).map_err(|e| DecodeError::Envelope(e.to_string()))?;
+    let env: InEnvelope<'_> = serde_json::from_slice(payload).map_err(json_error)?;
     Ok(Envelope {
         event: env.event,
         data: env.data,
@@ -242,10 +245,9 @@ pub fn decode(payload: &[u8]) -> Result<Envelope<'_>, DecodeError> {
 /// Parses the `data` of a `hello` event.
 pub fn decode_hello(data: &RawValue) -> Result<Hello, DecodeError> {
     require_object(data.get().as_bytes())?;
-    let hello: Hello =
-        serde_json::from_str(data.get()).map_err(|e| DecodeError::Envelope(e.to_string()))?;
+    let hello: Hello = serde_json::from_str(data.get()).map_err(json_error)?;
     if !hello.weight.is_finite() {
-        return Err(DecodeError::Envelope("hello weight is not finite".into()));
+        return Err(DecodeError::Envelope(EnvelopeError::WeightNotFinite));
     }
     Ok(hello)
 }
@@ -255,10 +257,9 @@ pub fn decode_hello(data: &RawValue) -> Result<Hello, DecodeError> {
 /// Refuses what [`decode_hello`] refuses.
 pub fn decode_hello_ref(data: &RawValue) -> Result<HelloRef<'_>, DecodeError> {
     require_object(data.get().as_bytes())?;
-    let hello: HelloRef<'_> =
-        serde_json::from_str(data.get()).map_err(|e| DecodeError::Envelope(e.to_string()))?;
+    let hello: HelloRef<'_> = serde_json::from_str(data.get()).map_err(json_error)?;
     if !hello.weight.is_finite() {
-        return Err(DecodeError::Envelope("hello weight is not finite".into()));
+        return Err(DecodeError::Envelope(EnvelopeError::WeightNotFinite));
     }
     Ok(hello)
 }

@@ -64,11 +64,67 @@ pub enum DecodeError {
     Decrypt,
     /// The payload is not a JSON envelope of the expected shape.
     #[error("bad envelope: {0}")]
-    Envelope(String),
+    Envelope(EnvelopeError),
     /// A secure-mode (sealed) packet was refused: see [`crate::crypto::secure::SecureError`].
     #[error("sealed packet refused: {0}")]
     Secure(crate::crypto::secure::SecureError),
     /// A plaintext packet, refused because only sealed packets are accepted.
     #[error("plaintext packet refused in secure mode")]
     Unauthenticated,
+}
+
+/// What is wrong with a message that passed framing and protection but is
+/// not a usable node-discovery envelope. A plain value: building one
+/// allocates nothing, so a flood of bad packets costs no heap.
+///
+/// ```
+/// use shoal::wire::{envelope, DecodeError, EnvelopeError};
+///
+/// assert_eq!(envelope::decode(b"[1]").unwrap_err(), DecodeError::Envelope(EnvelopeError::NotAnObject));
+/// assert_eq!(EnvelopeError::NotAnObject.to_string(), "not a JSON object");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// The payload is empty or only white space.
+    #[error("empty payload")]
+    Empty,
+    /// The payload (or a hello's `data`) is not a JSON object.
+    #[error("not a JSON object")]
+    NotAnObject,
+    /// The JSON is malformed or truncated.
+    #[error("malformed JSON")]
+    Syntax,
+    /// The JSON is well formed, but a field is missing or has the wrong type.
+    #[error("a field is missing or has the wrong type")]
+    Shape,
+    /// The envelope has no `data`.
+    #[error("no data")]
+    NoData,
+    /// A hello's weight is not a finite number.
+    #[error("hello weight is not finite")]
+    WeightNotFinite,
+    /// The instance or process id is longer than [`crate::NodeId::MAX_LEN`].
+    #[error("id too long")]
+    IdTooLong,
+    /// A sealed message's envelope names another instance than the sealed sender.
+    #[error("instance id differs from the sealed sender")]
+    SenderMismatch,
+    /// A hello's advertised `info` could not be parsed.
+    #[error("bad info")]
+    BadInfo,
+    /// A channel message's `data` could not be parsed (for example, nested too deeply).
+    #[error("bad message data")]
+    BadData,
+}
+
+impl EnvelopeError {
+    /// Sorts a serde error without keeping (or formatting) it.
+    pub(crate) fn from_json(error: &serde_json::Error) -> Self {
+        if error.is_syntax() || error.is_eof() {
+            EnvelopeError::Syntax
+        } else {
+            EnvelopeError::Shape
+        }
+    }
 }
