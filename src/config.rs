@@ -106,12 +106,8 @@ pub struct Config {
     pub(crate) masters_required: usize,
     pub(crate) weight: Option<f64>,
     pub(crate) master_eligible: bool,
-    pub(crate) bind: IpAddr,
-    pub(crate) port: u16,
-    pub(crate) broadcast: Ipv4Addr,
-    pub(crate) multicast: Option<Ipv4Addr>,
-    pub(crate) multicast_ttl: u32,
-    pub(crate) multicast_interface: Ipv4Addr,
+    /// Where the node listens and how it reaches the cluster.
+    pub(crate) transport: TransportConfig,
     pub(crate) key: Option<String>,
     /// The parsed secure-mode key (set by `build`).
     pub(crate) secure_key: Option<crate::crypto::key::Key>,
@@ -139,12 +135,7 @@ impl Default for Config {
             masters_required: 1,
             weight: None,
             master_eligible: true,
-            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port: 12345,
-            broadcast: Ipv4Addr::BROADCAST,
-            multicast: None,
-            multicast_ttl: 1,
-            multicast_interface: Ipv4Addr::UNSPECIFIED,
+            transport: TransportConfig::default(),
             key: None,
             secure_key: None,
             encryption: Encryption::Secure,
@@ -158,6 +149,43 @@ impl Default for Config {
             host_name: None,
             info: None,
         }
+    }
+}
+
+/// The transport settings, grouped: where a node listens and how its
+/// datagrams reach the cluster. Only the driver's transport reads them (the
+/// protocol core addresses [`Destination`](crate::protocol::Destination)s),
+/// so a new kind of transport adds its settings here and changes no core
+/// code.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TransportConfig {
+    pub(crate) bind: IpAddr,
+    pub(crate) port: u16,
+    pub(crate) broadcast: Ipv4Addr,
+    pub(crate) multicast: Option<Ipv4Addr>,
+    pub(crate) multicast_ttl: u32,
+    pub(crate) multicast_interface: Ipv4Addr,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 12345,
+            broadcast: Ipv4Addr::BROADCAST,
+            multicast: None,
+            multicast_ttl: 1,
+            multicast_interface: Ipv4Addr::UNSPECIFIED,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// Where datagrams for the whole cluster go: the multicast group if
+    /// set, else the broadcast address, on the port.
+    pub(crate) fn cluster(&self) -> std::net::SocketAddr {
+        let ip = self.multicast.unwrap_or(self.broadcast);
+        std::net::SocketAddr::from((ip, self.port))
     }
 }
 
@@ -265,6 +293,13 @@ macro_rules! setter {
             self
         }
     };
+    ($(#[$doc:meta])* transport.$name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.transport.$name = value;
+            self
+        }
+    };
 }
 
 impl ConfigBuilder {
@@ -315,25 +350,25 @@ impl ConfigBuilder {
     );
     setter!(
         /// Local address to bind. Default 0.0.0.0.
-        bind: IpAddr
+        transport.bind: IpAddr
     );
     setter!(
         /// UDP port every node listens on and sends to. Default 12345.
-        port: u16
+        transport.port: u16
     );
     setter!(
         /// Broadcast destination, used when no multicast address is set. Default
         /// 255.255.255.255; a directed broadcast such as 192.168.1.255 (or
         /// 127.255.255.255 for one host) also works.
-        broadcast: Ipv4Addr
+        transport.broadcast: Ipv4Addr
     );
     setter!(
         /// Multicast TTL. Default 1 (the local network only).
-        multicast_ttl: u32
+        transport.multicast_ttl: u32
     );
     setter!(
         /// Local interface address for multicast (join and send). Default 0.0.0.0: the kernel picks.
-        multicast_interface: Ipv4Addr
+        transport.multicast_interface: Ipv4Addr
     );
     setter!(
         /// Which of our own packets to ignore. Default [`Ignore::OwnInstance`].
@@ -381,7 +416,7 @@ impl ConfigBuilder {
 
     /// Send to this multicast group instead of broadcasting. Default: none.
     pub fn multicast(mut self, group: Ipv4Addr) -> Self {
-        self.config.multicast = Some(group);
+        self.config.transport.multicast = Some(group);
         self
     }
 
@@ -474,7 +509,7 @@ impl ConfigBuilder {
                 field: "masters_required",
             });
         }
-        if let Some(group) = c.multicast {
+        if let Some(group) = c.transport.multicast {
             if !group.is_multicast() {
                 return Err(ConfigError::NotMulticast(group));
             }
@@ -484,11 +519,11 @@ impl ConfigBuilder {
                 return Err(ConfigError::WeightNotFinite(w));
             }
         }
-        if c.port == 0 {
+        if c.transport.port == 0 {
             return Err(ConfigError::PortZero);
         }
-        if !c.bind.is_ipv4() {
-            return Err(ConfigError::BindNotIpv4(c.bind));
+        if !c.transport.bind.is_ipv4() {
+            return Err(ConfigError::BindNotIpv4(c.transport.bind));
         }
         if c.key.as_deref() == Some("") {
             return Err(ConfigError::EmptyKey);
@@ -578,24 +613,23 @@ impl Config {
     }
     /// UDP port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.transport.port
     }
     /// Bind address.
     pub fn bind(&self) -> IpAddr {
-        self.bind
+        self.transport.bind
     }
     /// Broadcast destination.
     pub fn broadcast(&self) -> Ipv4Addr {
-        self.broadcast
+        self.transport.broadcast
     }
     /// Multicast group, if any.
     pub fn multicast(&self) -> Option<Ipv4Addr> {
-        self.multicast
+        self.transport.multicast
     }
     /// Where datagrams are sent: the multicast group if set, else the broadcast address.
     pub fn destination(&self) -> std::net::SocketAddr {
-        let ip = self.multicast.unwrap_or(self.broadcast);
-        std::net::SocketAddr::from((ip, self.port))
+        self.transport.cluster()
     }
 }
 
@@ -626,10 +660,10 @@ mod tests {
         assert_eq!(c.master_timeout, ms(2600));
         assert_eq!(c.missed_hellos, 5);
         assert_eq!(c.masters_required, 1);
-        assert_eq!(c.port, 12345);
-        assert_eq!(c.broadcast, Ipv4Addr::BROADCAST);
-        assert_eq!(c.multicast, None);
-        assert_eq!(c.multicast_ttl, 1);
+        assert_eq!(c.transport.port, 12345);
+        assert_eq!(c.transport.broadcast, Ipv4Addr::BROADCAST);
+        assert_eq!(c.transport.multicast, None);
+        assert_eq!(c.transport.multicast_ttl, 1);
         assert_eq!(c.ignore, Ignore::OwnInstance);
         assert!(c.ignore_data_errors);
         assert_eq!(c.weight, None);

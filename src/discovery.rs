@@ -17,6 +17,7 @@ use crate::stream::{EventStream, Subscription};
 use crate::event::{ChannelMessage, Event, LocalState};
 use crate::membership::{NodeId, Peer};
 use crate::protocol::{check_channel, Protocol};
+use crate::transport::UdpTransport;
 use crate::wire::envelope::Sender;
 use crate::{Config, Error, Stats};
 
@@ -35,7 +36,6 @@ struct Shared {
     channels: Mutex<HashMap<String, broadcast::Sender<ChannelMessage>>>,
     events_lost: Arc<AtomicU64>,
     capacity: usize,
-    destination: SocketAddr,
     local_addr: SocketAddr,
 }
 
@@ -105,11 +105,8 @@ impl Discovery {
     /// # Ok(()) }
     /// ```
     pub async fn start(config: Config) -> Result<Discovery, Error> {
-        let socket = crate::transport::open(&config)?;
-        let local_addr = socket.local_addr().map_err(|source| Error::Socket {
-            op: "read the bound address",
-            source,
-        })?;
+        let transport = UdpTransport::open(&config.transport)?;
+        let local_addr = transport.local_addr();
         let host_name = match &config.host_name {
             Some(name) => name.clone(),
             None => hostname::get()
@@ -135,11 +132,10 @@ impl Discovery {
             channels: Mutex::new(HashMap::new()),
             events_lost: Arc::new(AtomicU64::new(0)),
             capacity: config.event_capacity,
-            destination: config.destination(),
             local_addr,
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(shared.clone(), socket, stopped));
+        let task = tokio::spawn(run(shared.clone(), transport, stopped));
         Ok(Discovery {
             shared,
             first_events: Mutex::new(Some(first)),
@@ -422,7 +418,7 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
 }
 
-async fn run(shared: Arc<Shared>, socket: tokio::net::UdpSocket, mut stop: watch::Receiver<bool>) {
+async fn run(shared: Arc<Shared>, transport: UdpTransport, mut stop: watch::Receiver<bool>) {
     let mut buf = vec![0u8; 65_536];
     let mut outbox = Outbox::default();
     // One timer for the driver's life, moved only when the core's next
@@ -448,11 +444,11 @@ async fn run(shared: Arc<Shared>, socket: tokio::net::UdpSocket, mut stop: watch
             _ = stop.changed() => {
                 // Leave politely: peers drop us now, not at our deadline.
                 shared.core().goodbye(Instant::now());
-                flush(&shared, &socket, &mut outbox).await;
+                flush(&shared, &transport, &mut outbox).await;
                 break;
             }
-            ready = socket.readable() => match ready {
-                Ok(()) => match receive(&shared, &socket, &mut buf) {
+            ready = transport.readable() => match ready {
+                Ok(()) => match receive(&shared, &transport, &mut buf) {
                     Ok(cut_short) => more = cut_short,
                     // Readiness is still set: pause rather than spin on
                     // an error that repeats.
@@ -466,7 +462,7 @@ async fn run(shared: Arc<Shared>, socket: tokio::net::UdpSocket, mut stop: watch
             _ = &mut sleep, if deadline.is_some() => shared.core().handle_timeout(Instant::now()),
             _ = shared.wake.notified() => {}
         }
-        let next = flush(&shared, &socket, &mut outbox).await;
+        let next = flush(&shared, &transport, &mut outbox).await;
         if next != deadline {
             deadline = next;
             if let Some(at) = deadline {
@@ -483,11 +479,11 @@ async fn run(shared: Arc<Shared>, socket: tokio::net::UdpSocket, mut stop: watch
 /// also clears tokio's readiness, so the next `readable` waits for a new
 /// datagram) or a burst's worth has been handled. Returns whether the burst
 /// was cut short (the socket may hold more), or `Err` after a failed read.
-fn receive(shared: &Shared, socket: &tokio::net::UdpSocket, buf: &mut [u8]) -> Result<bool, ()> {
+fn receive(shared: &Shared, transport: &UdpTransport, buf: &mut [u8]) -> Result<bool, ()> {
     let mut core = shared.core();
     let now = Instant::now();
     for _ in 0..RECV_BURST {
-        match socket.try_recv_from(buf) {
+        match transport.try_recv(buf) {
             Ok((len, from)) => core.handle_datagram(now, from, &buf[..len]),
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
             Err(error) => {
@@ -510,11 +506,7 @@ struct Outbox {
 
 /// Sends what the core queued and hands out its events; returns the core's
 /// next deadline (read under the same lock).
-async fn flush(
-    shared: &Shared,
-    socket: &tokio::net::UdpSocket,
-    outbox: &mut Outbox,
-) -> Option<Instant> {
+async fn flush(shared: &Shared, transport: &UdpTransport, outbox: &mut Outbox) -> Option<Instant> {
     let deadline = {
         let mut core = shared.core();
         outbox
@@ -526,10 +518,7 @@ async fn flush(
         core.poll_timeout()
     };
     for transmit in outbox.transmits.drain(..) {
-        let to = transmit.destination.unwrap_or(shared.destination);
-        if let Err(error) = socket.send_to(&transmit.payload, to).await {
-            tracing::debug!(%error, %to, "send_to failed");
-        }
+        transport.send(&transmit).await;
     }
     if outbox.events.is_empty() {
         return deadline;

@@ -77,10 +77,23 @@ const EARLY_HELLO_WINDOW: Duration = Duration::from_secs(1);
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
-    /// `None`: the configured broadcast or multicast destination.
-    pub destination: Option<SocketAddr>,
-    /// The datagram (one `WRAP` block).
+    /// Who it is for.
+    pub destination: Destination,
+    /// The datagram: one `WRAP` block or one sealed fragment.
     pub payload: Vec<u8>,
+}
+
+/// Who a [`Transmit`] is for. The core says *who*; the driver's transport
+/// knows *how* (which sockets, interfaces, broadcast or multicast
+/// addresses, or the unicast addresses of known peers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Destination {
+    /// Every node of the cluster: the configured broadcast or multicast
+    /// address today.
+    Cluster,
+    /// One peer, at this address.
+    Peer(SocketAddr),
 }
 
 /// One node's protocol state. See the [module docs](self).
@@ -682,7 +695,7 @@ impl Protocol {
             stats.packets_out += 1;
             stats.bytes_out += payload.len() as u64;
             transmits.push_back(Transmit {
-                destination: None,
+                destination: Destination::Cluster,
                 payload,
             });
         })?;

@@ -1,8 +1,11 @@
 //! A deterministic, in-memory LAN for [`Protocol`] nodes in simulated time.
 //!
-//! Every datagram a node sends is delivered to every node (itself included,
-//! as broadcast loops back), after a random latency, unless it is lost or a
-//! partition separates the two. Time jumps from one deliverable thing to the
+//! Each node has an address of its own (10.0.0.1, 10.0.0.2, ... on its
+//! configured port). A datagram for the cluster reaches every node on the
+//! same port (the sender included, as broadcast loops back); a datagram
+//! for one peer reaches only the node at that address. Each delivery comes
+//! after a random latency, unless it is lost or a partition separates the
+//! two. Time jumps from one deliverable thing to the
 //! next, so hours of protocol time for thousands of nodes run in
 //! milliseconds to seconds, and a seed reproduces a run exactly.
 //!
@@ -28,7 +31,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::event::Event;
-use crate::protocol::Protocol;
+use crate::protocol::{Destination, Protocol, Transmit};
 use crate::wire::envelope::Sender;
 use crate::Config;
 
@@ -292,6 +295,26 @@ impl SimNet {
         true
     }
 
+    /// Sends `transmit` from node `i` now, as if its protocol had queued
+    /// it: for hand-made datagrams (a forged packet, a unicast probe).
+    ///
+    /// ```
+    /// use shoal::protocol::{Destination, Transmit};
+    /// use shoal::sim::SimNet;
+    ///
+    /// let mut net = SimNet::new(1);
+    /// let a = net.add_node(shoal::Config::builder().build().unwrap());
+    /// let b = net.add_node(shoal::Config::builder().build().unwrap());
+    /// let before = net.node(b).protocol.stats().dropped.not_wrapped;
+    /// let to = Destination::Peer(net.node(b).addr);
+    /// net.send(a, Transmit { destination: to, payload: vec![b'{'; 64] });
+    /// net.run_for(std::time::Duration::from_millis(1));
+    /// assert_eq!(net.node(b).protocol.stats().dropped.not_wrapped, before + 1);
+    /// ```
+    pub fn send(&mut self, i: usize, transmit: Transmit) {
+        self.schedule(i, transmit);
+    }
+
     /// Schedules node `i`'s transmits, records its events, re-arms its timer.
     fn after(&mut self, i: usize) {
         let elapsed = self.now - self.start;
@@ -299,9 +322,33 @@ impl SimNet {
             self.nodes[i].events.push((elapsed, event));
         }
         while let Some(transmit) = self.nodes[i].protocol.poll_transmit() {
+            self.schedule(i, transmit);
+        }
+        if self.nodes[i].alive {
+            let next = self.nodes[i].protocol.poll_timeout();
+            if next != self.nodes[i].timer {
+                self.nodes[i].timer = next;
+                if let Some(at) = next {
+                    self.timers.push(Reverse((at, i)));
+                }
+            }
+        }
+    }
+
+    /// Queues one delivery of `transmit` per node it is addressed to.
+    fn schedule(&mut self, i: usize, transmit: Transmit) {
+        let sender = self.nodes[i].addr;
+        {
             let payload: Arc<[u8]> = transmit.payload.into();
             for to in 0..self.nodes.len() {
-                if !self.nodes[to].alive || self.rng.gen::<f64>() < self.loss {
+                let receiver = self.nodes[to].addr;
+                let addressed = match transmit.destination {
+                    // A broadcast or multicast reaches every node on the
+                    // port, the sender included (it loops back).
+                    Destination::Cluster => receiver.port() == sender.port(),
+                    Destination::Peer(addr) => receiver == addr,
+                };
+                if !addressed || !self.nodes[to].alive || self.rng.gen::<f64>() < self.loss {
                     continue;
                 }
                 let (lo, hi) = self.latency;
@@ -320,14 +367,48 @@ impl SimNet {
                 }));
             }
         }
-        if self.nodes[i].alive {
-            let next = self.nodes[i].protocol.poll_timeout();
-            if next != self.nodes[i].timer {
-                self.nodes[i].timer = next;
-                if let Some(at) = next {
-                    self.timers.push(Reverse((at, i)));
-                }
-            }
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_is_everyone_on_the_port_and_a_peer_is_one_address() {
+        let mut net = SimNet::new(3);
+        let config = |port| Config::builder().port(port).build().unwrap();
+        let (a, b, c) = (
+            net.add_node(config(1000)),
+            net.add_node(config(1000)),
+            net.add_node(config(2000)),
+        );
+        net.run_for(Duration::from_secs(3));
+        let peers = |net: &SimNet, i: usize| net.node(i).protocol.peers().count();
+        assert_eq!((peers(&net, a), peers(&net, b), peers(&net, c)), (1, 1, 0));
+        // Two clusters, each with its own master.
+        let masters = net.masters();
+        assert_eq!(masters.len(), 2, "{masters:?}");
+        assert!(masters.contains(&c));
+
+        // A unicast datagram reaches its addressee only, whatever its port.
+        let junk = |to| Transmit {
+            destination: Destination::Peer(to),
+            payload: vec![b'{'; 64],
+        };
+        let before: Vec<u64> = (0..3)
+            .map(|i| net.node(i).protocol.stats().dropped.not_wrapped)
+            .collect();
+        let to_c = net.node(c).addr;
+        net.send(a, junk(to_c));
+        net.run_for(Duration::from_millis(1));
+        let after: Vec<u64> = (0..3)
+            .map(|i| net.node(i).protocol.stats().dropped.not_wrapped)
+            .collect();
+        assert_eq!(
+            after,
+            vec![before[0], before[1], before[2] + 1],
+            "only node c heard it"
+        );
     }
 }
