@@ -1,5 +1,6 @@
-//! Configuration: a builder with node-discovery's options and defaults, and
-//! validation that names the offending field.
+//! Configuration: a builder with node-discovery's options (and shoal's
+//! own), documented defaults and limits, and validation that names the
+//! offending field.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -189,7 +190,9 @@ impl TransportConfig {
     }
 }
 
-/// A configuration field that failed validation. The message names the field.
+/// A configuration field that failed validation: [`ConfigBuilder::build`]
+/// returned it and made no [`Config`]. The message names the field and the
+/// values allowed.
 ///
 /// ```
 /// let err = shoal::Config::builder().masters_required(0).build().unwrap_err();
@@ -269,7 +272,11 @@ impl ConfigError {
     }
 }
 
-/// Builds a [`Config`]; every setter is optional and defaults to node-discovery's value.
+/// Builds a [`Config`]. Every setter is optional; each one's documentation
+/// gives its default, what changing it trades, and the values
+/// [`build`](Self::build) accepts. The defaults suit a LAN of shoal nodes;
+/// [`node_discovery_timings`](Self::node_discovery_timings) matches
+/// node-discovery 0.2.1.
 ///
 /// ```
 /// use std::time::Duration;
@@ -304,98 +311,274 @@ macro_rules! setter {
 
 impl ConfigBuilder {
     setter!(
-        /// How often a hello is broadcast. Default 400 ms (node-discovery: 1000 ms).
+        /// How often this node says hello.
+        ///
+        /// Default 400 ms (node-discovery: 1 s). Shorter finds newcomers and
+        /// detects silence sooner, at one datagram per interval to every node
+        /// of the LAN; each node receives one hello per peer per interval.
+        /// Limits: greater than zero. Peers are removed after
+        /// [`node_timeout`](Self::node_timeout), so keep it a few hellos long.
+        ///
+        /// ```
+        /// # use std::time::Duration;
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.hello_interval(), Duration::from_millis(400));
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         hello_interval: Duration
     );
     setter!(
-        /// How often the election is checked (promote when no master is known).
-        /// Default 400 ms (node-discovery: 2000 ms). Peers expire at their own
-        /// deadlines, not at these ticks.
+        /// How often the election is checked: a node with no master above it
+        /// promotes itself at a check.
+        ///
+        /// Default 400 ms (node-discovery: 2 s). Shorter elects a new master
+        /// sooner after the old one is gone, for a little CPU per tick.
+        /// Peers expire at their own deadlines, not at these ticks. Limits:
+        /// greater than zero and at most [`node_timeout`](Self::node_timeout).
+        ///
+        /// ```
+        /// # use std::time::Duration;
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.check_interval(), Duration::from_millis(400));
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         check_interval: Duration
     );
     setter!(
-        /// The shortest silence after which a peer is removed. Default 2600 ms
-        /// (node-discovery: 2000 ms); at least `check_interval`. A peer that
-        /// says hello less often gets longer: see [`missed_hellos`](Self::missed_hellos).
+        /// The shortest silence after which a peer is removed.
+        ///
+        /// Default 2600 ms (node-discovery: 2 s). Shorter detects a crash
+        /// sooner; longer survives more lost hellos (see
+        /// [`missed_hellos`](Self::missed_hellos), which lengthens the
+        /// deadline of a peer that says hello less often than we do).
+        /// Limits: greater than zero, at least
+        /// [`check_interval`](Self::check_interval).
+        ///
+        /// ```
+        /// # use std::time::Duration;
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.node_timeout(), Duration::from_millis(2600));
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         node_timeout: Duration
     );
     setter!(
-        /// A removed master still counts as a master (no one promotes) until it has
-        /// been silent this long. Default 2600 ms (node-discovery: 2000 ms); at least `node_timeout`.
+        /// How long a removed master still counts as one: nobody promotes
+        /// until it has been silent this long.
+        ///
+        /// Default 2600 ms (node-discovery: 2 s). Longer avoids two masters
+        /// when a master is only briefly unreachable; shorter fails over
+        /// sooner. A master that says goodbye is replaced at once whatever
+        /// this is. Limits: greater than zero, at least
+        /// [`node_timeout`](Self::node_timeout).
+        ///
+        /// ```
+        /// # use std::time::Duration;
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.master_timeout(), Duration::from_millis(2600));
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         master_timeout: Duration
     );
     setter!(
         /// How many consecutive lost hellos a peer survives: each peer's
-        /// deadline is at least `(missed_hellos + 1.5) x` the interval *that peer*
-        /// says hello at (node-discovery peers: 1 s). Default 5, which with
-        /// 400 ms hellos gives the 2.6 s node timeout; with 5 % i.i.d. loss that
-        /// is about 1e-4 false removals per peer-hour (node-discovery's
-        /// timings: about 4.6). Set 0 for node-discovery's behaviour.
+        /// deadline is at least `(missed_hellos + 1.5) ×` the interval *that
+        /// peer* says hello at (node-discovery peers: 1 s).
+        ///
+        /// Default 5, which with 400 ms hellos gives the 2.6 s node timeout;
+        /// with 5 % independent loss that is about 1e-4 false removals per
+        /// peer-hour (node-discovery's timings: about 4.6). Larger is more
+        /// tolerant of loss and slower to notice a crash of a slow peer.
+        /// 0 gives node-discovery's behaviour (the node timeout alone).
+        ///
+        /// ```
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.missed_hellos(), 5);
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         missed_hellos: u32
     );
     setter!(
-        /// A newly started node does not promote itself for this long, so it
-        /// hears its peers first (shoal peers answer a newcomer within
-        /// milliseconds; node-discovery peers within 1 s). Default 1200 ms; zero
-        /// allows promotion at the first check.
+        /// A newly started node does not promote itself for this long, so
+        /// that it hears its peers (and their master) first.
+        ///
+        /// Default 1200 ms. shoal peers answer a newcomer within
+        /// milliseconds, node-discovery peers within their hello interval
+        /// (1 s). Zero allows promotion at the first check, at the risk of a
+        /// brief second master when a node joins a running cluster.
+        ///
+        /// ```
+        /// # use std::time::Duration;
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.promotion_delay(), Duration::from_millis(1200));
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         promotion_delay: Duration
     );
     setter!(
-        /// How many masters the cluster elects. Default 1.
+        /// How many masters the cluster elects: the `masters_required`
+        /// highest-ranked eligible nodes.
+        ///
+        /// Default 1. Limits: at least 1.
+        ///
+        /// ```
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.masters_required(), 1);
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         masters_required: usize
     );
     setter!(
-        /// Whether this node may become master. Default true.
+        /// Whether this node may become master.
+        ///
+        /// Default true. A node that may not still hears masters and gets
+        /// [`Event::Master`](crate::Event::Master).
+        ///
+        /// ```
+        /// let config = shoal::Config::builder().build()?;
+        /// assert!(config.master_eligible());
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         master_eligible: bool
     );
     setter!(
-        /// Local address to bind. Default 0.0.0.0.
+        /// The local address the socket binds.
+        ///
+        /// Default `0.0.0.0`, every interface. Linux delivers broadcasts only
+        /// to sockets bound to the wildcard (or the broadcast address), so a
+        /// broadcasting node bound to one interface's address hears nothing.
+        /// Limits: an IPv4 address.
+        ///
+        /// ```
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.bind(), std::net::Ipv4Addr::UNSPECIFIED);
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         transport.bind: IpAddr
     );
     setter!(
-        /// UDP port every node listens on and sends to. Default 12345.
+        /// The UDP port every node listens on and sends to. Nodes on
+        /// different ports form different clusters.
+        ///
+        /// Default 12345, node-discovery's. Limits: not 0.
+        ///
+        /// ```
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.port(), 12345);
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         transport.port: u16
     );
     setter!(
-        /// Broadcast destination, used when no multicast address is set. Default
-        /// 255.255.255.255; a directed broadcast such as 192.168.1.255 (or
-        /// 127.255.255.255 for one host) also works.
+        /// Where datagrams for the whole cluster go when no
+        /// [`multicast`](Self::multicast) group is set.
+        ///
+        /// Default `255.255.255.255`, which leaves by the default route's
+        /// interface only. A directed broadcast such as `192.168.1.255`
+        /// picks the LAN; `127.255.255.255` keeps every packet on this host
+        /// (what the tests and examples use).
+        ///
+        /// ```
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.broadcast(), std::net::Ipv4Addr::BROADCAST);
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         transport.broadcast: Ipv4Addr
     );
     setter!(
-        /// Multicast TTL. Default 1 (the local network only).
+        /// How many routers a multicast datagram may cross.
+        ///
+        /// Default 1, the local network only; 0 keeps it on this host.
+        ///
+        /// ```
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.multicast_ttl(), 1);
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         transport.multicast_ttl: u32
     );
     setter!(
-        /// Local interface address for multicast (join and send). Default 0.0.0.0: the kernel picks.
+        /// The local interface address multicast is joined and sent on.
+        ///
+        /// Default `0.0.0.0`: the kernel picks (the default route's
+        /// interface). `127.0.0.1` keeps multicast on this host.
+        ///
+        /// ```
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.multicast_interface(), std::net::Ipv4Addr::UNSPECIFIED);
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         transport.multicast_interface: Ipv4Addr
     );
     setter!(
-        /// Which of our own packets to ignore. Default [`Ignore::OwnInstance`].
+        /// Which of our own packets to ignore when they loop back.
+        ///
+        /// Default [`Ignore::OwnInstance`] (node-discovery's `'self'`).
+        ///
+        /// ```
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.ignore(), shoal::Ignore::OwnInstance);
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         ignore: Ignore
     );
     setter!(
-        /// Count and drop undecodable packets silently (default true); when false,
-        /// each one is also reported as [`crate::Event::DataError`].
+        /// Whether undecodable packets are only counted
+        /// ([`Stats::dropped`](crate::Stats::dropped)), or also reported as
+        /// [`Event::DataError`](crate::Event::DataError).
+        ///
+        /// Default true (counted only): on a busy or hostile LAN every bad
+        /// packet would otherwise be an event.
+        ///
+        /// ```
+        /// let config = shoal::Config::builder().build()?;
+        /// assert!(config.ignore_data_errors());
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         ignore_data_errors: bool
     );
     setter!(
-        /// Most peers kept in the table; hellos from further new nodes are dropped and counted. Default 10 000.
+        /// Most peers kept in the table; hellos from further new nodes are
+        /// dropped and counted (`dropped.table_full`).
+        ///
+        /// Default 10 000. It bounds the memory a flood of forged node ids
+        /// can take (about 1.3 KB a peer), and sizes the secure mode's
+        /// cipher cache and replay table. Limits: at least 1.
+        ///
+        /// ```
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.max_nodes(), 10_000);
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         max_nodes: usize
     );
     setter!(
-        /// Items buffered per event stream and per channel subscription before a slow consumer starts losing the oldest. Default 1024.
+        /// Items buffered per event stream and per channel subscription;
+        /// a consumer that falls further behind loses the oldest and is told
+        /// ([`Event::Lagged`](crate::Event::Lagged),
+        /// [`Subscription::missed`](crate::Subscription::missed)). The
+        /// protocol never waits for a consumer.
+        ///
+        /// Default 1024. Limits: at least 1.
+        ///
+        /// ```
+        /// let config = shoal::Config::builder().build()?;
+        /// assert_eq!(config.event_capacity(), 1024);
+        /// # Ok::<(), shoal::ConfigError>(())
+        /// ```
         event_capacity: usize
     );
 
     /// node-discovery 0.2.1's exact timings, for clusters that mix shoal and
     /// node-discovery nodes and want both to expire peers alike: hello 1 s,
-    /// check 2 s, node and master timeouts 2 s, `missed_hellos` 0, no promotion delay.
-    /// They drop a peer after two lost hellos.
+    /// check 2 s, node and master timeouts 2 s, `missed_hellos` 0, no
+    /// promotion delay. They drop a peer after two lost hellos.
     ///
     /// ```
-    /// let config = shoal::Config::builder().node_discovery_timings().build().unwrap();
+    /// let config = shoal::Config::builder().node_discovery_timings().build()?;
     /// assert_eq!(config.node_timeout(), std::time::Duration::from_secs(2));
+    /// assert_eq!(config.missed_hellos(), 0);
+    /// # Ok::<(), shoal::ConfigError>(())
     /// ```
     pub fn node_discovery_timings(mut self) -> Self {
         let ms = Duration::from_millis;
@@ -408,71 +591,179 @@ impl ConfigBuilder {
         self
     }
 
-    /// Election weight: the highest eligible node becomes master. Default: random in [0, 1).
+    /// Election weight: the highest-weighted eligible node becomes master
+    /// (ties go to the larger id).
+    ///
+    /// Default: a random number in [0, 1) drawn at start, so that the
+    /// master is arbitrary but stable. Limits: finite (JSON cannot carry
+    /// NaN or infinity).
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.weight(), None); // drawn at random by each node
+    /// assert_eq!(shoal::Config::builder().weight(0.9).build()?.weight(), Some(0.9));
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
     pub fn weight(mut self, weight: f64) -> Self {
         self.config.weight = Some(weight);
         self
     }
 
-    /// Send to this multicast group instead of broadcasting. Default: none.
+    /// Send to this multicast group instead of broadcasting (and join it).
+    ///
+    /// Default: none, broadcast. Multicast crosses switches that filter
+    /// broadcast and reaches only nodes that joined the group. Limits: an
+    /// IPv4 multicast address (224.0.0.0/4).
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.multicast(), None);
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
     pub fn multicast(mut self, group: Ipv4Addr) -> Self {
         self.config.transport.multicast = Some(group);
         self
     }
 
-    /// Protect packets with this key. Default: none (plaintext).
+    /// Protect packets with this key.
     ///
-    /// In secure mode (the default with a key) the string is read by
+    /// Default: none, plaintext node-discovery packets that anyone on the
+    /// LAN can read and forge. With a key the default mode is
+    /// [`Encryption::Secure`], where the string is read by
     /// [`Key::parse`](crate::crypto::key::Key::parse): 64 hex characters or
     /// base64 of 32 bytes is the key itself; anything else is a passphrase,
     /// stretched with Argon2id once, in `build` (about 40 ms). In
-    /// [`Encryption::LegacyNodeDiscovery`] the string is node-discovery's `key`.
+    /// [`Encryption::LegacyNodeDiscovery`] the string is node-discovery's
+    /// `key`. Limits: not empty.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.encryption(), None); // no key: plaintext
+    /// let config = shoal::Config::builder().key("correct horse battery staple").build()?;
+    /// assert_eq!(config.encryption(), Some(shoal::Encryption::Secure));
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.config.key = Some(key.into());
         self
     }
 
-    /// How packets are protected when a key is set. Default [`Encryption::Secure`].
+    /// How packets are protected when a key is set.
+    ///
+    /// Default [`Encryption::Secure`]. Without a key this has no effect.
+    ///
+    /// ```
+    /// use shoal::Encryption;
+    /// let config = shoal::Config::builder()
+    ///     .key("s3cret")
+    ///     .encryption(Encryption::LegacyNodeDiscovery)
+    ///     .build()?;
+    /// assert_eq!(config.encryption(), Some(Encryption::LegacyNodeDiscovery));
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
     pub fn encryption(mut self, mode: Encryption) -> Self {
         self.config.encryption = mode;
         self
     }
 
     /// Largest datagram sent in secure mode; larger messages are split into
-    /// authenticated fragments. Default 1400 bytes (fits a 1500-byte MTU).
+    /// authenticated fragments.
+    ///
+    /// Default 1400 bytes, which fits a 1500-byte Ethernet MTU with room for
+    /// IP, UDP and a tunnel header. Larger datagrams are fragmented by IP,
+    /// and one lost fragment loses the datagram. Limits: 126 to 65 507
+    /// bytes.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.max_datagram_size(), 1400);
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
     pub fn max_datagram_size(mut self, bytes: usize) -> Self {
         self.config.max_datagram_size = bytes;
         self
     }
 
-    /// Secure mode: how far a sender's clock may be from ours when we hear it
-    /// for the first time (older packets are refused as replays). Default 30 s.
+    /// Secure mode: how far a sender's clock may be from ours when we hear
+    /// it for the first time (or again after it was silent this long);
+    /// older packets are refused as replays.
+    ///
+    /// Default 30 s. Longer tolerates worse clocks, and lets a recorded
+    /// packet be replayed to a node that restarted within that window.
+    /// Limits: greater than zero.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.replay_tolerance(), std::time::Duration::from_secs(30));
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
     pub fn replay_tolerance(mut self, tolerance: Duration) -> Self {
         self.config.replay_tolerance = tolerance;
         self
     }
 
-    /// Value advertised from the very first hello on (node-discovery's `info`;
-    /// change it later with [`crate::Discovery::advertise`]). Default: none.
+    /// The value advertised from the very first hello on
+    /// (node-discovery's `info`); change it later with
+    /// [`Discovery::advertise`](crate::Discovery::advertise).
+    ///
+    /// Default: none. Limits: its JSON, with the hello around it, fits in
+    /// [`max_message_size`](Self::max_message_size). Every hello carries
+    /// it, so keep it small: a value over about 1 KB makes every hello a
+    /// multi-datagram message.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.advertised(), None);
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
     pub fn advertise(mut self, info: serde_json::Value) -> Self {
         self.config.info = Some(info);
         self
     }
 
-    /// Host name sent in every envelope. Default: the OS host name.
+    /// The host name sent in every envelope (node-discovery's `hostName`).
+    ///
+    /// Default: none, meaning the OS host name, read when the node starts.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.host_name(), None);
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
     pub fn host_name(mut self, name: impl Into<String>) -> Self {
         self.config.host_name = Some(name.into());
         self
     }
 
-    /// Largest message accepted or sent, in bytes (checked before any allocation). Default 1 MiB.
+    /// Largest message accepted or sent, in bytes, checked before any
+    /// allocation. A larger outgoing message is refused with
+    /// [`Error::MessageTooLarge`](crate::Error::MessageTooLarge).
+    ///
+    /// Default 1 MiB. Limits: 64 bytes to 4 GiB (the `WRAP` length field
+    /// is 32 bits).
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.max_message_size(), 1 << 20);
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.config.reassembly.max_message = bytes;
         self
     }
 
-    /// Most incomplete multi-block messages held at once, and the bytes they may hold.
-    /// Defaults 256 and 4 MiB.
+    /// Most incomplete multi-datagram messages held at once, and the bytes
+    /// they may hold together. Past either limit a new message's first
+    /// datagram is dropped and counted (`dropped.reassembly_full`).
+    ///
+    /// Defaults 256 messages and 4 MiB: what a hostile sender can make a
+    /// node hold. Limits: at least 1 of each.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.reassembly_limits(), (256, 4 << 20));
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
     pub fn reassembly_limits(mut self, messages: usize, bytes: usize) -> Self {
         self.config.reassembly.max_pending = messages;
         self.config.reassembly.max_pending_bytes = bytes;
@@ -587,49 +878,125 @@ impl Config {
         ConfigBuilder::default()
     }
 
-    /// Hello interval.
+    /// See [`ConfigBuilder::hello_interval`].
     pub fn hello_interval(&self) -> Duration {
         self.hello_interval
     }
-    /// Check interval.
+    /// See [`ConfigBuilder::check_interval`].
     pub fn check_interval(&self) -> Duration {
         self.check_interval
     }
-    /// Node timeout.
+    /// See [`ConfigBuilder::node_timeout`].
     pub fn node_timeout(&self) -> Duration {
         self.node_timeout
     }
-    /// Master timeout.
+    /// See [`ConfigBuilder::master_timeout`].
     pub fn master_timeout(&self) -> Duration {
         self.master_timeout
     }
-    /// Masters required.
+    /// See [`ConfigBuilder::missed_hellos`].
+    pub fn missed_hellos(&self) -> u32 {
+        self.missed_hellos
+    }
+    /// See [`ConfigBuilder::promotion_delay`].
+    pub fn promotion_delay(&self) -> Duration {
+        self.promotion_delay
+    }
+    /// See [`ConfigBuilder::masters_required`].
     pub fn masters_required(&self) -> usize {
         self.masters_required
     }
-    /// The configured weight, if one was set (otherwise each node draws one at random).
+    /// See [`ConfigBuilder::master_eligible`].
+    pub fn master_eligible(&self) -> bool {
+        self.master_eligible
+    }
+    /// The configured weight, if one was set (otherwise each node draws one
+    /// at random); see [`ConfigBuilder::weight`].
     pub fn weight(&self) -> Option<f64> {
         self.weight
     }
-    /// UDP port.
+    /// See [`ConfigBuilder::port`].
     pub fn port(&self) -> u16 {
         self.transport.port
     }
-    /// Bind address.
+    /// See [`ConfigBuilder::bind`].
     pub fn bind(&self) -> IpAddr {
         self.transport.bind
     }
-    /// Broadcast destination.
+    /// See [`ConfigBuilder::broadcast`].
     pub fn broadcast(&self) -> Ipv4Addr {
         self.transport.broadcast
     }
-    /// Multicast group, if any.
+    /// See [`ConfigBuilder::multicast`].
     pub fn multicast(&self) -> Option<Ipv4Addr> {
         self.transport.multicast
     }
-    /// Where datagrams are sent: the multicast group if set, else the broadcast address.
+    /// See [`ConfigBuilder::multicast_ttl`].
+    pub fn multicast_ttl(&self) -> u32 {
+        self.transport.multicast_ttl
+    }
+    /// See [`ConfigBuilder::multicast_interface`].
+    pub fn multicast_interface(&self) -> Ipv4Addr {
+        self.transport.multicast_interface
+    }
+    /// Where datagrams for the whole cluster are sent: the multicast group
+    /// if set, else the broadcast address, on the port.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.destination(), "255.255.255.255:12345".parse().unwrap());
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
     pub fn destination(&self) -> std::net::SocketAddr {
         self.transport.cluster()
+    }
+    /// See [`ConfigBuilder::ignore`].
+    pub fn ignore(&self) -> Ignore {
+        self.ignore
+    }
+    /// See [`ConfigBuilder::ignore_data_errors`].
+    pub fn ignore_data_errors(&self) -> bool {
+        self.ignore_data_errors
+    }
+    /// See [`ConfigBuilder::max_nodes`].
+    pub fn max_nodes(&self) -> usize {
+        self.max_nodes
+    }
+    /// See [`ConfigBuilder::event_capacity`].
+    pub fn event_capacity(&self) -> usize {
+        self.event_capacity
+    }
+    /// How packets will be protected at start: `None` without a key, else
+    /// the configured mode. See [`ConfigBuilder::key`].
+    pub fn encryption(&self) -> Option<Encryption> {
+        self.key.as_ref().map(|_| self.encryption)
+    }
+    /// See [`ConfigBuilder::max_datagram_size`].
+    pub fn max_datagram_size(&self) -> usize {
+        self.max_datagram_size
+    }
+    /// See [`ConfigBuilder::replay_tolerance`].
+    pub fn replay_tolerance(&self) -> Duration {
+        self.replay_tolerance
+    }
+    /// The value advertised from the first hello on; see [`ConfigBuilder::advertise`].
+    pub fn advertised(&self) -> Option<&serde_json::Value> {
+        self.info.as_ref()
+    }
+    /// The configured host name; see [`ConfigBuilder::host_name`].
+    pub fn host_name(&self) -> Option<&str> {
+        self.host_name.as_deref()
+    }
+    /// See [`ConfigBuilder::max_message_size`].
+    pub fn max_message_size(&self) -> usize {
+        self.reassembly.max_message
+    }
+    /// Incomplete messages and bytes held at most; see [`ConfigBuilder::reassembly_limits`].
+    pub fn reassembly_limits(&self) -> (usize, usize) {
+        (
+            self.reassembly.max_pending,
+            self.reassembly.max_pending_bytes,
+        )
     }
 }
 

@@ -17,18 +17,21 @@ use std::net::SocketAddr;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The configuration is invalid.
+    /// The configuration is invalid. Nothing was started.
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::ConfigError),
     /// The channel name is one node-discovery reserves
-    /// (`promotion`, `demotion`, `added`, `removed`, `master`, `hello`).
+    /// (`promotion`, `demotion`, `added`, `removed`, `master`, `hello`) or
+    /// shoal's `shoal.goodbye`. Nothing was joined or sent.
     #[error("channel name {0:?} is reserved")]
     ReservedChannel(String),
     /// The value could not be encoded as JSON (for example, a map with
     /// non-string keys). Nothing was sent and the node's state is unchanged.
     #[error("cannot encode message as JSON: {0}")]
     Encode(#[source] serde_json::Error),
-    /// The encoded message is larger than the configured maximum message size.
+    /// The encoded message is larger than the configured maximum message
+    /// size. Nothing was sent; an advertised value that does not fit is
+    /// refused and the previous one stays.
     #[error("message of {size} bytes exceeds max_message_size ({max} bytes)")]
     MessageTooLarge {
         /// Encoded size (after encryption).
@@ -36,7 +39,8 @@ pub enum Error {
         /// The configured maximum.
         max: usize,
     },
-    /// Binding the UDP socket failed (address in use, not a local address, ...).
+    /// Binding the UDP socket failed (address in use, not a local address,
+    /// ...). Nothing was started.
     #[error("cannot bind UDP socket to {addr}: {source}")]
     Bind {
         /// The address we tried to bind.
@@ -44,7 +48,7 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Creating or configuring the UDP socket failed.
+    /// Creating or configuring the UDP socket failed. Nothing was started.
     #[error("cannot {op}: {source}")]
     Socket {
         /// What we were doing.
@@ -52,15 +56,16 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The node has shut down.
+    /// The node has shut down; the call did nothing.
     #[error("the node has shut down")]
     Closed,
     /// A key operation failed (unknown key id, removing the primary, a full
-    /// keyring), or an encryption mode needs a key that is not there.
+    /// keyring). The keyring is unchanged.
     #[error("key: {0}")]
     Key(#[from] crate::crypto::key::KeyError),
     /// This encryption mode needs a key the node does not have: a configured
     /// key string for the legacy mode, an installed key for the secure modes.
+    /// The mode is unchanged.
     #[error("encryption mode {0:?} needs a key; configure or install one first")]
     NoKey(crate::Encryption),
     /// The advertised value is not acceptable; the previous value is still

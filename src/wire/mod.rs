@@ -1,15 +1,20 @@
-//! The wire codec: everything that turns protocol values into datagrams and
-//! back, with no sockets and no clocks.
+//! The wire format of node-discovery 0.2.1: everything that turns protocol
+//! values into bytes and back, with no sockets, no clocks and no keys.
 //!
-//! A node-discovery datagram is built in three layers, outermost last:
+//! A plaintext node-discovery datagram has two layers, outermost last:
 //!
-//! 1. [`envelope`]: the UTF-8 JSON object `{"data", "event", "pid", "iid", "hostName"}`;
-//! 2. optionally [`crate::crypto::legacy`]: AES-256-CBC over those bytes (node-discovery's cipher);
-//! 3. [`framing`]: the payload cut into `WRAP` blocks of at most 1500 bytes.
+//! 1. [`envelope`]: the UTF-8 JSON object `{"data", "event", "pid", "iid", "hostName"}`
+//!    ([`fast_hello`] reads the common hello shape in one pass);
+//! 2. [`framing`]: that payload cut into `WRAP` blocks of at most 1500 bytes.
 //!
-//! Decoding peels them in the reverse order. Every decoder here returns a
-//! [`DecodeError`] for bad input and never panics; limits are checked before
-//! any allocation sized from the wire.
+//! Protection sits between the two, and is not this module's business: the
+//! crate's packet codec either encrypts the envelope with node-discovery's
+//! legacy cipher before framing ([`crate::crypto::legacy`]), or replaces
+//! framing altogether with shoal's sealed datagrams
+//! ([`crate::crypto::secure`]). Decoding peels the layers in the reverse
+//! order. Every decoder here returns a [`DecodeError`] for bad input and
+//! never panics; limits are checked before any allocation sized from the
+//! wire.
 
 pub mod envelope;
 pub mod fast_hello;
