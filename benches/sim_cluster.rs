@@ -30,6 +30,9 @@
 //! 10,000 nodes: it alone holds the whole cluster in its table, as each node
 //! of a real LAN does on its own machine. What a full node pays depends only
 //! on what it receives and holds, which is what it would in a full mesh.
+//! The "with masters" rows repeat them with one peer in ten a master too
+//! (see [`Mode::PlainMasters`]), so that node 0, itself master, runs the
+//! master path (should it step down?) on a tenth of its packets.
 //! Rows with 16 full nodes, and full meshes of 100 and 1,000 nodes, are
 //! there for comparison: there every datagram walks the tables of many
 //! nodes in one process, which share the CPU caches, so a packet costs more
@@ -129,6 +132,14 @@ enum Mode {
     Plain,
     /// Plain, and nothing advertised (no `info` in the hellos).
     PlainNoInfo,
+    /// Plain, and every tenth node a master besides node 0: the masters of
+    /// a cluster with `masters_required` in the hundreds, or of one whose
+    /// partitions just healed. Only node 0 may be full: the other masters
+    /// hear node 0 alone, and stay masters only because they are configured
+    /// for two seats and node 0 is the one master they know. Three of them
+    /// outrank node 0, which is configured for four seats: it stays, after
+    /// counting the three above it on every master hello.
+    PlainMasters,
     Secure,
 }
 
@@ -137,6 +148,7 @@ impl Mode {
         match self {
             Mode::Plain => "plain",
             Mode::PlainNoInfo => "plain, no info advertised",
+            Mode::PlainMasters => "plain, 1 in 10 peers a master",
             Mode::Secure => "secure",
         }
     }
@@ -155,7 +167,35 @@ fn config(mode: Mode, i: usize) -> Config {
     if mode == Mode::Secure {
         b = b.key(SECURE_KEY);
     }
+    if mode == Mode::PlainMasters {
+        if i == 0 {
+            b = b.masters_required(MASTERS_ABOVE_NODE_0 + 1);
+        } else if is_master_peer(i) {
+            b = b.masters_required(2);
+            if i / MASTER_EVERY <= MASTERS_ABOVE_NODE_0 {
+                b = b.weight(2.0);
+            }
+        }
+    }
     b.build().expect("valid config")
+}
+
+/// In [`Mode::PlainMasters`], one node in this many is a master.
+const MASTER_EVERY: usize = 10;
+/// In [`Mode::PlainMasters`], how many of the other masters outrank node 0.
+const MASTERS_ABOVE_NODE_0: usize = 3;
+
+/// Whether node `i` (not node 0) is a master in [`Mode::PlainMasters`].
+fn is_master_peer(i: usize) -> bool {
+    i > 0 && i % MASTER_EVERY == 0
+}
+
+/// How many masters the cluster settles on.
+fn masters_expected(mode: Mode, n: usize) -> usize {
+    match mode {
+        Mode::PlainMasters => 1 + (n - 1) / MASTER_EVERY,
+        _ => 1,
+    }
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -269,6 +309,20 @@ impl Cluster {
                 self.nodes
                     .push(new_node(self.mode, i, self.now, self.start));
                 self.armed.push(None);
+                if self.mode == Mode::PlainMasters {
+                    // The other masters promote at once, each in an epoch
+                    // of its own; node 0 last, once every node exists, so
+                    // its epoch is the newest and names a master they all
+                    // know (they would otherwise keep claiming new epochs,
+                    // each seeing the newest name a master it never hears).
+                    if is_master_peer(i) {
+                        self.nodes[i].promote(self.now);
+                    }
+                    if i + 1 == self.n {
+                        self.nodes[0].promote(self.now);
+                        self.after(0);
+                    }
+                }
                 self.after(i);
             } else {
                 let Some(Reverse((_, i))) = self.timers.pop() else {
@@ -379,7 +433,11 @@ fn run_cluster(mode: Mode, n: usize, full: usize, warmup: Duration, window: Dura
     let table = c.min_full_table();
     let masters = c.masters();
     let heap = live().saturating_sub(heap_before);
-    assert_eq!(masters, 1, "{n} nodes: one master after the warm-up");
+    assert_eq!(
+        masters,
+        masters_expected(mode, n),
+        "{n} nodes: masters after the warm-up"
+    );
     assert_eq!(table, n - 1, "{n} nodes: full nodes know everyone");
     c.meter = Meter::default();
     c.churn = 0;
@@ -443,7 +501,10 @@ fn print_row(r: &Row, overhead: Duration) {
         r.wall.as_secs_f64(),
         r.cpu.as_secs_f64(),
     );
-    assert_eq!((r.masters, r.table), (1, r.n - 1));
+    assert_eq!(
+        (r.masters, r.table),
+        (masters_expected(r.mode, r.n), r.n - 1)
+    );
 }
 
 // ----- memory per peer entry -----------------------------------------------
@@ -486,6 +547,10 @@ fn main() {
             &run_cluster(Mode::Plain, 20, 20, ms(2000), ms(500)),
             overhead,
         );
+        print_row(
+            &run_cluster(Mode::PlainMasters, 40, 1, ms(2000), ms(500)),
+            overhead,
+        );
         let _ = memory_per_peer(Mode::Plain, 10);
         println!("sim_cluster: smoke run ok (use `cargo bench --bench sim_cluster`)");
         return;
@@ -493,14 +558,14 @@ fn main() {
     let started = Instant::now();
     if std::env::var_os("SIM_QUICK").is_some() {
         // `SIM_QUICK=1 cargo bench --bench sim_cluster`: only the plain
-        // single-full-node rows, for quick before/after comparisons.
+        // single-full-node rows, without and with masters, for quick
+        // before/after comparisons.
         let overhead = timer_overhead();
         print_header();
-        for n in [100, 1_000, 10_000] {
-            print_row(
-                &run_cluster(Mode::Plain, n, 1, ms(2500), ms(2000)),
-                overhead,
-            );
+        for mode in [Mode::Plain, Mode::PlainMasters] {
+            for n in [100, 1_000, 10_000] {
+                print_row(&run_cluster(mode, n, 1, ms(2500), ms(2000)), overhead);
+            }
         }
         return;
     }
@@ -531,6 +596,9 @@ fn main() {
         (Mode::Plain, 100, 1),
         (Mode::Plain, 1_000, 1),
         (Mode::Plain, 10_000, 1),
+        (Mode::PlainMasters, 100, 1),
+        (Mode::PlainMasters, 1_000, 1),
+        (Mode::PlainMasters, 10_000, 1),
         (Mode::Secure, 100, 1),
         (Mode::Secure, 1_000, 1),
         (Mode::Secure, 10_000, 1),

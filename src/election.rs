@@ -36,15 +36,22 @@ pub(crate) fn should_promote(masters: usize, higher_candidates: usize, required:
     masters.saturating_add(higher_candidates) < required
 }
 
-/// Whether a master should step down, given the other masters it knows.
+/// Whether a master should step down, given the other masters it knows,
+/// highest rank first.
 ///
 /// It stays if it is among the top `required` of all masters, itself included.
+/// In rank order those above it come first, so the walk stops at the first
+/// master that does not outrank it, or once `required` do: it reads at
+/// most `required + 1` masters, however many there are.
 pub(crate) fn should_demote<'a>(
     me: Rank<'_>,
-    other_masters: impl Iterator<Item = Rank<'a>>,
+    other_masters_by_rank: impl Iterator<Item = Rank<'a>>,
     required: usize,
 ) -> bool {
-    let above = other_masters.filter(|m| m.outranks(&me)).count();
+    let above = other_masters_by_rank
+        .take_while(|m| m.outranks(&me))
+        .take(required)
+        .count();
     above >= required
 }
 
@@ -75,6 +82,7 @@ mod tests {
 
     #[test]
     fn demote_only_outside_the_top_seats() {
+        // Highest rank first, as the peer table's master index lists them.
         let others = [r(0.9, "a"), r(0.1, "b")];
         assert!(should_demote(r(0.5, "m"), others.iter().copied(), 1));
         assert!(!should_demote(r(0.5, "m"), others.iter().copied(), 2));
@@ -84,5 +92,29 @@ mod tests {
         let b = r(0.5, "b");
         assert!(should_demote(a, [b].into_iter(), 1));
         assert!(!should_demote(b, [a].into_iter(), 1));
+    }
+
+    proptest::proptest! {
+        /// Reading ranked masters only until the answer is known gives what
+        /// counting every master above us would.
+        #[test]
+        fn the_ranked_walk_equals_a_full_count(
+            me in 0u8..8,
+            others in proptest::collection::vec((0u8..8, 0u8..3), 0..20),
+            required in 1usize..5,
+        ) {
+            let ids = ["a", "b", "c"];
+            let me = r(f64::from(me) / 4.0, "b");
+            let mut others: Vec<Rank<'_>> = others
+                .iter()
+                .map(|(w, id)| r(f64::from(*w) / 4.0, ids[usize::from(*id)]))
+                .collect();
+            let counted = others.iter().filter(|m| m.outranks(&me)).count() >= required;
+            others.sort_by(|a, b| b.cmp(a));
+            proptest::prop_assert_eq!(
+                should_demote(me, others.iter().copied(), required),
+                counted
+            );
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
+use crate::election::Rank;
 use crate::wire::envelope::HelloRef;
 
 /// A node's instance id: node-discovery's `iid`, 32 hex characters for
@@ -215,8 +216,56 @@ pub(crate) fn measure_interval(estimate: Duration, gaps: u32, gap: Duration) -> 
 const MIN_PEER_INTERVAL: Duration = Duration::from_millis(10);
 const MAX_PEER_INTERVAL: Duration = Duration::from_secs(60);
 
+/// A master's entry in the table's master index: what the election ranks
+/// it by.
+#[derive(Debug, Clone)]
+struct MasterKey {
+    weight: f64,
+    id: NodeId,
+}
+
+impl MasterKey {
+    fn of(peer: &Peer) -> Self {
+        MasterKey {
+            weight: peer.weight,
+            id: peer.id.clone(),
+        }
+    }
+
+    fn rank(&self) -> Rank<'_> {
+        Rank {
+            weight: self.weight,
+            id: self.id.as_str(),
+        }
+    }
+}
+
+// Ordered by the election's own rule, so the index and the election can
+// never disagree on who outranks whom.
+impl Ord for MasterKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+impl PartialOrd for MasterKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for MasterKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for MasterKey {}
+
 /// The peer table, with each peer's removal deadline indexed so the next
-/// expiry is found without scanning.
+/// expiry is found without scanning, and the peers that say they are
+/// masters indexed by election rank, so that a master hello costs the
+/// election O(log n + masters_required) rather than a walk over every peer.
 ///
 /// The index is lazy: a peer is filed at a time no later than its deadline,
 /// and re-filed only when its deadline has moved on by more than a third of
@@ -229,6 +278,9 @@ const MAX_PEER_INTERVAL: Duration = Duration::from_secs(60);
 pub(crate) struct Membership {
     peers: HashMap<NodeId, Peer>,
     deadlines: BTreeSet<(Instant, NodeId)>,
+    /// Exactly the peers whose `is_master` is set, each under its current
+    /// weight.
+    masters: BTreeSet<MasterKey>,
     max_nodes: usize,
     timeouts: Timeouts,
     /// Keys the wire fingerprints (random per table, so a sender cannot
@@ -241,6 +293,7 @@ impl Membership {
         Membership {
             peers: HashMap::new(),
             deadlines: BTreeSet::new(),
+            masters: BTreeSet::new(),
             max_nodes,
             timeouts,
             fingerprints: RandomState::new(),
@@ -315,6 +368,20 @@ impl Membership {
             }
             peer.last_seen = now;
             let was_master = peer.is_master;
+            // The one check a routine hello pays for the master index.
+            let rank_changed = was_master != hello.is_master
+                || (was_master && peer.weight.to_bits() != hello.weight.to_bits());
+            if rank_changed {
+                if was_master {
+                    self.masters.remove(&MasterKey::of(peer));
+                }
+                if hello.is_master {
+                    self.masters.insert(MasterKey {
+                        weight: hello.weight,
+                        id: peer.id.clone(),
+                    });
+                }
+            }
             peer.addr = from;
             peer.is_master = hello.is_master;
             peer.is_master_eligible = hello.is_master_eligible;
@@ -370,6 +437,9 @@ impl Membership {
             indexed: deadline,
         };
         self.deadlines.insert((deadline, id.clone()));
+        if peer.is_master {
+            self.masters.insert(MasterKey::of(&peer));
+        }
         let peer = self.peers.entry(id).or_insert(peer);
         (Observed::New, Some(peer))
     }
@@ -390,7 +460,14 @@ impl Membership {
                     peer.indexed = peer.deadline;
                     self.deadlines.insert((peer.deadline, id));
                 }
-                Some(_) => gone.extend(self.peers.remove(&id)),
+                Some(_) => {
+                    if let Some(peer) = self.peers.remove(&id) {
+                        if peer.is_master {
+                            self.masters.remove(&MasterKey::of(&peer));
+                        }
+                        gone.push(peer);
+                    }
+                }
                 None => {}
             }
         }
@@ -402,7 +479,22 @@ impl Membership {
     pub(crate) fn remove(&mut self, id: &str) -> Option<Peer> {
         let peer = self.peers.remove(id)?;
         self.deadlines.remove(&(peer.indexed, peer.id.clone()));
+        if peer.is_master {
+            self.masters.remove(&MasterKey::of(&peer));
+        }
         Some(peer)
+    }
+
+    /// The peers that say they are masters, highest rank first. Each step
+    /// is O(1) amortised after an O(log n) start, so a caller that needs
+    /// only those above some rank, or the first few, stops early.
+    pub(crate) fn masters_by_rank(&self) -> impl Iterator<Item = Rank<'_>> {
+        self.masters.iter().rev().map(MasterKey::rank)
+    }
+
+    /// How many peers say they are masters.
+    pub(crate) fn master_count(&self) -> usize {
+        self.masters.len()
     }
 
     /// When [`expire`](Self::expire) has work next: the earliest removal
@@ -731,5 +823,209 @@ mod measure_tests {
             est = measure_interval(est, gaps, ms(1000));
         }
         assert!(est > ms(900), "{est:?}");
+    }
+}
+
+#[cfg(test)]
+mod master_index_tests {
+    use super::*;
+    use crate::wire::envelope::Hello;
+    use proptest::prelude::*;
+
+    const ADDR: &str = "10.0.0.2:12345";
+
+    fn hello(master: bool, weight: f64, seq: Option<u64>) -> Hello {
+        Hello {
+            is_master: master,
+            is_master_eligible: true,
+            weight,
+            address: "127.0.0.1".into(),
+            info: None,
+            interval: Some(400),
+            seq,
+            epoch: None,
+            epoch_master: None,
+        }
+    }
+
+    fn table() -> Membership {
+        Membership::new(
+            64,
+            Timeouts {
+                node_timeout: Duration::from_secs(2),
+                missed_hellos: 0,
+                own_interval: Duration::from_millis(400),
+            },
+        )
+    }
+
+    /// The masters as a walk over every peer finds them, highest rank first.
+    fn scanned(m: &Membership) -> Vec<(u64, String)> {
+        let mut masters: Vec<&Peer> = m.iter().filter(|p| p.is_master).collect();
+        masters.sort_by(|a, b| {
+            let rank = |p: &Peer| (p.weight, p.id.clone());
+            let (a, b) = (rank(a), rank(b));
+            Rank {
+                weight: b.0,
+                id: b.1.as_str(),
+            }
+            .cmp(&Rank {
+                weight: a.0,
+                id: a.1.as_str(),
+            })
+        });
+        masters
+            .iter()
+            .map(|p| (p.weight.to_bits(), p.id.to_string()))
+            .collect()
+    }
+
+    fn indexed(m: &Membership) -> Vec<(u64, String)> {
+        m.masters_by_rank()
+            .map(|r| (r.weight.to_bits(), r.id.to_owned()))
+            .collect()
+    }
+
+    fn assert_index_matches_scan(m: &Membership) {
+        assert_eq!(indexed(m), scanned(m));
+        assert_eq!(m.master_count(), scanned(m).len());
+    }
+
+    fn say(m: &mut Membership, now: Instant, id: &str, h: Hello) -> Observed {
+        let addr: SocketAddr = ADDR.parse().unwrap();
+        observe_owned(m, now, id, "p", "h", addr, h).0
+    }
+
+    #[test]
+    fn promotion_demotion_weight_change_and_removal_keep_the_index_exact() {
+        let t0 = Instant::now();
+        let mut m = table();
+        say(&mut m, t0, "a", hello(false, 0.5, None));
+        say(&mut m, t0, "b", hello(true, 0.7, None));
+        say(&mut m, t0, "c", hello(true, 0.7, None));
+        assert_eq!(indexed(&m), scanned(&m));
+        // Equal weights: the larger id ranks first.
+        let ids: Vec<String> = indexed(&m).into_iter().map(|(_, id)| id).collect();
+        assert_eq!(ids, ["c", "b"]);
+        // Promotion.
+        say(&mut m, t0, "a", hello(true, 0.5, None));
+        assert_index_matches_scan(&m);
+        assert_eq!(m.master_count(), 3);
+        // Weight change of a master moves it.
+        say(&mut m, t0, "a", hello(true, 0.9, None));
+        assert_index_matches_scan(&m);
+        assert_eq!(indexed(&m)[0].1, "a");
+        // -0.0 and 0.0 are different ranks (IEEE total order).
+        say(&mut m, t0, "b", hello(true, -0.0, None));
+        say(&mut m, t0, "b", hello(true, 0.0, None));
+        assert_index_matches_scan(&m);
+        // Demotion.
+        say(&mut m, t0, "c", hello(false, 0.7, None));
+        assert_index_matches_scan(&m);
+        assert_eq!(m.master_count(), 2);
+        // A non-master's weight change is not indexed.
+        say(&mut m, t0, "c", hello(false, 0.1, None));
+        assert_index_matches_scan(&m);
+        // Goodbye.
+        assert!(m.remove("a").is_some());
+        assert_index_matches_scan(&m);
+        assert_eq!(m.master_count(), 1);
+        // Expiry.
+        let gone = m.expire(t0 + Duration::from_secs(10));
+        assert_eq!(gone.len(), 2);
+        assert_index_matches_scan(&m);
+        assert_eq!(m.master_count(), 0);
+    }
+
+    #[test]
+    fn stale_refused_and_unparsable_hellos_leave_the_index_alone() {
+        let t0 = Instant::now();
+        let mut m = table();
+        say(&mut m, t0, "a", hello(true, 0.5, Some(5)));
+        // An older hello saying otherwise is ignored.
+        assert_eq!(
+            say(&mut m, t0, "a", hello(false, 0.9, Some(4))),
+            Observed::Stale
+        );
+        assert_index_matches_scan(&m);
+        assert_eq!(m.master_count(), 1);
+        // A hello whose info cannot be parsed changes nothing either.
+        let mut deep = hello(false, 0.9, Some(6));
+        let mut info = serde_json::json!(0);
+        for _ in 0..200 {
+            info = serde_json::json!([info]);
+        }
+        deep.info = Some(info);
+        assert_eq!(say(&mut m, t0, "a", deep), Observed::BadInfo);
+        assert_index_matches_scan(&m);
+        assert_eq!(indexed(&m), [(0.5f64.to_bits(), "a".to_owned())]);
+        // A full table refuses a new master without indexing it.
+        let mut small = Membership::new(1, m.timeouts);
+        say(&mut small, t0, "x", hello(false, 0.5, None));
+        assert_eq!(
+            say(&mut small, t0, "y", hello(true, 0.5, None)),
+            Observed::Refused
+        );
+        assert_index_matches_scan(&small);
+        assert_eq!(small.master_count(), 0);
+    }
+
+    /// One step of a random history.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Hello {
+            peer: u8,
+            master: bool,
+            weight: u8,
+            seq: Option<u8>,
+        },
+        Goodbye(u8),
+        /// Time passes (ms), then expiry runs.
+        Wait(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0u8..12, any::<bool>(), 0u8..6, proptest::option::of(0u8..8)).prop_map(
+                |(peer, master, weight, seq)| Op::Hello { peer, master, weight, seq }
+            ),
+            1 => (0u8..12).prop_map(Op::Goodbye),
+            1 => (0u16..3000).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn the_index_always_equals_a_scan(ops in proptest::collection::vec(op(), 0..120)) {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut m = Membership::new(
+                8,
+                Timeouts {
+                    node_timeout: Duration::from_millis(1000),
+                    missed_hellos: 0,
+                    own_interval: Duration::from_millis(400),
+                },
+            );
+            // Few weights, some equal and some that only IEEE total order tells apart.
+            let weights = [0.0, -0.0, 0.25, 0.5, 0.5 + f64::EPSILON, -1e308];
+            for op in ops {
+                match op {
+                    Op::Hello { peer, master, weight, seq } => {
+                        let h = hello(master, weights[usize::from(weight)], seq.map(u64::from));
+                        say(&mut m, now, &format!("n{peer}"), h);
+                    }
+                    Op::Goodbye(peer) => {
+                        m.remove(&format!("n{peer}"));
+                    }
+                    Op::Wait(ms) => {
+                        now += Duration::from_millis(u64::from(ms));
+                        m.expire(now);
+                    }
+                }
+                prop_assert_eq!(indexed(&m), scanned(&m));
+                prop_assert_eq!(m.master_count(), scanned(&m).len());
+            }
+        }
     }
 }

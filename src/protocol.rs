@@ -569,11 +569,13 @@ impl Protocol {
     }
 
     fn too_many_masters(&self) -> bool {
+        // The table's master index, highest rank first: this runs on every
+        // master hello while we are master, so it reads O(log n +
+        // masters_required) entries, not every peer.
         let masters = self
             .peers
-            .iter()
-            .filter(|p| p.is_master && p.id != self.id)
-            .map(rank);
+            .masters_by_rank()
+            .filter(|m| m.id != self.id.as_str());
         election::should_demote(self.my_rank(), masters, self.config.masters_required)
     }
 
@@ -631,16 +633,14 @@ impl Protocol {
     fn check(&mut self, now: Instant) {
         self.codec.forget_silent_senders(now);
         self.masters_gone.retain(|until| *until > now);
-        let mut masters = self.masters_gone.len();
+        let masters = self.masters_gone.len() + self.peers.master_count();
         let me = self.my_rank();
-        let mut higher = 0;
-        for p in self.peers.iter() {
-            if p.is_master {
-                masters += 1;
-            } else if p.is_master_eligible && rank(p).outranks(&me) {
-                higher += 1;
-            }
-        }
+        // A walk over every peer, but once per check tick, not per packet.
+        let higher = self
+            .peers
+            .iter()
+            .filter(|p| !p.is_master && p.is_master_eligible && rank(p).outranks(&me))
+            .count();
         if !self.me.is_master
             && self.me.is_master_eligible
             && now >= self.promote_after

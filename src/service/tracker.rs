@@ -53,6 +53,14 @@ pub struct ServiceTracker {
     needs: BTreeSet<String>,
     hooks: HashMap<String, usize>,
     instances: HashMap<NodeId, Instance>,
+    /// Active instances per service name, kept in step with every
+    /// `Instance::active` change (absent means none, so the map never holds
+    /// more names than there are active instances): readiness is then
+    /// O(1) per activation or removal rather than a walk over every
+    /// instance for every need.
+    active: HashMap<String, usize>,
+    /// How many needs have at least one active instance.
+    needs_met: usize,
     generation: u64,
     activations: u64,
     ready: bool,
@@ -79,10 +87,14 @@ impl ServiceTracker {
     /// Adds a needed service. If it has no active instance and we were
     /// ready, we no longer are ([`ServiceEvent::NotReady`]).
     pub fn need(&mut self, name: &str) {
-        if self.needs.insert(name.to_owned()) && self.active_count(name) == 0 && self.ready {
-            self.ready = false;
-            self.events
-                .push_back(ServiceEvent::NotReady(name.to_owned()));
+        if self.needs.insert(name.to_owned()) {
+            if self.active_count(name) > 0 {
+                self.needs_met += 1;
+            } else if self.ready {
+                self.ready = false;
+                self.events
+                    .push_back(ServiceEvent::NotReady(name.to_owned()));
+            }
         }
         self.update_ready();
     }
@@ -290,29 +302,50 @@ impl ServiceTracker {
                 name: inst.name.clone(),
                 peer: inst.peer.clone(),
             };
+            let first = match self.active.get_mut(&instance.name) {
+                Some(count) => {
+                    *count += 1;
+                    false
+                }
+                None => {
+                    self.active.insert(instance.name.clone(), 1);
+                    true
+                }
+            };
+            if first && self.needs.contains(&instance.name) {
+                self.needs_met += 1;
+            }
             self.events.push_back(ServiceEvent::Service(instance));
             self.update_ready();
         }
     }
 
-    /// An instance of `name` stopped being active.
+    /// An instance of `name` stopped being active (its `active` was just
+    /// cleared, or it was removed while active).
     fn deactivated(&mut self, name: &str) {
-        if self.needs.contains(name) && self.active_count(name) == 0 {
-            self.events
-                .push_back(ServiceEvent::NotReady(name.to_owned()));
+        let left = self.active.get_mut(name).map_or(0, |count| {
+            *count -= 1;
+            *count
+        });
+        if left == 0 {
+            let counted = self.active.remove(name).is_some();
+            if self.needs.contains(name) {
+                if counted {
+                    self.needs_met -= 1;
+                }
+                self.events
+                    .push_back(ServiceEvent::NotReady(name.to_owned()));
+            }
         }
         self.update_ready();
     }
 
     fn active_count(&self, name: &str) -> usize {
-        self.instances
-            .values()
-            .filter(|i| i.name == name && i.active.is_some())
-            .count()
+        self.active.get(name).copied().unwrap_or(0)
     }
 
     fn needs_met(&self) -> bool {
-        self.needs.iter().all(|n| self.active_count(n) > 0)
+        self.needs_met == self.needs.len()
     }
 
     fn update_ready(&mut self) {
@@ -321,5 +354,127 @@ impl ServiceTracker {
             self.events.push_back(ServiceEvent::Ready(self.services()));
         }
         self.ready = ready;
+    }
+}
+
+#[cfg(test)]
+mod counter_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::{Duration, Instant};
+
+    const NAMES: [&str; 3] = ["db", "cache", "queue"];
+
+    fn peer(id: u8, name: Option<u8>, t0: Instant) -> Peer {
+        let info = name.map(|n| serde_json::json!({ "name": NAMES[usize::from(n)] }));
+        Peer {
+            id: NodeId::new(&format!("node-{id}")),
+            pid: "1".into(),
+            host_name: "h".into(),
+            addr: "10.0.0.2:12345".parse().unwrap(),
+            is_master: false,
+            is_master_eligible: true,
+            weight: 0.5,
+            info_raw: info.as_ref().map(|i| i.to_string().into()),
+            info,
+            wire_fingerprint: 0,
+            epoch: None,
+            hello_interval: Duration::from_millis(400),
+            gaps_measured: 0,
+            hello_seq: None,
+            last_seen: t0,
+            deadline: t0,
+            indexed: t0,
+        }
+    }
+
+    /// The counters as a walk over every instance finds them.
+    fn recount(t: &ServiceTracker) -> (HashMap<String, usize>, usize) {
+        let mut active: HashMap<String, usize> = HashMap::new();
+        for inst in t.instances.values().filter(|i| i.active.is_some()) {
+            *active.entry(inst.name.clone()).or_default() += 1;
+        }
+        let met = t.needs.iter().filter(|n| active.contains_key(*n)).count();
+        (active, met)
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A peer added or updated, advertising one of [`NAMES`] or nothing.
+        Seen(u8, Option<u8>),
+        Removed(u8),
+        /// Finishes the pending hook run at this position (modulo their
+        /// number), passing or failing.
+        Finish(u8, bool),
+        /// Reports a result again for a ticket already used (stale).
+        Replay(u8),
+        Need(u8),
+        AddHook(u8),
+        /// Reconciles with a table holding the peers whose bit is set.
+        Reconcile(u8, Option<u8>),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let name = proptest::option::of(0u8..3);
+        prop_oneof![
+            5 => (0u8..8, name.clone()).prop_map(|(p, n)| Op::Seen(p, n)),
+            2 => (0u8..8).prop_map(Op::Removed),
+            5 => (any::<u8>(), prop::bool::weighted(0.8)).prop_map(|(i, ok)| Op::Finish(i, ok)),
+            1 => any::<u8>().prop_map(Op::Replay),
+            1 => (0u8..3).prop_map(Op::Need),
+            1 => (0u8..3).prop_map(Op::AddHook),
+            1 => (any::<u8>(), name).prop_map(|(mask, n)| Op::Reconcile(mask, n)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn counters_always_equal_a_recount(
+            initial in proptest::collection::vec(0u8..3, 0..3),
+            ops in proptest::collection::vec(op(), 0..150),
+        ) {
+            let t0 = Instant::now();
+            let mut t = ServiceTracker::new(
+                initial.iter().map(|n| NAMES[usize::from(*n)].to_owned()),
+            );
+            let mut pending: Vec<Ticket> = Vec::new();
+            let mut used: Vec<Ticket> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Seen(p, n) => t.handle_event(&Event::Updated(peer(p, n, t0))),
+                    Op::Removed(p) => t.handle_event(&Event::Removed(peer(p, None, t0))),
+                    Op::Finish(i, ok) if !pending.is_empty() => {
+                        let ticket = pending.remove(usize::from(i) % pending.len());
+                        used.push(ticket.clone());
+                        t.hook_finished(ticket, if ok { Ok(()) } else { Err("no".into()) });
+                    }
+                    Op::Finish(..) => {}
+                    Op::Replay(i) if !used.is_empty() => {
+                        let ticket = used[usize::from(i) % used.len()].clone();
+                        t.hook_finished(ticket, Ok(()));
+                    }
+                    Op::Replay(_) => {}
+                    Op::Need(n) => t.need(NAMES[usize::from(n)]),
+                    Op::AddHook(n) => {
+                        t.add_hook(NAMES[usize::from(n)]);
+                    }
+                    Op::Reconcile(mask, n) => {
+                        let peers: Vec<Peer> = (0u8..8)
+                            .filter(|p| mask & (1 << p) != 0)
+                            .map(|p| peer(p, n.map(|n| (n + p) % 3), t0))
+                            .collect();
+                        t.reconcile(&peers);
+                    }
+                }
+                while let Some(Action::RunHook { ticket, .. }) = t.poll_action() {
+                    pending.push(ticket);
+                }
+                while t.poll_event().is_some() {}
+                let (active, met) = recount(&t);
+                prop_assert_eq!(&t.active, &active);
+                prop_assert_eq!(t.needs_met, met);
+                prop_assert_eq!(t.is_ready(), met == t.needs.len());
+            }
+        }
     }
 }
