@@ -86,6 +86,7 @@ mod error;
 mod event;
 mod membership;
 pub mod protocol;
+mod reassembly;
 pub mod service;
 pub mod sim;
 mod stats;
