@@ -54,7 +54,9 @@ pub(crate) struct Limits {
 
 /// Why [`Reassembly::admit`] refused a piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refused {
+pub(crate) enum Refused<E> {
+    /// The format's check refused it; nothing changed.
+    Format(E),
     /// Holding it would exceed [`Limits::max_pending`],
     /// [`Limits::max_pending_per_source`] or [`Limits::max_pending_bytes`];
     /// whatever was held is kept.
@@ -176,85 +178,96 @@ where
     }
 
     /// The incomplete message `key`, if held.
+    #[cfg(test)]
     pub(crate) fn get(&self, key: &(S, I)) -> Option<&Partial<M, P>> {
         self.partials.get(key)
     }
 
-    /// Takes one piece, which the format has checked against
-    /// [`get`](Self::get)'s view of its message. `completes` says whether
-    /// the piece, unless it is already held, makes the message whole; `meta`
-    /// is recorded only if this piece starts a message.
+    /// Takes one piece of message `key`, at position `at`.
     ///
-    /// In order: a piece at a position already held is ignored (`Ok(None)`);
-    /// one that would make its message larger than [`Limits::max_message`]
-    /// is refused and the message dropped ([`Refused::TooLarge`]); one that
-    /// does not complete its message is refused ([`Refused::Full`]) if it
-    /// starts a message beyond [`Limits::max_pending`] or
-    /// [`Limits::max_pending_per_source`], or its charge would exceed
-    /// [`Limits::max_pending_bytes`]. A completing piece needs no room: it
-    /// frees its message's. The whole message is returned when this piece
-    /// completes it (at once if it is the only piece).
+    /// If the message is held, `check` first compares the piece with it
+    /// (the format's own rules) and says whether the piece makes it whole;
+    /// otherwise the piece starts it, recording `meta`. A message's first
+    /// piece never completes it: formats hand back single-piece messages
+    /// themselves (WRAP without copying).
     ///
-    /// The piece is copied (when given as a slice) only once it is held.
-    pub(crate) fn admit<B>(
+    /// Then, in order: a piece at a position already held is ignored
+    /// (`Ok(None)`); one that would make its message larger than
+    /// [`Limits::max_message`] is refused and the message dropped
+    /// ([`Refused::TooLarge`]); a completing piece hands back the whole
+    /// message, needing no room since it frees its message's; any other is
+    /// refused ([`Refused::Full`]) if it starts a message beyond
+    /// [`Limits::max_pending`] or [`Limits::max_pending_per_source`], or if
+    /// its charge would exceed [`Limits::max_pending_bytes`].
+    ///
+    /// One hash lookup of `key` whatever happens; the piece is copied (when
+    /// given as a slice) only once it is held.
+    pub(crate) fn admit<B, E>(
         &mut self,
         now: Instant,
         key: (S, I),
         meta: M,
         at: P,
         piece: B,
-        completes: bool,
-    ) -> Result<Option<Vec<u8>>, Refused>
+        check: impl FnOnce(&Partial<M, P>) -> Result<bool, E>,
+    ) -> Result<Option<Vec<u8>>, Refused<E>>
     where
         B: AsRef<[u8]> + Into<Vec<u8>>,
     {
+        let limits = self.limits;
         let len = piece.as_ref().len();
-        let held = self.partials.get(&key);
-        if held.is_some_and(|p| p.pieces.contains_key(&at)) {
-            return Ok(None);
-        }
-        if held.map_or(0, |p| p.data).saturating_add(len) > self.limits.max_message {
-            if held.is_some() {
-                self.remove(&key);
-            }
-            return Err(Refused::TooLarge);
-        }
-        if completes {
-            return Ok(Some(match self.remove(&key) {
-                Some(p) => p.assemble(&at, piece.as_ref()),
-                None => piece.into(),
-            }));
-        }
-        if held.is_none() {
-            let from_source = self.per_source.get(&key.0).copied().unwrap_or(0);
-            if self.partials.len() >= self.limits.max_pending
-                || from_source >= self.limits.max_pending_per_source
-            {
-                return Err(Refused::Full);
-            }
-        }
-        let cost = len.saturating_add(self.limits.piece_cost);
-        if self.charged.saturating_add(cost) > self.limits.max_pending_bytes {
-            return Err(Refused::Full);
-        }
-
-        let deadline = now.checked_add(self.limits.timeout);
+        let cost = len.saturating_add(limits.piece_cost);
+        let fits = |charged: usize| charged.saturating_add(cost) <= limits.max_pending_bytes;
+        let pending = self.partials.len();
+        let deadline = now.checked_add(limits.timeout);
         let partial = match self.partials.entry(key) {
             Entry::Occupied(held) => {
-                let partial = held.into_mut();
-                if self.limits.expiry == Expiry::AfterLastPiece && partial.deadline != deadline {
-                    if let Some(old) = partial.deadline {
+                let completes = check(held.get()).map_err(Refused::Format)?;
+                let p = held.get();
+                if p.pieces.contains_key(&at) {
+                    return Ok(None);
+                }
+                if p.data.saturating_add(len) > limits.max_message {
+                    let p = held.remove();
+                    self.forget(&key, &p);
+                    return Err(Refused::TooLarge);
+                }
+                if completes {
+                    let p = held.remove();
+                    self.forget(&key, &p);
+                    return Ok(Some(p.assemble(&at, piece.as_ref())));
+                }
+                if !fits(self.charged) {
+                    return Err(Refused::Full);
+                }
+                let p = held.into_mut();
+                if limits.expiry == Expiry::AfterLastPiece && p.deadline != deadline {
+                    if let Some(old) = p.deadline {
                         self.deadlines.remove(&(old, key));
                     }
                     if let Some(new) = deadline {
                         self.deadlines.insert((new, key));
                     }
-                    partial.deadline = deadline;
+                    p.deadline = deadline;
                 }
-                partial
+                p
             }
             Entry::Vacant(slot) => {
-                *self.per_source.entry(key.0).or_insert(0) += 1;
+                if len > limits.max_message {
+                    return Err(Refused::TooLarge);
+                }
+                if pending >= limits.max_pending || !fits(self.charged) {
+                    return Err(Refused::Full);
+                }
+                match self.per_source.entry(key.0) {
+                    Entry::Occupied(mut n) if *n.get() < limits.max_pending_per_source => {
+                        *n.get_mut() += 1;
+                    }
+                    Entry::Vacant(n) if limits.max_pending_per_source > 0 => {
+                        n.insert(1);
+                    }
+                    _ => return Err(Refused::Full),
+                }
                 if let Some(due) = deadline {
                     self.deadlines.insert((due, key));
                 }
@@ -311,23 +324,24 @@ where
         self.per_source.len()
     }
 
-    /// Removes a partial, its index entry and its accounting.
-    fn remove(&mut self, key: &(S, I)) -> Option<Partial<M, P>> {
-        let p = self.partials.remove(key)?;
+    /// Takes a partial removed from the table out of the deadline index
+    /// and the accounting.
+    fn forget(&mut self, key: &(S, I), p: &Partial<M, P>) {
         if let Some(due) = p.deadline {
             self.deadlines.remove(&(due, *key));
         }
-        self.release(key, &p);
-        Some(p)
+        self.release(key, p);
     }
 
-    /// Takes a removed partial out of the accounting.
+    /// Takes a partial removed from the table and the index out of the
+    /// accounting.
     fn release(&mut self, key: &(S, I), p: &Partial<M, P>) {
         self.charged -= p.charge(self.limits.piece_cost);
-        if let Some(n) = self.per_source.get_mut(&key.0) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_source.remove(&key.0);
+        if let Entry::Occupied(mut n) = self.per_source.entry(key.0) {
+            if *n.get() > 1 {
+                *n.get_mut() -= 1;
+            } else {
+                n.remove();
             }
         }
     }
@@ -387,10 +401,34 @@ mod tests {
         }
     }
 
-    /// Admits `len` bytes of `fill` at `at`, not completing.
-    fn put(c: &mut Core, now: Instant, key: (u8, u8), at: u16, len: usize) -> Result<(), Refused> {
-        c.admit(now, key, (), at, vec![at as u8; len], false)
-            .map(|whole| assert_eq!(whole, None))
+    /// What the tests' format refuses.
+    type Outcome = Result<Option<Vec<u8>>, Refused<&'static str>>;
+
+    /// Admits `piece`, the format saying that it `completes` its message.
+    fn admit<S, I>(
+        c: &mut Reassembly<S, I, (), u16>,
+        now: Instant,
+        key: (S, I),
+        at: u16,
+        piece: impl AsRef<[u8]> + Into<Vec<u8>>,
+        completes: bool,
+    ) -> Outcome
+    where
+        S: Copy + Eq + Hash + Ord,
+        I: Copy + Eq + Hash + Ord,
+    {
+        c.admit(now, key, (), at, piece, |_| Ok(completes))
+    }
+
+    /// Admits `len` bytes at `at`, not completing.
+    fn put(
+        c: &mut Core,
+        now: Instant,
+        key: (u8, u8),
+        at: u16,
+        len: usize,
+    ) -> Result<(), Refused<&'static str>> {
+        admit(c, now, key, at, vec![at as u8; len], false).map(|whole| assert_eq!(whole, None))
     }
 
     #[test]
@@ -405,21 +443,50 @@ mod tests {
         assert_eq!(c.pending(), (1, 2 * (3 + 10)));
         assert_eq!(c.get(&(1, 1)).map(Partial::data_len), Some(6));
         // A held position is ignored, whatever `completes` says.
-        assert_eq!(c.admit(now, (1, 1), (), 0, &[9u8; 3][..], true), Ok(None));
+        assert_eq!(admit(&mut c, now, (1, 1), 0, &[9u8; 3][..], true), Ok(None));
         c.check();
-        let whole = c.admit(now, (1, 1), (), 1, &[1u8; 3][..], true).unwrap();
+        let whole = admit(&mut c, now, (1, 1), 1, &[1u8; 3][..], true).unwrap();
         assert_eq!(whole, Some(vec![0, 0, 0, 1, 1, 1, 2, 2, 2]));
         assert_eq!(
             (c.pending(), c.next_deadline(), c.sources()),
             ((0, 0), None, 0)
         );
         c.check();
-        // A message in one piece is handed back without being held.
+        // A first piece never completes its message.
+        assert_eq!(admit(&mut c, now, (1, 2), 0, vec![7; 5], true), Ok(None));
+        assert_eq!(c.pending(), (1, 5 + 10));
+        c.check();
+    }
+
+    #[test]
+    fn the_format_check_sees_the_message_and_may_refuse() {
+        let mut c = Reassembly::<u8, u8, u32, u16>::new(limits());
+        let now = Instant::now();
+        let refuse = |_: &Partial<u32, u16>| Err::<bool, _>("no");
+        let never = |_: &Partial<u32, u16>| -> Result<bool, &str> { unreachable!() };
+        // Not called for a first piece, whose meta is recorded.
+        assert_eq!(c.admit(now, (1, 1), 7, 3, vec![3; 4], never), Ok(None));
+        let check = |p: &Partial<u32, u16>| {
+            assert_eq!((*p.meta(), p.data_len()), (7, 4));
+            assert_eq!(p.pieces().keys().collect::<Vec<_>>(), [&3]);
+            Ok::<_, &str>(false)
+        };
+        assert_eq!(c.admit(now, (1, 1), 8, 4, vec![4; 4], check), Ok(None));
+        // A refusal changes nothing, even for a piece already held.
         assert_eq!(
-            c.admit(now, (1, 2), (), 0, vec![7; 5], true),
-            Ok(Some(vec![7; 5]))
+            c.admit(now, (1, 1), 9, 3, vec![3; 4], refuse),
+            Err(Refused::Format("no"))
         );
-        assert_eq!(c.pending(), (0, 0));
+        assert_eq!(
+            c.admit(now, (1, 1), 9, 5, vec![5; 4], refuse),
+            Err(Refused::Format("no"))
+        );
+        assert_eq!(c.pending(), (1, 8));
+        let whole = c.admit(now, (1, 1), 9, 5, vec![5; 4], |p| {
+            Ok::<_, &str>(*p.meta() == 7)
+        });
+        assert_eq!(whole, Ok(Some(vec![3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5])));
+        c.check();
     }
 
     #[test]
@@ -443,16 +510,15 @@ mod tests {
         assert_eq!(c.pending(), (5, 6));
         c.check();
         // Completing one frees a slot for its source, and in the total.
-        assert!(c
-            .admit(now, (1, 1), (), 1, vec![0], true)
+        assert!(admit(&mut c, now, (1, 1), 1, vec![0], true)
             .unwrap()
             .is_some());
         put(&mut c, now, (1, 3), 0, 1).unwrap();
         assert_eq!(put(&mut c, now, (4, 1), 0, 1), Err(Refused::Full));
         c.check();
         // A completing piece needs no slot.
-        assert!(c
-            .admit(now, (4, 1), (), 0, vec![0], true)
+        put(&mut c, now, (1, 3), 1, 1).unwrap();
+        assert!(admit(&mut c, now, (1, 3), 2, vec![0], true)
             .unwrap()
             .is_some());
         let mut c = Core::new(Limits {
@@ -479,7 +545,7 @@ mod tests {
         assert_eq!(put(&mut c, now, (2, 1), 0, 0), Err(Refused::Full));
         assert_eq!(c.pending(), (1, 100));
         // ...but a completing piece does.
-        let whole = c.admit(now, (1, 1), (), 2, vec![2; 30], true).unwrap();
+        let whole = admit(&mut c, now, (1, 1), 2, vec![2; 30], true).unwrap();
         assert_eq!(whole.map(|w| w.len()), Some(90));
         assert_eq!(c.pending(), (0, 0));
         c.check();
@@ -493,14 +559,10 @@ mod tests {
         });
         let now = Instant::now();
         assert_eq!(put(&mut c, now, (1, 1), 0, 101), Err(Refused::TooLarge));
-        assert_eq!(
-            c.admit(now, (1, 1), (), 0, vec![0; 101], true),
-            Err(Refused::TooLarge)
-        );
         put(&mut c, now, (1, 1), 0, 60).unwrap();
         put(&mut c, now, (1, 2), 0, 60).unwrap();
         assert_eq!(
-            c.admit(now, (1, 1), (), 1, vec![0; 41], true),
+            admit(&mut c, now, (1, 1), 1, vec![0; 41], true),
             Err(Refused::TooLarge)
         );
         assert_eq!((c.pending(), c.sources()), ((1, 60), 1));
@@ -508,7 +570,7 @@ mod tests {
         c.check();
         // Exactly the limit is fine.
         assert_eq!(
-            c.admit(now, (1, 2), (), 1, vec![0; 40], true)
+            admit(&mut c, now, (1, 2), 1, vec![0; 40], true)
                 .unwrap()
                 .map(|w| w.len()),
             Some(100)
@@ -577,7 +639,7 @@ mod tests {
         let t0 = Instant::now();
         for n in 0..1000u16 {
             let now = t0 + Duration::from_millis(u64::from(n));
-            c.admit(now, (n % 7, n), (), 0, vec![0; 3], false).unwrap();
+            admit(&mut c, now, (n % 7, n), 0, vec![0; 3], false).unwrap();
         }
         let before = c.examined;
         // Nothing due: one look.
@@ -612,7 +674,9 @@ mod tests {
         assert_eq!((c.next_deadline(), c.expire(t0 + TIMEOUT)), (None, 0));
         assert_eq!(c.pending(), (1, 20));
         c.check();
-        assert!(c.admit(t0, (1, 1), (), 2, vec![0], true).unwrap().is_some());
+        assert!(admit(&mut c, t0, (1, 1), 2, vec![0], true)
+            .unwrap()
+            .is_some());
         c.check();
     }
 
@@ -663,7 +727,7 @@ mod tests {
                         now += Duration::from_millis(after_ms);
                         let held = c.get(&key).map(Partial::data_len);
                         let piece = vec![at as u8; len];
-                        if let Ok(Some(whole)) = c.admit(now, key, (), at, &piece[..], completes) {
+                        if let Ok(Some(whole)) = admit(&mut c, now, key, at, &piece[..], completes) {
                             prop_assert!(completes);
                             prop_assert_eq!(whole.len(), held.unwrap_or(0) + len);
                             prop_assert!(c.get(&key).is_none());

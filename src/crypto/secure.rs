@@ -122,7 +122,7 @@ use zeroize::Zeroizing;
 
 use super::key::{Key, KeyId, KEY_LEN};
 use super::keyring::{Keyring, MAX_KEYS};
-use crate::reassembly::{Expiry, Limits, Reassembly, Refused};
+use crate::reassembly::{Expiry, Limits, Partial, Reassembly, Refused};
 
 /// The first 4 bytes of every sealed datagram.
 pub const MAGIC: [u8; 4] = *b"SHOL";
@@ -971,20 +971,16 @@ impl FragmentAssembler {
         let first = header
             .first_counter()
             .ok_or(SecureError::Malformed("fragment index above the counter"))?;
-        let slot = (header.sender, first);
-        let completes = match self.core.get(&slot) {
-            Some(p) => {
-                if *p.meta() != header.frag_count {
-                    return Err(SecureError::Malformed(
-                        "fragment count differs from earlier fragments",
-                    ));
-                }
-                p.pieces().len() + 1 == usize::from(header.frag_count)
+        let check = |p: &Partial<u16, u16>| {
+            if *p.meta() != header.frag_count {
+                return Err(SecureError::Malformed(
+                    "fragment count differs from earlier fragments",
+                ));
             }
-            None => false,
+            // Wrong for a fragment already held, which the core then ignores.
+            Ok(p.pieces().len() + 1 == usize::from(header.frag_count))
         };
-        // For a fragment already held `completes` may be wrong, but the core
-        // ignores a held position before it looks at `completes`.
+        let slot = (header.sender, first);
         self.core
             .admit(
                 now,
@@ -992,9 +988,10 @@ impl FragmentAssembler {
                 header.frag_count,
                 header.frag_index,
                 plaintext,
-                completes,
+                check,
             )
             .map_err(|refused| match refused {
+                Refused::Format(error) => error,
                 Refused::Full => SecureError::ReassemblyFull,
                 Refused::TooLarge => SecureError::TooLarge,
             })

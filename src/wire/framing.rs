@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::DecodeError;
-use crate::reassembly::{Expiry, Limits, Reassembly, Refused};
+use crate::reassembly::{Expiry, Limits, Partial, Reassembly, Refused};
 
 /// The block magic.
 pub const MAGIC: [u8; 4] = *b"WRAP";
@@ -304,43 +304,43 @@ impl Reassembler {
             ));
         }
 
-        let key = (from, header.id);
-        let completes = match self.core.get(&key) {
-            Some(p) => {
-                if p.meta().total_len != header.total_len {
-                    return Err(DecodeError::BadBlock(
-                        "message length differs from earlier blocks",
-                    ));
-                }
-                if p.meta().crc != header.crc {
-                    return Err(DecodeError::BadBlock(
-                        "message checksum differs from earlier blocks",
-                    ));
-                }
-                if let Some(held) = p.pieces().get(&header.offset) {
-                    return if held.len() == data.len() {
-                        Ok(None) // a duplicate
-                    } else {
-                        Err(DecodeError::BadBlock("block overlaps another block"))
-                    };
-                }
-                if overlaps(p.pieces(), header.offset, end) {
-                    return Err(DecodeError::BadBlock("block overlaps another block"));
-                }
-                p.data_len() + data.len() == header.total_len as usize
-            }
-            None => false,
-        };
         let declared = Declared {
             total_len: header.total_len,
             crc: header.crc,
         };
+        let check = |p: &Partial<Declared, u32>| {
+            if p.meta().total_len != header.total_len {
+                return Err(DecodeError::BadBlock(
+                    "message length differs from earlier blocks",
+                ));
+            }
+            if p.meta().crc != header.crc {
+                return Err(DecodeError::BadBlock(
+                    "message checksum differs from earlier blocks",
+                ));
+            }
+            if let Some(held) = p.pieces().get(&header.offset) {
+                // Same length: a duplicate, which the core ignores whatever
+                // this says.
+                return if held.len() == data.len() {
+                    Ok(false)
+                } else {
+                    Err(DecodeError::BadBlock("block overlaps another block"))
+                };
+            }
+            if overlaps(p.pieces(), header.offset, end) {
+                return Err(DecodeError::BadBlock("block overlaps another block"));
+            }
+            Ok(p.data_len() + data.len() == header.total_len as usize)
+        };
+        let key = (from, header.id);
         match self
             .core
-            .admit(now, key, declared, header.offset, data, completes)
+            .admit(now, key, declared, header.offset, data, check)
         {
             Ok(Some(whole)) => checked(Cow::Owned(whole), header.crc),
             Ok(None) => Ok(None),
+            Err(Refused::Format(error)) => Err(error),
             Err(Refused::Full) => Err(DecodeError::ReassemblyFull),
             // Unreachable: the declared length was checked, and the blocks
             // of a message never overlap nor pass its end.
