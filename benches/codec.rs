@@ -13,18 +13,26 @@
 //!   decoder the receive path uses (`shoal::wire::fast_hello`);
 //! - decode_general: the general envelope decoder on the same hello, for
 //!   comparison (what every hello cost before the one-pass decoder).
+//! - reassembly: multi-piece messages through `framing::Reassembler` and
+//!   `secure::FragmentAssembler` (pieces already parsed or opened), and a new
+//!   incomplete message beside many others, then its expiry: what a flood of
+//!   first blocks costs each reassembler.
 
 mod common;
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use common::ThreadCpu;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shoal::crypto::key::Key;
+use shoal::crypto::key::{Key, KeyId};
 use shoal::crypto::keyring::Keyring;
 use shoal::crypto::legacy::LegacyCipher;
-use shoal::crypto::secure::{AssemblyLimits, FragmentAssembler, Opener, SealedHeader, Sealer};
+use shoal::crypto::secure::{
+    AssemblyLimits, FragmentAssembler, Opener, SealedHeader, Sealer, ALG_AES_256_GCM, OVERHEAD,
+    VERSION,
+};
 use shoal::wire::envelope::{self, Hello, Sender};
 use shoal::wire::fast_hello;
 use shoal::wire::framing::{self, Reassembler, ReassemblyLimits};
@@ -190,9 +198,118 @@ fn decode_general(c: &mut Criterion<ThreadCpu>) {
     group.finish();
 }
 
+/// Reassembly alone: the pieces are parsed (WRAP) or opened (sealed) once,
+/// outside the loop.
+fn reassembly(c: &mut Criterion<ThreadCpu>) {
+    let mut group = c.benchmark_group("reassembly");
+    group.throughput(Throughput::Elements(1));
+    let now = Instant::now();
+    let from: SocketAddr = "10.0.0.7:12345".parse().expect("addr");
+
+    // A 4000-byte WRAP message in 3 blocks, last block first.
+    let payload: Vec<u8> = (0..4000u32).map(|i| i as u8).collect();
+    let mut blocks = Vec::new();
+    framing::encode(&payload, [3; 16], |b| blocks.push(b));
+    blocks.reverse();
+    let mut r = Reassembler::new(ReassemblyLimits::default());
+    group.bench_function("wrap 3 blocks (4000 B)", |b| {
+        b.iter(|| {
+            let mut whole = 0;
+            for block in &blocks {
+                let (header, data, _) = framing::parse_block(block).expect("block");
+                if let Some(p) = r.push(now, from, &header, data).expect("accepted") {
+                    whole = p.len();
+                }
+            }
+            black_box(whole)
+        })
+    });
+
+    // The same message as 3 sealed fragments, already opened.
+    let header = |index: u16, count: u16, sender: [u8; 16], counter: u64| SealedHeader {
+        version: VERSION,
+        algorithm: ALG_AES_256_GCM,
+        frag_index: index,
+        frag_count: count,
+        key_id: KeyId([0; 4]),
+        sender,
+        counter,
+        timestamp_ms: WALL_MS,
+    };
+    let fragments: Vec<(SealedHeader, Vec<u8>)> = payload
+        .chunks(MAX_DATAGRAM - OVERHEAD)
+        .enumerate()
+        .map(|(i, piece)| (header(i as u16, 3, [5; 16], 10 + i as u64), piece.to_vec()))
+        .rev()
+        .collect();
+    let mut a = FragmentAssembler::new(AssemblyLimits::default());
+    group.bench_function("sealed 3 fragments (4000 B)", |b| {
+        b.iter(|| {
+            let mut whole = 0;
+            for (h, plain) in &fragments {
+                if let Some(m) = a.push(now, h, plain.clone()).expect("accepted") {
+                    whole = m.len();
+                }
+            }
+            black_box(whole)
+        })
+    });
+
+    // A reassembler holding `held` incomplete messages (one block each, one
+    // per source, due late); each iteration adds the first block of one more
+    // message, due first, then expires it.
+    let held = ReassemblyLimits::default().max_pending - 1;
+    let first_block = |id: [u8; 16]| {
+        let mut out = None;
+        framing::encode(&payload, id, |b| {
+            out.get_or_insert(b);
+        });
+        out.expect("a block")
+    };
+    let source = |n: usize| SocketAddr::from(([10, 1, (n >> 8) as u8, n as u8], 12345));
+    let mut r = Reassembler::new(ReassemblyLimits::default());
+    let late = now + Duration::from_secs(1);
+    for n in 0..held {
+        let block = first_block([1; 16]);
+        let (h, data, _) = framing::parse_block(&block).expect("block");
+        assert_eq!(r.push(late, source(n), &h, data), Ok(None));
+    }
+    let block = first_block([2; 16]);
+    let timeout = ReassemblyLimits::default().timeout;
+    group.bench_function(format!("wrap new + expire ({held} pending)"), |b| {
+        b.iter(|| {
+            let (h, data, _) = framing::parse_block(&block).expect("block");
+            assert_eq!(r.push(now, from, &h, data), Ok(None));
+            black_box(r.next_deadline());
+            black_box(r.expire(now + timeout))
+        })
+    });
+    assert_eq!(r.pending().0, held);
+
+    let held = AssemblyLimits::default().max_pending - 1;
+    let mut a = FragmentAssembler::new(AssemblyLimits::default());
+    for n in 0..held {
+        let mut sender = [0; 16];
+        sender[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        let h = header(0, 2, sender, 1);
+        assert_eq!(a.push(late, &h, vec![0; 100]), Ok(None));
+    }
+    let h = header(0, 2, [0xee; 16], 1);
+    let timeout = AssemblyLimits::default().timeout;
+    group.bench_function(format!("sealed new + expire ({held} pending)"), |b| {
+        b.iter(|| {
+            assert_eq!(a.push(now, &h, vec![0; 100]), Ok(None));
+            black_box(a.next_deadline());
+            black_box(a.expire(now + timeout))
+        })
+    });
+    assert_eq!(a.pending().0, held);
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = common::criterion();
-    targets = encode, decode, decode_general
+    targets = encode, decode, decode_general, reassembly
 }
 criterion_main!(benches);

@@ -87,6 +87,7 @@ mod event;
 mod membership;
 mod packet;
 pub mod protocol;
+mod reassembly;
 pub mod service;
 pub mod sim;
 mod stats;

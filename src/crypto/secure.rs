@@ -111,8 +111,6 @@
 //! [`ReplayGuard::precheck`]: super::replay::ReplayGuard::precheck
 //! [`ReplayGuard::accept`]: super::replay::ReplayGuard::accept
 
-use std::collections::{BTreeMap, HashMap};
-
 use lru::LruCache;
 use std::time::{Duration, Instant};
 
@@ -124,6 +122,7 @@ use zeroize::Zeroizing;
 
 use super::key::{Key, KeyId, KEY_LEN};
 use super::keyring::{Keyring, MAX_KEYS};
+use crate::reassembly::{Expiry, Limits, Partial, Reassembly, Refused};
 
 /// The first 4 bytes of every sealed datagram.
 pub const MAGIC: [u8; 4] = *b"SHOL";
@@ -867,22 +866,6 @@ impl Default for AssemblyLimits {
 /// much more memory than [`AssemblyLimits::max_pending_bytes`].
 pub const FRAGMENT_COST: usize = 64;
 
-/// An incomplete message.
-struct Partial {
-    frag_count: u16,
-    pieces: BTreeMap<u16, Vec<u8>>,
-    /// Plaintext bytes held.
-    data: usize,
-    /// When its first fragment arrived.
-    started: Instant,
-}
-
-impl Partial {
-    fn charge(&self) -> usize {
-        self.data + self.pieces.len() * FRAGMENT_COST
-    }
-}
-
 /// Reassembles authenticated fragments into messages.
 ///
 /// Fragments are grouped by (sender, first counter = `counter -
@@ -911,19 +894,16 @@ impl Partial {
 /// assert_eq!(assembler.pending(), (0, 0));
 /// ```
 pub struct FragmentAssembler {
-    limits: AssemblyLimits,
-    partials: HashMap<([u8; 16], u64), Partial>,
-    /// Incomplete messages per sender (entries are never 0).
-    per_sender: HashMap<[u8; 16], usize>,
-    /// Sum of the partials' charges.
-    charged: usize,
+    /// Messages keyed by (sender, first counter), recording their
+    /// `frag_count`, with pieces by `frag_index`.
+    core: Reassembly<[u8; 16], u64, u16, u16>,
 }
 
 /// Shows the limits and what is pending, not the plaintext held.
 impl std::fmt::Debug for FragmentAssembler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FragmentAssembler")
-            .field("limits", &self.limits)
+            .field("limits", self.core.limits())
             .field("pending", &self.pending())
             .finish_non_exhaustive()
     }
@@ -940,10 +920,15 @@ impl FragmentAssembler {
     /// ```
     pub fn new(limits: AssemblyLimits) -> FragmentAssembler {
         FragmentAssembler {
-            limits,
-            partials: HashMap::new(),
-            per_sender: HashMap::new(),
-            charged: 0,
+            core: Reassembly::new(Limits {
+                max_message: limits.max_message,
+                max_pending: limits.max_pending,
+                max_pending_bytes: limits.max_pending_bytes,
+                max_pending_per_source: limits.max_pending_per_sender,
+                piece_cost: FRAGMENT_COST,
+                timeout: limits.timeout,
+                expiry: Expiry::AfterFirstPiece,
+            }),
         }
     }
 
@@ -982,7 +967,7 @@ impl FragmentAssembler {
         if header.frag_count == 0 || header.frag_index >= header.frag_count {
             return Err(SecureError::Malformed("fragment index beyond the count"));
         }
-        if plaintext.len() > self.limits.max_message {
+        if plaintext.len() > self.core.limits().max_message {
             return Err(SecureError::TooLarge);
         }
         if header.frag_count == 1 {
@@ -991,84 +976,30 @@ impl FragmentAssembler {
         let first = header
             .first_counter()
             .ok_or(SecureError::Malformed("fragment index above the counter"))?;
-        let slot = (header.sender, first);
-        let completes = match self.partials.get(&slot) {
-            Some(p) => {
-                if p.frag_count != header.frag_count {
-                    return Err(SecureError::Malformed(
-                        "fragment count differs from earlier fragments",
-                    ));
-                }
-                if p.pieces.contains_key(&header.frag_index) {
-                    return Ok(None);
-                }
-                if p.data.saturating_add(plaintext.len()) > self.limits.max_message {
-                    self.drop_partial(&slot);
-                    return Err(SecureError::TooLarge);
-                }
-                p.pieces.len() + 1 == usize::from(header.frag_count)
+        let check = |p: &Partial<u16, u16>| {
+            if *p.meta() != header.frag_count {
+                return Err(SecureError::Malformed(
+                    "fragment count differs from earlier fragments",
+                ));
             }
-            None => {
-                if self.partials.len() >= self.limits.max_pending {
-                    return Err(SecureError::ReassemblyFull);
-                }
-                let held = self.per_sender.get(&header.sender).copied().unwrap_or(0);
-                if held >= self.limits.max_pending_per_sender {
-                    return Err(SecureError::ReassemblyFull);
-                }
-                false
-            }
+            // Wrong for a fragment already held, which the core then ignores.
+            Ok(p.pieces().len() + 1 == usize::from(header.frag_count))
         };
-        let cost = plaintext.len().saturating_add(FRAGMENT_COST);
-        if !completes && self.charged.saturating_add(cost) > self.limits.max_pending_bytes {
-            return Err(SecureError::ReassemblyFull);
-        }
-
-        if completes {
-            let Some(mut p) = self.take_partial(&slot) else {
-                return Ok(None); // unreachable: it was just found
-            };
-            let mut whole = Vec::with_capacity(p.data + plaintext.len());
-            p.pieces.insert(header.frag_index, plaintext);
-            for piece in p.pieces.into_values() {
-                whole.extend_from_slice(&piece);
-            }
-            return Ok(Some(whole));
-        }
-        let partial = self.partials.entry(slot).or_insert_with(|| {
-            *self.per_sender.entry(header.sender).or_insert(0) += 1;
-            Partial {
-                frag_count: header.frag_count,
-                pieces: BTreeMap::new(),
-                data: 0,
-                started: now,
-            }
-        });
-        partial.data += plaintext.len();
-        partial.pieces.insert(header.frag_index, plaintext);
-        self.charged += cost;
-        Ok(None)
-    }
-
-    /// Removes a partial and its accounting; returns it.
-    fn take_partial(&mut self, slot: &([u8; 16], u64)) -> Option<Partial> {
-        let p = self.partials.remove(slot)?;
-        self.charged -= p.charge();
-        self.release_sender(&slot.0);
-        Some(p)
-    }
-
-    fn drop_partial(&mut self, slot: &([u8; 16], u64)) {
-        let _ = self.take_partial(slot);
-    }
-
-    fn release_sender(&mut self, sender: &[u8; 16]) {
-        if let Some(n) = self.per_sender.get_mut(sender) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_sender.remove(sender);
-            }
-        }
+        let slot = (header.sender, first);
+        self.core
+            .admit(
+                now,
+                slot,
+                header.frag_count,
+                header.frag_index,
+                plaintext,
+                check,
+            )
+            .map_err(|refused| match refused {
+                Refused::Format(error) => error,
+                Refused::Full => SecureError::ReassemblyFull,
+                Refused::TooLarge => SecureError::TooLarge,
+            })
     }
 
     /// Drops incomplete messages whose first fragment arrived at least the
@@ -1092,17 +1023,7 @@ impl FragmentAssembler {
     /// assert_eq!(a.pending(), (0, 0));
     /// ```
     pub fn expire(&mut self, now: Instant) -> usize {
-        let timeout = self.limits.timeout;
-        let expired: Vec<([u8; 16], u64)> = self
-            .partials
-            .iter()
-            .filter(|(_, p)| now.saturating_duration_since(p.started) >= timeout)
-            .map(|(slot, _)| *slot)
-            .collect();
-        for slot in &expired {
-            self.drop_partial(slot);
-        }
-        expired.len()
+        self.core.expire(now)
     }
 
     /// When the oldest incomplete message times out; `None` if nothing is
@@ -1114,11 +1035,7 @@ impl FragmentAssembler {
     /// assert_eq!(FragmentAssembler::new(AssemblyLimits::default()).next_deadline(), None);
     /// ```
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.partials
-            .values()
-            .map(|p| p.started)
-            .min()?
-            .checked_add(self.limits.timeout)
+        self.core.next_deadline()
     }
 
     /// Incomplete messages held, and the bytes charged for them (data plus
@@ -1130,7 +1047,7 @@ impl FragmentAssembler {
     /// assert_eq!(FragmentAssembler::new(AssemblyLimits::default()).pending(), (0, 0));
     /// ```
     pub fn pending(&self) -> (usize, usize) {
-        (self.partials.len(), self.charged)
+        self.core.pending()
     }
 }
 
@@ -1761,7 +1678,7 @@ mod tests {
         );
         assert_eq!(a.expire(t0 + timeout * 10), 1);
         assert_eq!((a.pending(), a.next_deadline()), ((0, 0), None));
-        assert!(a.per_sender.is_empty());
+        assert_eq!(a.core.sources(), 0);
         // Its last fragment then starts a new incomplete message.
         assert!(push_all(&mut a, t0, &m1[2..]).is_empty());
         let shown = format!("{a:?}");

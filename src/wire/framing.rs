@@ -14,11 +14,12 @@
 //! | 32 | 4 | offset of this block's data within the payload |
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::DecodeError;
+use crate::reassembly::{Expiry, Limits, Partial, Reassembly, Refused};
 
 /// The block magic.
 pub const MAGIC: [u8; 4] = *b"WRAP";
@@ -199,50 +200,28 @@ impl Default for ReassemblyLimits {
 /// from a declared length, only from block data actually received.
 #[derive(Debug)]
 pub struct Reassembler {
-    limits: ReassemblyLimits,
-    partials: HashMap<(SocketAddr, [u8; 16]), Partial>,
-    /// Sum of the data bytes held in `partials`.
-    bytes: usize,
+    core: Reassembly<SocketAddr, [u8; 16], Declared, u32>,
 }
 
-/// An incomplete message.
-#[derive(Debug)]
-struct Partial {
-    crc: u32,
+/// What a message's first block declared, which its other blocks must repeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Declared {
     total_len: u32,
-    /// Block data by offset; the pieces never overlap.
-    pieces: BTreeMap<u32, Vec<u8>>,
-    /// Sum of the pieces' lengths.
-    covered: usize,
-    /// When the last accepted block arrived.
-    last: Instant,
+    crc: u32,
 }
 
-impl Partial {
-    /// Whether `[offset, end)` overlaps a stored piece (other than one at
-    /// exactly `offset`, which the caller has handled).
-    fn overlaps(&self, offset: u32, end: u64) -> bool {
-        let before = self
-            .pieces
-            .range(..offset)
-            .next_back()
-            .is_some_and(|(&o, p)| u64::from(o) + p.len() as u64 > u64::from(offset));
-        let after = self
-            .pieces
-            .range(offset..)
-            .next()
-            .is_some_and(|(&o, _)| u64::from(o) < end);
-        before || after
-    }
-
-    /// Concatenates the pieces (which cover the whole message).
-    fn assemble(self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.covered);
-        for piece in self.pieces.into_values() {
-            out.extend_from_slice(&piece);
-        }
-        out
-    }
+/// Whether `[offset, end)` overlaps a held piece (other than one at exactly
+/// `offset`, which the caller has handled).
+fn overlaps(pieces: &BTreeMap<u32, Vec<u8>>, offset: u32, end: u64) -> bool {
+    let before = pieces
+        .range(..offset)
+        .next_back()
+        .is_some_and(|(&o, p)| u64::from(o) + p.len() as u64 > u64::from(offset));
+    let after = pieces
+        .range(offset..)
+        .next()
+        .is_some_and(|(&o, _)| u64::from(o) < end);
+    before || after
 }
 
 /// The payload if its CRC matches.
@@ -258,9 +237,17 @@ impl Reassembler {
     /// An empty reassembler.
     pub fn new(limits: ReassemblyLimits) -> Self {
         Reassembler {
-            limits,
-            partials: HashMap::new(),
-            bytes: 0,
+            core: Reassembly::new(Limits {
+                max_message: limits.max_message,
+                max_pending: limits.max_pending,
+                max_pending_bytes: limits.max_pending_bytes,
+                max_pending_per_source: limits.max_pending_per_source,
+                // Blocks are full-sized (see `push`), so their data alone
+                // stands for the memory they take.
+                piece_cost: 0,
+                timeout: limits.timeout,
+                expiry: Expiry::AfterLastPiece,
+            }),
         }
     }
 
@@ -272,7 +259,8 @@ impl Reassembler {
     /// whole of an empty message. A block at an offset already held for its
     /// message is ignored as a duplicate. A block of a message not yet held is
     /// refused with [`DecodeError::ReassemblyFull`] when holding it would
-    /// exceed [`ReassemblyLimits::max_pending`] or
+    /// exceed [`ReassemblyLimits::max_pending`],
+    /// [`ReassemblyLimits::max_pending_per_source`] or
     /// [`ReassemblyLimits::max_pending_bytes`]; so is a block of a held
     /// message that would exceed the byte limit without completing it.
     pub fn push<'a>(
@@ -282,10 +270,11 @@ impl Reassembler {
         header: &BlockHeader,
         data: &'a [u8],
     ) -> Result<Option<Cow<'a, [u8]>>, DecodeError> {
-        if u64::from(header.total_len) > self.limits.max_message as u64 {
+        let max_message = self.core.limits().max_message;
+        if u64::from(header.total_len) > max_message as u64 {
             return Err(DecodeError::TooLarge {
                 declared: header.total_len,
-                max: self.limits.max_message,
+                max: max_message,
             });
         }
         let end = u64::from(header.offset) + data.len() as u64;
@@ -315,85 +304,57 @@ impl Reassembler {
             ));
         }
 
-        let key = (from, header.id);
-        let completes = match self.partials.get(&key) {
-            Some(p) => {
-                if p.total_len != header.total_len {
-                    return Err(DecodeError::BadBlock(
-                        "message length differs from earlier blocks",
-                    ));
-                }
-                if p.crc != header.crc {
-                    return Err(DecodeError::BadBlock(
-                        "message checksum differs from earlier blocks",
-                    ));
-                }
-                if let Some(held) = p.pieces.get(&header.offset) {
-                    return if held.len() == data.len() {
-                        Ok(None) // a duplicate
-                    } else {
-                        Err(DecodeError::BadBlock("block overlaps another block"))
-                    };
-                }
-                if p.overlaps(header.offset, end) {
-                    return Err(DecodeError::BadBlock("block overlaps another block"));
-                }
-                p.covered + data.len() == header.total_len as usize
-            }
-            None => {
-                if self.partials.len() >= self.limits.max_pending {
-                    return Err(DecodeError::ReassemblyFull);
-                }
-                // A scan of at most max_pending entries, only for a new message.
-                let from_source = self.partials.keys().filter(|(src, _)| *src == from).count();
-                if from_source >= self.limits.max_pending_per_source {
-                    return Err(DecodeError::ReassemblyFull);
-                }
-                false
-            }
-        };
-        if !completes && self.bytes.saturating_add(data.len()) > self.limits.max_pending_bytes {
-            return Err(DecodeError::ReassemblyFull);
-        }
-
-        let partial = self.partials.entry(key).or_insert_with(|| Partial {
-            crc: header.crc,
+        let declared = Declared {
             total_len: header.total_len,
-            pieces: BTreeMap::new(),
-            covered: 0,
-            last: now,
-        });
-        partial.pieces.insert(header.offset, data.to_vec());
-        partial.covered += data.len();
-        partial.last = now;
-        self.bytes += data.len();
-        if !completes {
-            return Ok(None);
-        }
-        match self.partials.remove(&key) {
-            Some(p) => {
-                self.bytes -= p.covered;
-                let crc = p.crc;
-                checked(Cow::Owned(p.assemble()), crc)
+            crc: header.crc,
+        };
+        let check = |p: &Partial<Declared, u32>| {
+            if p.meta().total_len != header.total_len {
+                return Err(DecodeError::BadBlock(
+                    "message length differs from earlier blocks",
+                ));
             }
-            None => Ok(None),
+            if p.meta().crc != header.crc {
+                return Err(DecodeError::BadBlock(
+                    "message checksum differs from earlier blocks",
+                ));
+            }
+            if let Some(held) = p.pieces().get(&header.offset) {
+                // Same length: a duplicate, which the core ignores whatever
+                // this says.
+                return if held.len() == data.len() {
+                    Ok(false)
+                } else {
+                    Err(DecodeError::BadBlock("block overlaps another block"))
+                };
+            }
+            if overlaps(p.pieces(), header.offset, end) {
+                return Err(DecodeError::BadBlock("block overlaps another block"));
+            }
+            Ok(p.data_len() + data.len() == header.total_len as usize)
+        };
+        let key = (from, header.id);
+        match self
+            .core
+            .admit(now, key, declared, header.offset, data, check)
+        {
+            Ok(Some(whole)) => checked(Cow::Owned(whole), header.crc),
+            Ok(None) => Ok(None),
+            Err(Refused::Format(error)) => Err(error),
+            Err(Refused::Full) => Err(DecodeError::ReassemblyFull),
+            // Unreachable: the declared length was checked, and the blocks
+            // of a message never overlap nor pass its end.
+            Err(Refused::TooLarge) => Err(DecodeError::TooLarge {
+                declared: header.total_len,
+                max: max_message,
+            }),
         }
     }
 
-    /// Drops incomplete messages whose deadline has passed; returns how many.
+    /// Drops incomplete messages whose deadline ([`ReassemblyLimits::timeout`]
+    /// after their last block) has come; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let timeout = self.limits.timeout;
-        let before = self.partials.len();
-        let mut freed = 0;
-        self.partials.retain(|_, p| {
-            let keep = now.saturating_duration_since(p.last) < timeout;
-            if !keep {
-                freed += p.covered;
-            }
-            keep
-        });
-        self.bytes -= freed;
-        before - self.partials.len()
+        self.core.expire(now)
     }
 
     /// The earliest deadline of an incomplete message.
@@ -401,16 +362,12 @@ impl Reassembler {
     /// `None` when nothing is pending (or the deadline is too far in the
     /// future for an [`Instant`]).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.partials
-            .values()
-            .map(|p| p.last)
-            .min()?
-            .checked_add(self.limits.timeout)
+        self.core.next_deadline()
     }
 
     /// Incomplete messages held, and the block bytes they hold.
     pub fn pending(&self) -> (usize, usize) {
-        (self.partials.len(), self.bytes)
+        self.core.pending()
     }
 }
 
