@@ -189,11 +189,17 @@ mod tests {
     use crate::Event;
     use std::time::Duration;
 
+    fn publish(events: &Events<Event>, n: u64) {
+        if let Some(sender) = &*events.sender() {
+            let _ = sender.send(Event::Lagged(n));
+        }
+    }
+
     /// A driver that runs until told to stop, then says so.
     fn spawn_driver() -> (Handle<Events<Event>>, tokio::sync::oneshot::Receiver<()>) {
         let (done_tx, done) = tokio::sync::oneshot::channel();
         let handle = Handle::spawn(Arc::new(Events::new(4)), |events, mut stop| async move {
-            let _ = events.sender().as_ref().map(|s| s.send(Event::Lagged(1)));
+            publish(&events, 1);
             stop.requested().await;
             // Stopping takes a moment: a concurrent shutdown must wait for it.
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -239,11 +245,10 @@ mod tests {
     #[tokio::test]
     async fn only_the_first_stream_sees_events_from_before() {
         let events = Events::new(4);
-        let send = |n| events.sender().as_ref().map(|s| s.send(Event::Lagged(n)));
-        let _ = send(1);
+        publish(&events, 1);
         let mut first = events.stream();
         let mut later = events.stream();
-        let _ = send(2);
+        publish(&events, 2);
         events.close();
         assert!(matches!(first.recv().await, Some(Event::Lagged(1))));
         assert!(matches!(first.recv().await, Some(Event::Lagged(2))));
