@@ -321,7 +321,6 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
     }
     out.emit("ready", None, json!({"weight": node.me().weight}));
 
-    let node = Arc::new(node);
     let events_out = out.clone();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
@@ -409,16 +408,14 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    // The sender task holds the other reference to the node: stop it first,
-    // so shutdown (and its goodbye) always happens.
+    // Stop the sender first: once the node is shut down its sends fail, and
+    // it would report that as an error.
     if let Some(task) = sender {
         task.abort();
         let _ = task.await;
     }
     let stats = node.stats();
     out.emit("stats", None, json!({ "stats": stats }));
-    if let Ok(node) = Arc::try_unwrap(node) {
-        node.shutdown().await;
-    }
+    node.shutdown().await;
     0
 }

@@ -501,8 +501,8 @@ impl Web {
             Ok(found) => found,
             Err(e) => return unavailable("queue", e),
         };
-        let record =
-            json!({"visit": visits, "web": self.discovery.id().as_str(), "at_ms": epoch_ms()});
+        let web = self.discovery.discovery().id();
+        let record = json!({"visit": visits, "web": web.as_str(), "at_ms": epoch_ms()});
         let pushed = queue.lock().await.call(&format!("PUSH {record}")).await;
         match pushed.as_deref() {
             Ok("OK") => (200, json!({"visits": visits, "queued": true})),
@@ -606,7 +606,8 @@ async fn run_web(args: &Args, stop: impl Future<Output = ()>) -> Result<(), BoxE
             web.advertise(http.as_ref().map(|(port, _)| *port));
         }
         // Forget connections to nodes that are gone.
-        let live: Vec<NodeId> = web.discovery.nodes().into_iter().map(|p| p.id).collect();
+        let node = web.discovery.discovery();
+        let live: Vec<NodeId> = node.nodes().into_iter().map(|p| p.id).collect();
         web.backends.retain(&live);
     }
 
@@ -614,11 +615,9 @@ async fn run_web(args: &Args, stop: impl Future<Output = ()>) -> Result<(), BoxE
         server.abort();
         let _ = server.await;
     }
-    match Arc::try_unwrap(web) {
-        Ok(web) => web.discovery.shutdown().await,
-        // A request still holds it: dropping our handle stops discovery anyway.
-        Err(web) => drop(web),
-    }
+    // From our handle even while a request still holds `web`: peers see the
+    // goodbye now, and that request's calls find discovery closed.
+    web.discovery.shutdown().await;
     Ok(())
 }
 

@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use serde::Serialize;
-use tokio::sync::{broadcast, watch, Notify};
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, Notify};
 
+use crate::handle::{lock, Events, Handle, StopSignal};
 use crate::stream::{EventStream, Subscription};
 
 use crate::event::{ChannelMessage, Event, LocalState};
@@ -31,35 +31,32 @@ struct Shared {
     core: Mutex<Protocol>,
     /// Wakes the driver after a command queued something to send.
     wake: Notify,
-    /// Taken when the driver stops, so that every event stream ends.
-    events: Mutex<Option<broadcast::Sender<Event>>>,
+    /// Closed when the driver stops, so that every event stream ends.
+    events: Events<Event>,
     channels: Mutex<HashMap<String, broadcast::Sender<ChannelMessage>>>,
-    events_lost: Arc<AtomicU64>,
     capacity: usize,
     local_addr: SocketAddr,
 }
 
 impl Shared {
     fn core(&self) -> MutexGuard<'_, Protocol> {
-        // A panic while holding the lock would be a bug in shoal; the state is
-        // still the best we have, so keep going rather than poison every call.
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn events(&self) -> MutexGuard<'_, Option<broadcast::Sender<Event>>> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.core)
     }
 
     fn channels(&self) -> MutexGuard<'_, HashMap<String, broadcast::Sender<ChannelMessage>>> {
-        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.channels)
     }
 }
 
 /// A running node: discovers peers, takes part in the election, sends and
 /// receives channel messages.
 ///
-/// Dropping it stops the node (it says goodbye, its task ends and the socket
-/// closes); call [`shutdown`](Self::shutdown) to wait for that. Share it between tasks with an `Arc`.
+/// A `Discovery` is a handle: cloning it is cheap, and every clone drives
+/// the same node, so give each task its own clone. Dropping the last clone
+/// stops the node (it says goodbye, its task ends and the socket closes).
+/// [`shutdown`](Self::shutdown), from any clone, stops it and waits for that;
+/// afterwards the commands of every clone return [`Error::Closed`] and every
+/// stream ends.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), shoal::Error> {
@@ -76,18 +73,16 @@ impl Shared {
 /// }
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct Discovery {
-    shared: Arc<Shared>,
-    first_events: Mutex<Option<broadcast::Receiver<Event>>>,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    handle: Handle<Shared>,
 }
 
 impl std::fmt::Debug for Discovery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Discovery")
             .field("id", &self.id())
-            .field("local_addr", &self.shared.local_addr)
+            .field("local_addr", &self.shared().local_addr)
             .finish_non_exhaustive()
     }
 }
@@ -124,44 +119,40 @@ impl Discovery {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         core.set_wall_clock(now, unix_ms);
-        let (events, first) = broadcast::channel(config.event_capacity);
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
             wake: Notify::new(),
-            events: Mutex::new(Some(events)),
+            events: Events::new(config.event_capacity),
             channels: Mutex::new(HashMap::new()),
-            events_lost: Arc::new(AtomicU64::new(0)),
             capacity: config.event_capacity,
             local_addr,
         });
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(shared.clone(), transport, stopped));
-        Ok(Discovery {
-            shared,
-            first_events: Mutex::new(Some(first)),
-            stop,
-            task: Some(task),
-        })
+        let handle = Handle::spawn(shared, |shared, stop| run(shared, transport, stop));
+        Ok(Discovery { handle })
+    }
+
+    fn shared(&self) -> &Shared {
+        self.handle.shared()
     }
 
     /// Events buffered per stream.
     pub(crate) fn capacity(&self) -> usize {
-        self.shared.capacity
+        self.shared().capacity
     }
 
     /// Our instance id (node-discovery's `iid`).
     pub fn id(&self) -> NodeId {
-        self.shared.core().id().clone()
+        self.shared().core().id().clone()
     }
 
     /// The local address the socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local_addr
+        self.shared().local_addr
     }
 
     /// Our own election state and advertised value.
     pub fn me(&self) -> LocalState {
-        self.shared.core().local()
+        self.shared().core().local()
     }
 
     /// A snapshot of the live peer table.
@@ -174,20 +165,21 @@ impl Discovery {
     /// # Ok(()) }
     /// ```
     pub fn nodes(&self) -> Vec<Peer> {
-        self.shared.core().peers().cloned().collect()
+        self.shared().core().peers().cloned().collect()
     }
 
     /// Traffic and drop counters.
     pub fn stats(&self) -> Stats {
-        let mut stats = self.shared.core().stats().clone();
-        stats.events_lost += self.shared.events_lost.load(Ordering::Relaxed);
+        let mut stats = self.shared().core().stats().clone();
+        stats.events_lost += self.shared().events.lost().load(Ordering::Relaxed);
         stats
     }
 
     /// A stream of events ([`Event`]): `Added`, `Removed`, `Master`, `Promotion`, `Demotion`, ...
     ///
-    /// The first call gets every event since [`start`](Self::start); later
-    /// calls get events from the moment of the call. Each stream buffers
+    /// The first call (on any clone) gets every event since
+    /// [`start`](Self::start); later calls get events from the moment of the
+    /// call. After shutdown the stream ends at once. Each stream buffers
     /// `event_capacity` events: a consumer that falls further behind loses
     /// the oldest ones and is told so with [`Event::Lagged`]. The protocol
     /// never waits for a consumer.
@@ -203,17 +195,7 @@ impl Discovery {
     /// # Ok(()) }
     /// ```
     pub fn events(&self) -> EventStream {
-        let first = self
-            .first_events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let rx = first.unwrap_or_else(|| match &*self.shared.events() {
-            Some(sender) => sender.subscribe(),
-            // Stopped: a stream that ends at once.
-            None => broadcast::channel(1).1,
-        });
-        EventStream::new(rx, self.shared.events_lost.clone())
+        self.shared().events.stream()
     }
 
     /// Sets the value advertised in every hello (node-discovery's `info`) and
@@ -276,7 +258,7 @@ impl Discovery {
 
     /// How packets are protected now (`None`: plaintext, no key).
     pub fn encryption(&self) -> Option<crate::Encryption> {
-        self.shared.core().encryption()
+        self.shared().core().encryption()
     }
 
     /// Switches protection at run time: the steps of a rolling enablement
@@ -326,7 +308,7 @@ impl Discovery {
 
     /// The installed key ids, primary first.
     pub fn key_ids(&self) -> Vec<crate::crypto::key::KeyId> {
-        self.shared.core().key_ids()
+        self.shared().core().key_ids()
     }
 
     /// Subscribes to `channel`: the returned stream yields every message
@@ -344,16 +326,17 @@ impl Discovery {
     /// ```
     pub fn join(&self, channel: &str) -> Result<Subscription, Error> {
         check_channel(channel)?;
-        self.ensure_running()?;
+        self.handle.ensure_running()?;
+        let shared = self.shared();
         let rx = {
-            let mut channels = self.shared.channels();
+            let mut channels = shared.channels();
             let sender = channels
                 .entry(channel.to_owned())
-                .or_insert_with(|| broadcast::channel(self.shared.capacity).0);
+                .or_insert_with(|| broadcast::channel(shared.capacity).0);
             sender.subscribe()
         };
-        self.shared.core().join(channel)?;
-        Ok(Subscription::new(rx, self.shared.events_lost.clone()))
+        shared.core().join(channel)?;
+        Ok(Subscription::new(rx, shared.events.lost().clone()))
     }
 
     /// Unsubscribes from `channel`: every subscription to it ends.
@@ -367,44 +350,44 @@ impl Discovery {
     /// # Ok(()) }
     /// ```
     pub fn leave(&self, channel: &str) {
-        self.shared.core().leave(channel);
-        self.shared.channels().remove(channel);
+        self.shared().core().leave(channel);
+        self.shared().channels().remove(channel);
     }
 
-    /// Stops the node: says goodbye (peers remove it at once), then timers
-    /// stop, the socket closes and streams end.
+    /// Stops the node for every clone: says goodbye (peers remove it at
+    /// once), then timers stop, the socket closes and every stream ends.
+    /// Returns once all that is done. Any clone may call it, any number of
+    /// times; afterwards commands on every clone return [`Error::Closed`].
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), shoal::Error> {
     /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// let worker = node.clone();
+    /// tokio::spawn(async move {
+    ///     while worker.send("jobs", &serde_json::json!({"task": 7})).is_ok() {
+    ///         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    ///     }
+    ///     // Err(Error::Closed): the node was shut down.
+    /// });
     /// node.shutdown().await;
     /// # Ok(()) }
     /// ```
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-
-    fn ensure_running(&self) -> Result<(), Error> {
-        match &self.task {
-            Some(task) if !task.is_finished() => Ok(()),
-            _ => Err(Error::Closed),
-        }
+    pub async fn shutdown(&self) {
+        self.handle.shutdown().await;
     }
 
     fn command<R>(&self, f: impl FnOnce(&mut Protocol) -> Result<R, Error>) -> Result<R, Error> {
-        self.ensure_running()?;
-        let result = f(&mut self.shared.core());
-        self.shared.wake.notify_one();
+        let shared = self.shared();
+        let result = {
+            let mut core = shared.core();
+            // Checked under the core lock: the driver says goodbye under it
+            // after the stop is set, so nothing a command queues can follow
+            // the goodbye onto the wire.
+            self.handle.ensure_running()?;
+            f(&mut core)
+        };
+        shared.wake.notify_one();
         result
-    }
-}
-
-impl Drop for Discovery {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
     }
 }
 
@@ -418,7 +401,7 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
 }
 
-async fn run(shared: Arc<Shared>, transport: UdpTransport, mut stop: watch::Receiver<bool>) {
+async fn run(shared: Arc<Shared>, transport: UdpTransport, mut stop: StopSignal) {
     let mut buf = vec![0u8; 65_536];
     let mut outbox = Outbox::default();
     // One timer for the driver's life, moved only when the core's next
@@ -441,7 +424,7 @@ async fn run(shared: Arc<Shared>, transport: UdpTransport, mut stop: watch::Rece
         }
         tokio::select! {
             biased;
-            _ = stop.changed() => {
+            () = stop.requested() => {
                 // Leave politely: peers drop us now, not at our deadline.
                 shared.core().goodbye(Instant::now());
                 flush(&shared, &transport, &mut outbox).await;
@@ -472,7 +455,7 @@ async fn run(shared: Arc<Shared>, transport: UdpTransport, mut stop: watch::Rece
     }
     // Streams end when their senders go.
     shared.channels().clear();
-    shared.events().take();
+    shared.events.close();
 }
 
 /// Reads what the socket holds, under one lock, until it would block (which
@@ -534,7 +517,7 @@ async fn flush(shared: &Shared, transport: &UdpTransport, outbox: &mut Outbox) -
                 }
             }
             other => {
-                let events = events.get_or_insert_with(|| shared.events());
+                let events = events.get_or_insert_with(|| shared.events.sender());
                 if let Some(sender) = &**events {
                     let _ = sender.send(other);
                 }

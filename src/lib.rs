@@ -84,6 +84,7 @@ mod discovery;
 mod election;
 mod error;
 mod event;
+mod handle;
 mod membership;
 mod packet;
 pub mod protocol;

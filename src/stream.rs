@@ -31,7 +31,10 @@ fn poll_now<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
     }
 }
 
-mod sealed {
+/// Reachable from the crate only: each module that defines an event type
+/// implements [`StreamEvent`] for it beside the type (so this module needs
+/// to know none but [`Event`]), and nobody outside can.
+pub(crate) mod sealed {
     pub trait Sealed {}
 }
 
@@ -46,13 +49,6 @@ impl sealed::Sealed for Event {}
 impl StreamEvent for Event {
     fn lagged(missed: u64) -> Self {
         Event::Lagged(missed)
-    }
-}
-
-impl sealed::Sealed for crate::service::ServiceEvent {}
-impl StreamEvent for crate::service::ServiceEvent {
-    fn lagged(missed: u64) -> Self {
-        crate::service::ServiceEvent::Lagged(missed)
     }
 }
 

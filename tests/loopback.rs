@@ -382,3 +382,175 @@ async fn a_live_secure_cluster_rotates_its_key_without_losing_anyone_or_anything
         node.shutdown().await;
     }
 }
+
+/// A node that forgets a silent peer only after 30 s: within a test, a
+/// peer it removes has said goodbye.
+fn patient(port: u16, weight: f64) -> ConfigBuilder {
+    loopback(port, weight)
+        .node_timeout(Duration::from_secs(30))
+        .master_timeout(Duration::from_secs(30))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_from_one_clone_closes_every_clone() {
+    let port = 47_109;
+    let watcher = Discovery::start(patient(port, 0.5).build().unwrap())
+        .await
+        .unwrap();
+    let mut seen = watcher.events();
+    let node = Discovery::start(patient(port, 0.6).build().unwrap())
+        .await
+        .unwrap();
+    let other = node.clone();
+    let mut events = other.events();
+    let mut jobs = other.join("jobs").unwrap();
+    wait_for(
+        &mut seen,
+        "added",
+        |e| matches!(e, Event::Added(p) if p.id == node.id()),
+    )
+    .await;
+
+    // Another clone is in use, sending, while this one shuts the node down.
+    let sender = other.clone();
+    let sending = tokio::spawn(async move {
+        loop {
+            if let Err(e) = sender.send("jobs", &json!({"n": 1})) {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    timeout(Duration::from_secs(5), node.shutdown())
+        .await
+        .expect("shutdown returns");
+
+    let error = timeout(Duration::from_secs(5), sending)
+        .await
+        .expect("the sender stops")
+        .unwrap();
+    assert!(matches!(error, shoal::Error::Closed), "{error}");
+    assert!(matches!(other.promote(), Err(shoal::Error::Closed)));
+    assert!(matches!(
+        other.advertise(&json!({"x": 1})),
+        Err(shoal::Error::Closed)
+    ));
+    assert!(matches!(other.join("more"), Err(shoal::Error::Closed)));
+    // Every stream ends: those from before, and one asked for afterwards.
+    timeout(Duration::from_secs(5), async {
+        while events.recv().await.is_some() {}
+        while jobs.recv().await.is_some() {}
+        assert!(other.events().recv().await.is_none());
+    })
+    .await
+    .expect("streams end");
+    // Reading calls still answer, with the last state.
+    assert_eq!(other.id(), node.id());
+    let _ = (other.nodes(), other.me(), other.stats());
+    // Twice, from either clone, is fine.
+    node.shutdown().await;
+    other.shutdown().await;
+    // The peer saw a goodbye, long before its 30 s timeout.
+    wait_for(
+        &mut seen,
+        "removed",
+        |e| matches!(e, Event::Removed(p) if p.id == node.id()),
+    )
+    .await;
+    watcher.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_shutdowns_both_wait_for_the_node() {
+    let port = 47_110;
+    let node = Discovery::start(loopback(port, 0.5).build().unwrap())
+        .await
+        .unwrap();
+    let other = node.clone();
+    let mut events = node.events();
+    timeout(Duration::from_secs(5), async {
+        tokio::join!(node.shutdown(), other.shutdown());
+    })
+    .await
+    .expect("both return");
+    // Both returned only once the driver had stopped and closed the
+    // stream: it yields what it holds, then ends, without waiting.
+    while events.try_recv().is_some() {}
+    let end = timeout(Duration::from_millis(200), events.recv()).await;
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    assert!(matches!(other.send("jobs", &1), Err(shoal::Error::Closed)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_clone_says_goodbye() {
+    let port = 47_111;
+    let watcher = Discovery::start(patient(port, 0.5).build().unwrap())
+        .await
+        .unwrap();
+    let mut seen = watcher.events();
+    let node = Discovery::start(patient(port, 0.6).build().unwrap())
+        .await
+        .unwrap();
+    let id = node.id();
+    wait_for(
+        &mut seen,
+        "added",
+        |e| matches!(e, Event::Added(p) if p.id == id),
+    )
+    .await;
+    let clone = node.clone();
+    drop(node);
+    // One clone left: the node goes on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    clone.send("jobs", &1).expect("still running");
+    assert!(watcher.nodes().iter().any(|p| p.id == id));
+    drop(clone);
+    wait_for(
+        &mut seen,
+        "removed",
+        |e| matches!(e, Event::Removed(p) if p.id == id),
+    )
+    .await;
+    watcher.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_events_call_on_any_clone_gets_events_since_start() {
+    let port = 47_112;
+    let a = Discovery::start(patient(port, 0.5).build().unwrap())
+        .await
+        .unwrap();
+    let b = Discovery::start(patient(port, 0.6).build().unwrap())
+        .await
+        .unwrap();
+    // Nobody is listening yet when b is added.
+    timeout(Duration::from_secs(10), async {
+        while !a.nodes().iter().any(|p| p.id == b.id()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a sees b");
+    let mut first = a.clone().events();
+    let mut later = a.events();
+    wait_for(
+        &mut first,
+        "added from before the call",
+        |e| matches!(e, Event::Added(p) if p.id == b.id()),
+    )
+    .await;
+    // A later stream starts at its call: b's Added is not in it.
+    let again = timeout(Duration::from_millis(500), async {
+        while let Some(event) = later.recv().await {
+            if matches!(event, Event::Added(_)) {
+                return event;
+            }
+        }
+        std::future::pending().await
+    })
+    .await;
+    assert!(again.is_err(), "{again:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}

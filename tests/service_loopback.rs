@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use shoal::{Config, ConfigBuilder, Discovery, EventStream, ServiceDiscovery, ServiceEvent};
+use shoal::{Config, ConfigBuilder, Discovery, Event, EventStream, ServiceDiscovery, ServiceEvent};
 use tokio::time::timeout;
 
 fn loopback(port: u16) -> ConfigBuilder {
@@ -92,7 +92,10 @@ async fn ready_waits_for_needs_and_hooks_then_tracks_loss_and_return() {
         .is_err());
 
     let queue = provider(port, "queue", json!({})).await;
-    let services = timeout(Duration::from_secs(10), web.ready()).await.unwrap();
+    let services = timeout(Duration::from_secs(10), web.ready())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(services["kv"][0].info()["port"], 7000);
     assert_eq!(services["queue"].len(), 1);
     let ready = next_matching(&mut events, |e| matches!(e, ServiceEvent::Ready(_))).await;
@@ -118,6 +121,7 @@ async fn ready_waits_for_needs_and_hooks_then_tracks_loss_and_return() {
     // ready() resolves at once when ready.
     timeout(Duration::from_millis(100), web.ready())
         .await
+        .unwrap()
         .unwrap();
     for node in [kv, queue] {
         node.shutdown().await;
@@ -196,11 +200,134 @@ async fn advertising_needs_a_name() {
         .start()
         .await
         .unwrap();
-    assert!(sd.ready().await.is_empty(), "no needs: ready at once");
+    assert!(
+        sd.ready().await.unwrap().is_empty(),
+        "no needs: ready at once"
+    );
     assert!(sd.advertise(&json!({"name": 5})).is_err());
     assert!(sd.advertise(&json!("web")).is_err());
     sd.advertise(&json!({"name": "web", "ready": true}))
         .unwrap();
-    assert_eq!(sd.me().info.unwrap()["ready"], true);
+    assert_eq!(sd.discovery().me().info.unwrap()["ready"], true);
     sd.shutdown().await;
+}
+
+/// A node that forgets a silent peer only after 30 s: within a test, a
+/// peer it removes has said goodbye.
+async fn patient_watcher(port: u16) -> (Discovery, EventStream) {
+    let config = loopback(port)
+        .node_timeout(Duration::from_secs(30))
+        .master_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let watcher = Discovery::start(config).await.unwrap();
+    let events = watcher.events();
+    (watcher, events)
+}
+
+async fn wait_for_node(events: &mut EventStream, pred: impl Fn(&Event) -> bool) {
+    timeout(Duration::from_secs(10), async {
+        while let Some(event) = events.recv().await {
+            if pred(&event) {
+                return;
+            }
+        }
+        panic!("stream ended");
+    })
+    .await
+    .expect("event in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_from_one_clone_stops_the_service_layer_and_node_for_all() {
+    let port = 47_404;
+    let (watcher, mut seen) = patient_watcher(port).await;
+    let sd = ServiceDiscovery::builder(loopback(port).build().unwrap())
+        .need("kv")
+        .start()
+        .await
+        .unwrap();
+    let id = sd.discovery().id();
+    wait_for_node(&mut seen, |e| matches!(e, Event::Added(p) if p.id == id)).await;
+    let other = sd.clone();
+    let mut events = other.events();
+    // Another clone waits for a kv that never comes.
+    let waiting = {
+        let other = other.clone();
+        tokio::spawn(async move { other.ready().await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    timeout(Duration::from_secs(5), sd.shutdown())
+        .await
+        .expect("shutdown returns");
+
+    let waited = timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("ready() stops waiting")
+        .unwrap();
+    assert!(matches!(waited, Err(shoal::Error::Closed)), "{waited:?}");
+    assert!(matches!(other.ready().await, Err(shoal::Error::Closed)));
+    assert!(matches!(
+        other.advertise(&json!({"name": "web"})),
+        Err(shoal::Error::Closed)
+    ));
+    assert!(matches!(
+        other.discovery().send("jobs", &1),
+        Err(shoal::Error::Closed)
+    ));
+    timeout(Duration::from_secs(5), async {
+        while events.recv().await.is_some() {}
+        assert!(other.events().recv().await.is_none());
+    })
+    .await
+    .expect("streams end");
+    // Calls that cannot fail still answer.
+    other.need(["queue"]);
+    assert!(!other.is_ready());
+    let _ = (other.services(), other.stats());
+    sd.shutdown().await;
+    other.shutdown().await;
+    wait_for_node(&mut seen, |e| matches!(e, Event::Removed(p) if p.id == id)).await;
+    watcher.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_clone_stops_the_service_layer_then_the_node() {
+    let port = 47_405;
+    let (watcher, mut seen) = patient_watcher(port).await;
+    // The usual case: nobody else holds the node.
+    let plain = ServiceDiscovery::builder(loopback(port).build().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let id = plain.discovery().id();
+    wait_for_node(&mut seen, |e| matches!(e, Event::Added(p) if p.id == id)).await;
+    drop(plain);
+    wait_for_node(&mut seen, |e| matches!(e, Event::Removed(p) if p.id == id)).await;
+
+    let sd = ServiceDiscovery::builder(loopback(port).build().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let mut events = sd.events();
+    let node = sd.discovery().clone();
+    let id = node.id();
+    wait_for_node(&mut seen, |e| matches!(e, Event::Added(p) if p.id == id)).await;
+    let clone = sd.clone();
+    drop(sd);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(clone.ready().await.is_ok(), "one clone left: still running");
+    drop(clone);
+    // The service layer stops; the node clone we kept holds the node up.
+    timeout(Duration::from_secs(5), async {
+        while events.recv().await.is_some() {}
+    })
+    .await
+    .expect("service events end");
+    node.send("jobs", &1).expect("the node still runs");
+    assert!(watcher.nodes().iter().any(|p| p.id == id));
+    // Its last handle gone, the node says goodbye.
+    drop(node);
+    wait_for_node(&mut seen, |e| matches!(e, Event::Removed(p) if p.id == id)).await;
+    watcher.shutdown().await;
 }

@@ -21,7 +21,7 @@
 //!     })
 //!     .start()
 //!     .await?;
-//! let services = web.ready().await;       // both kv (set up) and queue are live
+//! let services = web.ready().await?;      // both kv (set up) and queue are live
 //! println!("ready with {:?}", services.keys().collect::<Vec<_>>());
 //! web.advertise(&serde_json::json!({"name": "web", "ready": true}))?;
 //! let mut events = web.events();
@@ -40,17 +40,17 @@ use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::event::{Event, LocalState};
+use crate::handle::{lock, Events, Handle, StopSignal};
 use crate::membership::{NodeId, Peer};
-use crate::stream::{EventStream, Subscription};
+use crate::stream::{sealed, EventStream, StreamEvent};
 use crate::{Config, Discovery, Error, Stats};
 
 use tracker::{Action, ServiceTracker, Ticket};
@@ -111,6 +111,13 @@ pub enum ServiceEvent {
     Demotion(LocalState),
     /// This stream fell behind and lost this many events.
     Lagged(u64),
+}
+
+impl sealed::Sealed for ServiceEvent {}
+impl StreamEvent for ServiceEvent {
+    fn lagged(missed: u64) -> Self {
+        ServiceEvent::Lagged(missed)
+    }
 }
 
 type HookFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -202,28 +209,22 @@ impl ServiceBuilder {
         }
         let node = Discovery::start(config).await?;
         let node_events = node.events();
-        let capacity = node.capacity();
-        let (events, first) = broadcast::channel(capacity);
-        let (ready_tx, ready_rx) = watch::channel(tracker.is_ready());
+        let (ready_tx, ready) = watch::channel(tracker.is_ready());
         let shared = Arc::new(Shared {
             tracker: Mutex::new(tracker),
             hooks: Mutex::new(hooks),
-            events: Mutex::new(Some(events)),
-            ready: ready_tx,
+            events: Events::new(node.capacity()),
             wake: Notify::new(),
-            lost: Arc::new(AtomicU64::new(0)),
             setup_timeout: self.setup_timeout,
         });
-        let node = Arc::new(node);
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(shared.clone(), node.clone(), node_events, stopped));
+        let driver_node = node.clone();
+        let handle = Handle::spawn(shared, |shared, stop| {
+            run(shared, driver_node, node_events, ready_tx, stop)
+        });
         Ok(ServiceDiscovery {
-            node: Some(node),
-            shared,
-            first_events: Mutex::new(Some(first)),
-            ready: ready_rx,
-            stop,
-            task: Some(task),
+            node,
+            handle,
+            ready,
         })
     }
 }
@@ -231,26 +232,41 @@ impl ServiceBuilder {
 struct Shared {
     tracker: Mutex<ServiceTracker>,
     hooks: Mutex<HashMap<String, Vec<Hook>>>,
-    events: Mutex<Option<broadcast::Sender<ServiceEvent>>>,
-    ready: watch::Sender<bool>,
+    events: Events<ServiceEvent>,
     wake: Notify,
-    lost: Arc<AtomicU64>,
     setup_timeout: Duration,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A [`Discovery`] node plus service readiness. See the [module docs](self).
+///
+/// Like [`Discovery`], a handle: cloning it is cheap and every clone drives
+/// the same service layer and node. Dropping the last clone stops both (the
+/// node says goodbye), unless a clone of the node taken with
+/// [`discovery`](Self::discovery) still holds the node: then only the
+/// service layer stops. [`shutdown`](Self::shutdown), from any clone, stops
+/// both.
+///
+/// The node's own calls (its id, peer table, election, channels) are made
+/// on [`discovery`](Self::discovery):
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), shoal::Error> {
+/// let web = shoal::ServiceDiscovery::builder(shoal::Config::builder().build()?)
+///     .need("kv")
+///     .start()
+///     .await?;
+/// let node = web.discovery();
+/// println!("{} sees {} peers", node.id(), node.nodes().len());
+/// node.send("jobs", &serde_json::json!({"task": 7}))?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
 pub struct ServiceDiscovery {
-    /// Always `Some` until `shutdown` consumes the handle.
-    node: Option<Arc<Discovery>>,
-    shared: Arc<Shared>,
-    first_events: Mutex<Option<broadcast::Receiver<ServiceEvent>>>,
+    node: Discovery,
+    handle: Handle<Shared>,
+    /// Its sender belongs to the driver task: when the task ends, however
+    /// it ends, `ready()` stops waiting.
     ready: watch::Receiver<bool>,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
 }
 
 impl ServiceDiscovery {
@@ -265,19 +281,24 @@ impl ServiceDiscovery {
         }
     }
 
+    fn shared(&self) -> &Shared {
+        self.handle.shared()
+    }
+
     /// Adds needed services at run time.
     pub fn need<I, S>(&self, names: I)
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        let shared = self.shared();
         {
-            let mut tracker = lock(&self.shared.tracker);
+            let mut tracker = lock(&shared.tracker);
             for name in names {
                 tracker.need(&name.into());
             }
         }
-        self.shared.wake.notify_one();
+        shared.wake.notify_one();
     }
 
     /// Adds a setup hook at run time; it also runs for instances already
@@ -288,141 +309,94 @@ impl ServiceDiscovery {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Display,
     {
+        let shared = self.shared();
         // Hook first, then the tracker, so the action it queues finds it.
-        lock(&self.shared.hooks)
+        lock(&shared.hooks)
             .entry(name.to_owned())
             .or_default()
             .push(boxed_hook(hook));
-        lock(&self.shared.tracker).add_hook(name);
-        self.shared.wake.notify_one();
+        lock(&shared.tracker).add_hook(name);
+        shared.wake.notify_one();
     }
 
     /// Sets what this process advertises: a JSON object with a string `name`.
     pub fn advertise<T: Serialize + ?Sized>(&self, info: &T) -> Result<(), Error> {
         let value = serde_json::to_value(info).map_err(Error::Encode)?;
         check_info(&value)?;
-        self.node().advertise(&value)
+        self.node.advertise(&value)
     }
 
     /// Resolves when every need has an active instance (at once if it
-    /// already has), with the active instances.
-    pub async fn ready(&self) -> Services {
+    /// already has), with the active instances; [`Error::Closed`] if the
+    /// service layer stops first (a [`shutdown`](Self::shutdown) on any
+    /// clone, or of the node).
+    pub async fn ready(&self) -> Result<Services, Error> {
+        self.handle.ensure_running()?;
         let mut ready = self.ready.clone();
-        let _ = ready.wait_for(|r| *r).await;
-        self.services()
+        if ready.wait_for(|r| *r).await.is_err() {
+            return Err(Error::Closed);
+        }
+        Ok(self.services())
     }
 
     /// Whether every need has an active instance now.
     pub fn is_ready(&self) -> bool {
-        lock(&self.shared.tracker).is_ready()
+        lock(&self.shared().tracker).is_ready()
     }
 
     /// The active instances by service name.
     pub fn services(&self) -> Services {
-        lock(&self.shared.tracker).services()
+        lock(&self.shared().tracker).services()
     }
 
-    /// Service events. The first call gets every event since start; later
-    /// calls get events from the moment of the call.
+    /// Service events. The first call (on any clone) gets every event since
+    /// start; later calls get events from the moment of the call. The
+    /// stream ends when the service layer stops.
     pub fn events(&self) -> EventStream<ServiceEvent> {
-        let first = lock(&self.first_events).take();
-        let rx = first.unwrap_or_else(|| match &*lock(&self.shared.events) {
-            Some(sender) => sender.subscribe(),
-            None => broadcast::channel(1).1,
-        });
-        EventStream::new(rx, self.shared.lost.clone())
+        self.shared().events.stream()
     }
 
-    /// The underlying node, for everything else it does.
+    /// The node under the service layer: its id, peers, election and
+    /// channels. Clone it to keep it (a clone outlives this handle).
     pub fn discovery(&self) -> &Discovery {
-        self.node()
+        &self.node
     }
 
-    fn node(&self) -> &Discovery {
-        match &self.node {
-            Some(node) => node,
-            None => unreachable!("only shutdown(self) takes the node"),
-        }
-    }
-
-    /// Our instance id.
-    pub fn id(&self) -> NodeId {
-        self.node().id()
-    }
-
-    /// Our election state.
-    pub fn me(&self) -> LocalState {
-        self.node().me()
-    }
-
-    /// The live peers.
-    pub fn nodes(&self) -> Vec<Peer> {
-        self.node().nodes()
-    }
-
-    /// Counters (the node's, plus service events lost by slow consumers).
+    /// The node's counters, plus the service events that slow consumers of
+    /// [`events`](Self::events) lost (in `events_lost`);
+    /// `discovery().stats()` counts the node's alone.
     pub fn stats(&self) -> Stats {
-        let mut stats = self.node().stats();
-        stats.events_lost += self.shared.lost.load(std::sync::atomic::Ordering::Relaxed);
+        let mut stats = self.node.stats();
+        stats.events_lost += self
+            .shared()
+            .events
+            .lost()
+            .load(std::sync::atomic::Ordering::Relaxed);
         stats
     }
 
-    /// See [`Discovery::promote`].
-    pub fn promote(&self) -> Result<(), Error> {
-        self.node().promote()
-    }
-
-    /// See [`Discovery::demote`].
-    pub fn demote(&self, permanent: bool) -> Result<(), Error> {
-        self.node().demote(permanent)
-    }
-
-    /// See [`Discovery::join`].
-    pub fn join(&self, channel: &str) -> Result<Subscription, Error> {
-        self.node().join(channel)
-    }
-
-    /// See [`Discovery::leave`].
-    pub fn leave(&self, channel: &str) {
-        self.node().leave(channel)
-    }
-
-    /// See [`Discovery::send`].
-    pub fn send<T: Serialize + ?Sized>(&self, channel: &str, data: &T) -> Result<(), Error> {
-        self.node().send(channel, data)
-    }
-
-    /// Stops the service layer and the node; running hooks are abandoned.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        // The driver task held the other reference and has ended.
-        if let Some(node) = self.node.take().and_then(Arc::into_inner) {
-            node.shutdown().await;
-        }
-    }
-}
-
-impl Drop for ServiceDiscovery {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
+    /// Stops the service layer and the node, for every clone (running
+    /// hooks are abandoned, the node says goodbye), and returns once both
+    /// have stopped. Any clone may call it, any number of times.
+    pub async fn shutdown(&self) {
+        self.handle.shutdown().await;
+        self.node.shutdown().await;
     }
 }
 
 async fn run(
     shared: Arc<Shared>,
-    node: Arc<Discovery>,
+    node: Discovery,
     mut node_events: EventStream<Event>,
-    mut stop: watch::Receiver<bool>,
+    ready_tx: watch::Sender<bool>,
+    mut stop: StopSignal,
 ) {
     let (results_tx, mut results) = mpsc::unbounded_channel::<(Ticket, Result<(), String>)>();
     let mut running: Vec<JoinHandle<()>> = Vec::new();
     loop {
         tokio::select! {
             biased;
-            _ = stop.changed() => break,
+            () = stop.requested() => break,
             event = node_events.recv() => match event {
                 None => break,
                 Some(Event::Lagged(_)) => lock(&shared.tracker).reconcile(&node.nodes()),
@@ -465,17 +439,15 @@ async fn run(
                 let _ = results_tx.send((ticket, result));
             }));
         }
-        if let Some(sender) = &*lock(&shared.events) {
+        if let Some(sender) = &*shared.events.sender() {
             for event in events {
                 let _ = sender.send(event);
             }
         }
-        shared
-            .ready
-            .send_if_modified(|r| std::mem::replace(r, ready) != ready);
+        ready_tx.send_if_modified(|r| std::mem::replace(r, ready) != ready);
     }
     for task in running {
         task.abort();
     }
-    lock(&shared.events).take();
+    shared.events.close();
 }
