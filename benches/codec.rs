@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use common::ThreadCpu;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shoal::crypto::key::{Key, KeyId};
 use shoal::crypto::keyring::Keyring;
 use shoal::crypto::legacy::LegacyCipher;
 use shoal::crypto::secure::{
@@ -36,6 +35,7 @@ use shoal::crypto::secure::{
 use shoal::wire::envelope::{self, Hello, Sender};
 use shoal::wire::fast_hello;
 use shoal::wire::framing::{self, Reassembler, ReassemblyLimits};
+use shoal::{Key, KeyId};
 
 use common::{typical_hello, Mode, LEGACY_KEY, SECURE_KEY, WALL_MS};
 

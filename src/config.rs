@@ -630,7 +630,7 @@ impl ConfigBuilder {
     /// Default: none, plaintext node-discovery packets that anyone on the
     /// LAN can read and forge. With a key the default mode is
     /// [`Encryption::Secure`], where the string is read by
-    /// [`Key::parse`](crate::crypto::key::Key::parse): 64 hex characters or
+    /// [`Key::parse`](crate::Key::parse): 64 hex characters or
     /// base64 of 32 bytes is the key itself; anything else is a passphrase,
     /// stretched with Argon2id once, in `build` (about 40 ms). In
     /// [`Encryption::LegacyNodeDiscovery`] the string is node-discovery's

@@ -266,7 +266,7 @@ impl Discovery {
     ///
     /// ```no_run
     /// # async fn demo(node: shoal::Discovery) -> Result<(), shoal::Error> {
-    /// use shoal::{crypto::key::Key, Encryption};
+    /// use shoal::{Encryption, Key};
     /// node.install_key(Key::parse("correct horse battery staple")?)?;
     /// node.set_encryption(Some(Encryption::PlaintextAcceptSecure))?; // on every node, then:
     /// node.set_encryption(Some(Encryption::SecureAcceptPlaintext))?; // on every node, then:
@@ -284,7 +284,7 @@ impl Discovery {
     ///
     /// ```no_run
     /// # async fn demo(node: shoal::Discovery) -> Result<(), shoal::Error> {
-    /// use shoal::crypto::key::Key;
+    /// use shoal::Key;
     /// let new = Key::from_hex(&"ab".repeat(32))?;
     /// let (new_id, old_id) = (new.id(), node.key_ids()[0]);
     /// node.install_key(new)?; // 1. everywhere

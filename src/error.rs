@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 /// Errors from starting a node or from its commands.
 ///
 /// ```
-/// use shoal::protocol::Protocol;
-/// use shoal::wire::envelope::Sender;
+/// use shoal::protocol::{Protocol, Sender};
 ///
 /// let config = shoal::Config::builder().build().unwrap();
 /// let me = Sender { pid: "p".into(), iid: "i".into(), host_name: "h".into() };

@@ -1,8 +1,9 @@
 //! # shoal — zero-config discovery on a LAN
 //!
 //! Processes that link shoal find each other with no server and no
-//! configuration. Each node broadcasts (or multicasts) a small *hello* every
-//! second carrying its election weight and whatever it advertises; every node
+//! configuration. Each node broadcasts (or multicasts) a small *hello*
+//! (every 400 ms by default) carrying its election weight and whatever it
+//! advertises; every node
 //! keeps a table of live peers and drops those that fall silent; the nodes
 //! elect one master (or `masters_required` of them) by weight; and they
 //! exchange JSON messages on named channels.
@@ -63,46 +64,105 @@
 //!
 //! ## Layout
 //!
-//! - [`protocol`]: the sans-IO state machine: `(now, datagram | timer | command)`
-//!   in, datagrams and [`Event`]s out. No sockets, no clock.
-//! - [`Discovery`]: the tokio driver that owns the socket and the timers.
-//! - [`wire`]: the envelope and `WRAP` framing; [`crypto`]: node-discovery's legacy cipher.
-//! - [`sim`]: a deterministic simulated LAN for testing clusters in simulated time.
+//! The sans-IO core takes `(now, input)` and returns datagrams and events;
+//! it has no sockets, no clock reads and no tokio (the crate builds without
+//! its `runtime` feature, and CI checks that it does):
+//!
+//! - [`protocol`]: the state machine a node is: hellos, the peer table
+//!   (`membership`), the election (`election`) and channels. Its
+//!   [`Transmit`](protocol::Transmit)s name a
+//!   [`Destination`](protocol::Destination) (the cluster, or one peer),
+//!   never a socket address.
+//! - `packet`: packet protection, between the protocol and the wire: plain
+//!   or legacy-encrypted `WRAP` blocks, or shoal's sealed datagrams, with
+//!   the keys, replay windows and reassembly behind one codec.
+//! - `wire` (node-discovery's envelope and `WRAP` framing) and `crypto`
+//!   (secure mode and node-discovery's legacy cipher): the formats
+//!   themselves. They are internal; what a user needs of them ([`Key`],
+//!   [`DecodeError`], [`SecureError`]) is exported here.
+//! - [`service`]: the readiness tracker behind [`ServiceDiscovery`].
+//! - `sim` (feature `sim`): a deterministic simulated LAN that runs
+//!   thousands of nodes through the core in simulated time.
+//!
+//! The driver (feature `runtime`, on by default) is thin: [`Discovery`] owns
+//! the UDP transport, the timers and one task, and hands events and channel
+//! messages to [`EventStream`]s and [`Subscription`]s without ever making
+//! the protocol wait; [`ServiceDiscovery`] runs the readiness tracker and
+//! the setup hooks on top of it. Both handles are cheap to clone and shut
+//! down from any clone.
 //!
 //! ## Security
 //!
 //! Without a key, anyone on the LAN can read every packet and forge hellos
-//! (claim mastership, inject channel messages). With a key, packets use
-//! node-discovery's legacy cipher, which hides contents from casual
-//! observers but has a fixed IV, no integrity check and no replay
-//! protection: see [`crypto::legacy`].
-#![warn(missing_docs)]
+//! (claim mastership, inject channel messages). With a key
+//! ([`ConfigBuilder::key`]) a node runs in secure mode: every datagram is
+//! sealed with AES-256-GCM under a per-sender subkey, with replay windows
+//! and key rotation ([`Discovery::install_key`]). node-discovery's own
+//! cipher ([`Encryption::LegacyNodeDiscovery`]: a fixed IV, no integrity,
+//! no replay protection) is only there to talk to Node peers that use a
+//! key. See SECURITY.md.
+#![deny(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+// Without the driver, the docs' links to it have nothing to point at.
+#![cfg_attr(not(feature = "runtime"), allow(rustdoc::broken_intra_doc_links))]
 
+// The sans-IO core: no sockets, no clocks, no tokio (CI builds it with
+// `--no-default-features` to prove it).
 mod config;
-pub mod crypto;
-mod discovery;
 mod election;
 mod error;
 mod event;
-mod handle;
 mod membership;
 mod packet;
 pub mod protocol;
 mod reassembly;
 pub mod service;
+#[cfg(feature = "sim")]
 pub mod sim;
 mod stats;
+
+// The tokio driver.
+#[cfg(feature = "runtime")]
+mod discovery;
+#[cfg(feature = "runtime")]
+mod handle;
+#[cfg(feature = "runtime")]
 mod stream;
+#[cfg(feature = "runtime")]
 mod transport;
+
+// The codec internals: public only with the hidden `internals` feature, for
+// shoal's own benches and fuzz targets; what users need of them is
+// re-exported below. Without the feature their `pub` items are the
+// internals' API, unreachable on purpose, and some serve only tests.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod crypto;
+#[cfg(not(feature = "internals"))]
+#[allow(unreachable_pub, dead_code)]
+mod crypto;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod wire;
+#[cfg(not(feature = "internals"))]
+#[allow(unreachable_pub, dead_code)]
+mod wire;
 
 pub use config::{Config, ConfigBuilder, ConfigError, Encryption, Ignore};
-pub use discovery::Discovery;
+pub use crypto::key::{Key, KeyError, KeyId};
+pub use crypto::secure::SecureError;
 pub use error::{AdvertiseError, Error};
 pub use event::{ChannelMessage, Event, LocalState};
 pub use membership::{Epoch, NodeId, Peer};
-pub use service::{ServiceBuilder, ServiceDiscovery, ServiceEvent, ServiceInstance, Services};
+pub use service::{ServiceEvent, ServiceInstance, Services};
 pub use stats::{Drops, Stats};
+pub use wire::{DecodeError, EnvelopeError};
+
+#[cfg(feature = "runtime")]
+pub use discovery::Discovery;
+#[cfg(feature = "runtime")]
+pub use service::{ServiceBuilder, ServiceDiscovery};
+#[cfg(feature = "runtime")]
 pub use stream::{EventStream, StreamEvent, Subscription};
 
 /// Compiles the README's Rust examples as doctests.

@@ -5,8 +5,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use shoal::protocol::Protocol;
-//! use shoal::wire::envelope::Sender;
+//! use shoal::protocol::{Protocol, Sender};
 //!
 //! let config = shoal::Config::builder().weight(0.9).build().unwrap();
 //! let sender = Sender { pid: "p".repeat(32), iid: "a".repeat(32), host_name: "host".into() };
@@ -39,7 +38,8 @@ use crate::event::{ChannelMessage, Event, LocalState};
 use crate::membership::{Epoch, Membership, NodeId, Observed, Peer, Timeouts};
 use crate::packet::{self, Decoded, Incoming, PacketCodec};
 use crate::stats::Stats;
-use crate::wire::envelope::{self, Hello, HelloRef, Sender};
+pub use crate::wire::envelope::Sender;
+use crate::wire::envelope::{self, Hello, HelloRef};
 use crate::wire::fast_hello;
 use crate::wire::{DecodeError, EnvelopeError};
 use crate::Error;

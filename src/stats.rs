@@ -41,7 +41,7 @@ pub struct Stats {
 ///
 /// ```
 /// use shoal::protocol::Protocol;
-/// use shoal::wire::envelope::Sender;
+/// use shoal::protocol::Sender;
 ///
 /// let config = shoal::Config::builder().build().unwrap();
 /// let me = Sender { pid: "p".into(), iid: "i".into(), host_name: "h".into() };

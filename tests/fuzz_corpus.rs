@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 use drivers::{encode_records, json_close, Mode};
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use shoal::crypto::key::Key;
 use shoal::crypto::secure::{self, Sealer};
 use shoal::protocol::Protocol;
 use shoal::wire::envelope::{self, Hello, Sender};
 use shoal::wire::framing;
+use shoal::Key;
 use shoal::{Config, Encryption, Event};
 
 /// Counts the heap bytes each thread holds, so a test can measure what a

@@ -315,7 +315,7 @@ async fn a_slow_consumer_loses_old_events_and_is_told() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_secure_cluster_rotates_its_key_without_losing_anyone_or_anything() {
-    use shoal::crypto::key::Key;
+    use shoal::Key;
     let port = 47_108;
     let old = "0f".repeat(32);
     let new = Key::from_hex(&"f0".repeat(32)).unwrap();

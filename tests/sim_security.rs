@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use shoal::crypto::key::Key;
 use shoal::protocol::Protocol;
 use shoal::sim::SimNet;
 use shoal::wire::envelope::Sender;
+use shoal::Key;
 use shoal::{Config, ConfigBuilder, Encryption, Event};
 
 fn secs(s: f64) -> Duration {

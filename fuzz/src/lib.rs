@@ -18,7 +18,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shoal::crypto::key::Key;
 use shoal::crypto::keyring::Keyring;
 use shoal::crypto::legacy::LegacyCipher;
 use shoal::crypto::replay::{ReplayConfig, ReplayGuard};
@@ -28,6 +27,7 @@ use shoal::crypto::secure::{
 use shoal::protocol::Protocol;
 use shoal::wire::envelope::{self, Sender};
 use shoal::wire::framing::{self, Reassembler, ReassemblyLimits};
+use shoal::Key;
 use shoal::{Config, Encryption, Event};
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml` and `fuzz/corpus/`.

@@ -60,7 +60,7 @@ pub const PASSPHRASE_P_COST: u32 = 1;
 /// Messages never include the key material that was given.
 ///
 /// ```
-/// use shoal::crypto::key::{Key, KeyError};
+/// use shoal::{Key, KeyError};
 ///
 /// assert_eq!(Key::parse("").unwrap_err(), KeyError::Empty);
 /// assert_eq!(Key::from_hex("abcd").unwrap_err(), KeyError::HexLength(4));
@@ -150,13 +150,26 @@ impl FromStr for KeyId {
 
 /// A 32-byte secure-mode key.
 ///
+/// A key can be given in three forms, which [`Key::parse`] tells apart:
+///
+/// | form | example | how it becomes a key |
+/// |---|---|---|
+/// | 64 hex digits | `000102…1e1f` | the 32 bytes it encodes ([`Key::from_hex`]) |
+/// | 44 characters of standard base64 that decode to 32 bytes | `AAECAwQF…Hh8=` | those 32 bytes ([`Key::from_base64`]) |
+/// | anything else that is not empty | `correct horse battery staple` | Argon2id of the passphrase ([`Key::from_passphrase`]) |
+///
+/// Random keys (hex or base64, from [`Key::generate`] and [`Key::to_base64`])
+/// are the better choice: anyone who captures one sealed packet can test
+/// passphrase guesses offline, and Argon2id only makes each guess cost about
+/// as much as one start of a node.
+///
 /// The bytes are overwritten with zeros when the key is dropped (copies the
 /// compiler makes when a `Key` is moved are not: this is best effort).
 /// `Debug` shows only the [`KeyId`]. Two keys are equal when their bytes are
 /// (compared through a 128-bit fingerprint derived like the id).
 ///
 /// ```
-/// use shoal::crypto::key::Key;
+/// use shoal::Key;
 ///
 /// let key = Key::from_hex(&"2a".repeat(32)).unwrap();
 /// assert_eq!(key, Key::from_bytes([0x2a; 32]));
@@ -198,7 +211,7 @@ impl Key {
     /// A key made of these 32 bytes.
     ///
     /// ```
-    /// use shoal::crypto::key::Key;
+    /// use shoal::Key;
     ///
     /// let key = Key::from_bytes([1; 32]);
     /// assert_eq!(key.id(), Key::from_bytes([1; 32]).id());
@@ -215,7 +228,7 @@ impl Key {
     /// `rand::rngs::OsRng`).
     ///
     /// ```
-    /// use shoal::crypto::key::Key;
+    /// use shoal::Key;
     ///
     /// let key = Key::generate(&mut rand::rngs::OsRng);
     /// let text = key.to_base64();
@@ -230,7 +243,7 @@ impl Key {
     /// Parses exactly 64 hex digits (either case).
     ///
     /// ```
-    /// use shoal::crypto::key::{Key, KeyError};
+    /// use shoal::{Key, KeyError};
     ///
     /// let key = Key::from_hex(&"AB".repeat(32)).unwrap();
     /// assert_eq!(key, Key::from_bytes([0xab; 32]));
@@ -249,7 +262,7 @@ impl Key {
     /// 32 bytes, i.e. 44 characters ending in `=`.
     ///
     /// ```
-    /// use shoal::crypto::key::{Key, KeyError};
+    /// use shoal::{Key, KeyError};
     ///
     /// let key = Key::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
     /// let mut bytes = [0u8; 32];
@@ -272,7 +285,7 @@ impl Key {
     }
 
     /// Derives a key from a passphrase with Argon2id (version 0x13), salt
-    /// [`PASSPHRASE_SALT`], m = 19 MiB, t = 2, p = 1, over the passphrase's
+    /// `"shoal passphrase v1"`, m = 19 MiB, t = 2, p = 1, over the passphrase's
     /// UTF-8 bytes exactly as given (no trimming, no normalisation). (A
     /// passphrase of 4 GiB or more, beyond Argon2's limit, is first hashed
     /// with SHA-256.)
@@ -284,7 +297,7 @@ impl Key {
     /// fast). Each guess at a passphrase costs an attacker as much.
     ///
     /// ```
-    /// use shoal::crypto::key::Key;
+    /// use shoal::Key;
     ///
     /// let key = Key::from_passphrase("correct horse battery staple");
     /// assert_eq!(key.id().to_string().len(), 8);
@@ -314,8 +327,7 @@ impl Key {
         Key::from_bytes(*bytes)
     }
 
-    /// Reads a key given as text, in whichever form it is (see the [module
-    /// docs](self)):
+    /// Reads a key given as text, in whichever form it is (see [`Key`]):
     ///
     /// 1. surrounding whitespace is removed (keys often come from files
     ///    and environment variables with a trailing newline); nothing left
@@ -330,7 +342,7 @@ impl Key {
     /// from this node as having an unknown key. Log the id at start.
     ///
     /// ```
-    /// use shoal::crypto::key::{Key, KeyError};
+    /// use shoal::{Key, KeyError};
     ///
     /// let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     /// let b64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -357,7 +369,7 @@ impl Key {
     /// The key's public identifier.
     ///
     /// ```
-    /// use shoal::crypto::key::Key;
+    /// use shoal::Key;
     ///
     /// assert_eq!(Key::from_bytes([0; 32]).id().to_string(), "2b62c58c");
     /// ```
@@ -370,7 +382,7 @@ impl Key {
     /// reads back. The string is zeroed when dropped. Treat it as a secret.
     ///
     /// ```
-    /// use shoal::crypto::key::Key;
+    /// use shoal::Key;
     ///
     /// let text = Key::from_bytes([0; 32]).to_base64();
     /// assert_eq!(&*text, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");

@@ -154,10 +154,10 @@ const SENDER_INFO: &[u8] = b"shoal sender v1";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SecureError {
-    /// The datagram is shorter than [`OVERHEAD`].
+    /// The datagram is shorter than a header and a tag (62 bytes).
     #[error("datagram too short to be sealed")]
     TooShort,
-    /// The datagram does not start with [`MAGIC`]: it is another protocol
+    /// The datagram does not start with `SHOL`: it is another protocol
     /// (a node-discovery `WRAP` block, plain JSON, ...).
     #[error("not a sealed datagram")]
     NotSecure,
@@ -197,7 +197,7 @@ pub enum SecureError {
     #[error("reassembly buffer full")]
     ReassemblyFull,
     /// An incomplete message was dropped after its reassembly timeout
-    /// (for counting [`FragmentAssembler::expire`]'s result).
+    /// (never returned by a decoder: counted when the timeout passes).
     #[error("incomplete message timed out")]
     ReassemblyTimeout,
 }
