@@ -316,10 +316,10 @@ impl Cluster {
                     // know (they would otherwise keep claiming new epochs,
                     // each seeing the newest name a master it never hears).
                     if is_master_peer(i) {
-                        self.nodes[i].promote(self.now);
+                        let _ = self.nodes[i].promote(self.now);
                     }
                     if i + 1 == self.n {
-                        self.nodes[0].promote(self.now);
+                        let _ = self.nodes[0].promote(self.now);
                         self.after(0);
                     }
                 }

@@ -212,7 +212,9 @@ impl Discovery {
         self.command(|core| core.advertise(Instant::now(), value))
     }
 
-    /// Makes this node a master now.
+    /// Makes this node a master now. A node demoted permanently
+    /// ([`demote(true)`](Self::demote)) refuses with
+    /// [`Error::PermanentlyDemoted`].
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), shoal::Error> {
@@ -222,13 +224,12 @@ impl Discovery {
     /// # Ok(()) }
     /// ```
     pub fn promote(&self) -> Result<(), Error> {
-        self.command(|core| {
-            core.promote(Instant::now());
-            Ok(())
-        })
+        self.command(|core| core.promote(Instant::now()))
     }
 
-    /// Gives up mastership; with `permanent`, also stops being eligible.
+    /// Gives up mastership; with `permanent`, also stops being eligible, for
+    /// good: neither the election nor [`promote`](Self::promote) makes it
+    /// master again.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), shoal::Error> {

@@ -55,6 +55,10 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// This node was demoted permanently (`demote(true)`), so it cannot be
+    /// promoted; it stays a non-master.
+    #[error("this node was demoted permanently and cannot be promoted")]
+    PermanentlyDemoted,
     /// The node has shut down; the call did nothing.
     #[error("the node has shut down")]
     Closed,

@@ -121,6 +121,8 @@ pub struct Protocol {
     masters_gone: Vec<Instant>,
     /// The highest election epoch seen.
     epoch: Option<Epoch>,
+    /// Set by a permanent demotion: never master again.
+    permanently_demoted: bool,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -176,6 +178,7 @@ impl Protocol {
             promote_after: now + config.promotion_delay,
             masters_gone: Vec::new(),
             epoch: None,
+            permanently_demoted: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -351,9 +354,21 @@ impl Protocol {
         said
     }
 
-    /// Makes this node a master (and eligible), says hello at once, and
-    /// emits [`Event::Promotion`]. Does nothing if it already is master.
-    pub fn promote(&mut self, now: Instant) {
+    /// Makes this node a master (and eligible, as node-discovery's
+    /// `promote` does), says hello at once, and emits [`Event::Promotion`].
+    /// Does nothing if it already is master. A node that was demoted
+    /// permanently ([`demote`](Self::demote) with `permanent`) stays
+    /// demoted: this returns [`Error::PermanentlyDemoted`] and changes
+    /// nothing.
+    pub fn promote(&mut self, now: Instant) -> Result<(), Error> {
+        if self.permanently_demoted {
+            return Err(Error::PermanentlyDemoted);
+        }
+        self.become_master(now);
+        Ok(())
+    }
+
+    fn become_master(&mut self, now: Instant) {
         if self.me.is_master {
             return;
         }
@@ -373,9 +388,12 @@ impl Protocol {
         });
     }
 
-    /// Gives up mastership; with `permanent`, eligibility too. Says hello at
-    /// once and emits [`Event::Demotion`] if anything changed.
+    /// Gives up mastership; with `permanent`, eligibility too, for good:
+    /// neither the election nor [`promote`](Self::promote) makes this node
+    /// master again. Says hello at once and emits [`Event::Demotion`] if
+    /// anything changed.
     pub fn demote(&mut self, now: Instant, permanent: bool) {
+        self.permanently_demoted |= permanent;
         let eligible = self.me.is_master_eligible && !permanent;
         if !self.me.is_master && eligible == self.me.is_master_eligible {
             return;
@@ -646,7 +664,7 @@ impl Protocol {
             && now >= self.promote_after
             && election::should_promote(masters, higher, self.config.masters_required)
         {
-            self.promote(now);
+            self.become_master(now);
         } else if self.me.is_master && self.too_many_masters() {
             self.demote(now, false);
         } else if self.me.is_master && self.epoch_names_a_non_master() {
@@ -730,5 +748,62 @@ fn next_tick(previous: Instant, interval: Duration, now: Instant) -> Instant {
         next
     } else {
         now + interval
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(t0: Instant) -> Protocol {
+        let config = Config::builder().weight(0.5).build().unwrap();
+        let sender = Sender {
+            pid: "p".repeat(32),
+            iid: "a".repeat(32),
+            host_name: "h".into(),
+        };
+        Protocol::new(&config, sender, t0, 1)
+    }
+
+    fn promotions(node: &mut Protocol) -> usize {
+        std::iter::from_fn(|| node.poll_event())
+            .filter(|e| matches!(e, Event::Promotion(_)))
+            .count()
+    }
+
+    #[test]
+    fn a_permanent_demotion_is_final_and_a_plain_one_is_not() {
+        let t0 = Instant::now();
+        let mut node = node(t0);
+        node.promote(t0).unwrap();
+        node.demote(t0, false);
+        node.promote(t0).unwrap();
+        assert!(node.local().is_master);
+        assert_eq!(promotions(&mut node), 2);
+
+        node.demote(t0, true);
+        let local = node.local();
+        assert!(!local.is_master && !local.is_master_eligible);
+        assert!(matches!(node.promote(t0), Err(Error::PermanentlyDemoted)));
+        // Alone for a minute of checks: the election does not pick it either.
+        for s in 1..=60 {
+            node.handle_timeout(t0 + Duration::from_secs(s));
+        }
+        assert!(!node.local().is_master && !node.local().is_master_eligible);
+        assert_eq!(promotions(&mut node), 0);
+    }
+
+    #[test]
+    fn promote_makes_a_node_configured_ineligible_eligible_as_node_discovery_does() {
+        let t0 = Instant::now();
+        let config = Config::builder().master_eligible(false).build().unwrap();
+        let sender = Sender {
+            pid: "p".repeat(32),
+            iid: "b".repeat(32),
+            host_name: "h".into(),
+        };
+        let mut node = Protocol::new(&config, sender, t0, 1);
+        node.promote(t0).unwrap();
+        assert!(node.local().is_master && node.local().is_master_eligible);
     }
 }

@@ -727,7 +727,7 @@ fn seeds() -> Seeds {
         node.set_wall_clock(t0, drivers::WALL_MS);
         node.handle_timeout(t0);
         let hello = out(&mut node);
-        node.promote(t0);
+        node.promote(t0).unwrap();
         let master = out(&mut node);
         node.send(t0, "chat", &json!({"from": "seed", "seq": 1}))
             .unwrap();
