@@ -153,6 +153,16 @@ impl Default for Config {
     }
 }
 
+/// Shortest and longest hello and check intervals.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+const MAX_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest node timeout, master timeout and promotion delay.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+const MAX_MISSED_HELLOS: u32 = 100;
+const MAX_MASTERS: usize = 64;
+const MAX_NODES: usize = 1_000_000;
+const MAX_EVENT_CAPACITY: usize = 1_000_000;
+
 /// The transport settings, grouped: where a node listens and how its
 /// datagrams reach the cluster. Only the driver's transport reads them (the
 /// protocol core addresses [`Destination`](crate::protocol::Destination)s),
@@ -316,8 +326,9 @@ impl ConfigBuilder {
         /// Default 400 ms (node-discovery: 1 s). Shorter finds newcomers and
         /// detects silence sooner, at one datagram per interval to every node
         /// of the LAN; each node receives one hello per peer per interval.
-        /// Limits: greater than zero. Peers are removed after
-        /// [`node_timeout`](Self::node_timeout), so keep it a few hellos long.
+        /// Limits: 10 ms to 60 s (peers clamp what a node announces to the
+        /// same range). Peers are removed after
+        /// [`node_timeout`](Self::node_timeout), so keep that a few hellos long.
         ///
         /// ```
         /// # use std::time::Duration;
@@ -334,7 +345,7 @@ impl ConfigBuilder {
         /// Default 400 ms (node-discovery: 2 s). Shorter elects a new master
         /// sooner after the old one is gone, for a little CPU per tick.
         /// Peers expire at their own deadlines, not at these ticks. Limits:
-        /// greater than zero and at most [`node_timeout`](Self::node_timeout).
+        /// 10 ms to 60 s, and at most [`node_timeout`](Self::node_timeout).
         ///
         /// ```
         /// # use std::time::Duration;
@@ -352,7 +363,7 @@ impl ConfigBuilder {
         /// [`missed_hellos`](Self::missed_hellos), which lengthens the
         /// deadline of a peer that says hello less often than we do).
         /// Limits: greater than zero, at least
-        /// [`check_interval`](Self::check_interval).
+        /// [`check_interval`](Self::check_interval), at most 1 hour.
         ///
         /// ```
         /// # use std::time::Duration;
@@ -370,7 +381,7 @@ impl ConfigBuilder {
         /// when a master is only briefly unreachable; shorter fails over
         /// sooner. A master that says goodbye is replaced at once whatever
         /// this is. Limits: greater than zero, at least
-        /// [`node_timeout`](Self::node_timeout).
+        /// [`node_timeout`](Self::node_timeout), at most 1 hour.
         ///
         /// ```
         /// # use std::time::Duration;
@@ -390,6 +401,7 @@ impl ConfigBuilder {
         /// peer-hour (node-discovery's timings: about 4.6). Larger is more
         /// tolerant of loss and slower to notice a crash of a slow peer.
         /// 0 gives node-discovery's behaviour (the node timeout alone).
+        /// Limits: at most 100.
         ///
         /// ```
         /// let config = shoal::Config::builder().build()?;
@@ -405,7 +417,8 @@ impl ConfigBuilder {
         /// Default 1200 ms. shoal peers answer a newcomer within
         /// milliseconds, node-discovery peers within their hello interval
         /// (1 s). Zero allows promotion at the first check, at the risk of a
-        /// brief second master when a node joins a running cluster.
+        /// brief second master when a node joins a running cluster. Limits:
+        /// at most 1 hour.
         ///
         /// ```
         /// # use std::time::Duration;
@@ -419,7 +432,8 @@ impl ConfigBuilder {
         /// How many masters the cluster elects: the `masters_required`
         /// highest-ranked eligible nodes.
         ///
-        /// Default 1. Limits: at least 1.
+        /// Default 1. Limits: 1 to 64 (beyond that, the election no longer
+        /// chooses: every eligible node of an ordinary LAN is a master).
         ///
         /// ```
         /// let config = shoal::Config::builder().build()?;
@@ -447,7 +461,10 @@ impl ConfigBuilder {
         /// Default `0.0.0.0`, every interface. Linux delivers broadcasts only
         /// to sockets bound to the wildcard (or the broadcast address), so a
         /// broadcasting node bound to one interface's address hears nothing.
-        /// Limits: an IPv4 address.
+        /// Limits: an IPv4 address, and either `0.0.0.0`, the
+        /// [`broadcast`](Self::broadcast) address, or the
+        /// [`multicast`](Self::multicast) group: `build` refuses any other,
+        /// since the node would hear nothing.
         ///
         /// ```
         /// let config = shoal::Config::builder().build()?;
@@ -476,7 +493,8 @@ impl ConfigBuilder {
         /// Default `255.255.255.255`, which leaves by the default route's
         /// interface only. A directed broadcast such as `192.168.1.255`
         /// picks the LAN; `127.255.255.255` keeps every packet on this host
-        /// (what the tests and examples use).
+        /// (what the tests and examples use). Limits: not `0.0.0.0`, and not a
+        /// multicast group (set [`multicast`](Self::multicast) for that).
         ///
         /// ```
         /// let config = shoal::Config::builder().build()?;
@@ -489,6 +507,7 @@ impl ConfigBuilder {
         /// How many routers a multicast datagram may cross.
         ///
         /// Default 1, the local network only; 0 keeps it on this host.
+        /// Limits: 0 to 255.
         ///
         /// ```
         /// let config = shoal::Config::builder().build()?;
@@ -501,7 +520,8 @@ impl ConfigBuilder {
         /// The local interface address multicast is joined and sent on.
         ///
         /// Default `0.0.0.0`: the kernel picks (the default route's
-        /// interface). `127.0.0.1` keeps multicast on this host.
+        /// interface). `127.0.0.1` keeps multicast on this host. Limits: not
+        /// a multicast or broadcast address.
         ///
         /// ```
         /// let config = shoal::Config::builder().build()?;
@@ -543,7 +563,7 @@ impl ConfigBuilder {
         ///
         /// Default 10 000. It bounds the memory a flood of forged node ids
         /// can take (about 1.3 KB a peer), and sizes the secure mode's
-        /// cipher cache and replay table. Limits: at least 1.
+        /// cipher cache and replay table. Limits: 1 to 1,000,000.
         ///
         /// ```
         /// let config = shoal::Config::builder().build()?;
@@ -559,7 +579,7 @@ impl ConfigBuilder {
         /// [`Subscription::missed`](crate::Subscription::missed)). The
         /// protocol never waits for a consumer.
         ///
-        /// Default 1024. Limits: at least 1.
+        /// Default 1024. Limits: 1 to 1,000,000.
         ///
         /// ```
         /// let config = shoal::Config::builder().build()?;
@@ -783,6 +803,26 @@ impl ConfigBuilder {
                 return Err(ConfigError::Zero { field });
             }
         }
+        let limit = |field, reason| Err(ConfigError::Limit { field, reason });
+        // Peers clamp the interval a node announces to the same range.
+        if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&c.hello_interval) {
+            return limit("hello_interval", "must be between 10 ms and 60 s");
+        }
+        if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&c.check_interval) {
+            return limit("check_interval", "must be between 10 ms and 60 s");
+        }
+        for (field, value) in [
+            ("node_timeout", c.node_timeout),
+            ("master_timeout", c.master_timeout),
+            ("promotion_delay", c.promotion_delay),
+        ] {
+            if value > MAX_TIMEOUT {
+                return limit(field, "must be at most 1 hour");
+            }
+        }
+        if c.missed_hellos > MAX_MISSED_HELLOS {
+            return limit("missed_hellos", "must be at most 100");
+        }
         if c.node_timeout < c.check_interval {
             return Err(ConfigError::NodeTimeoutBelowCheckInterval {
                 node_timeout: c.node_timeout,
@@ -799,6 +839,42 @@ impl ConfigBuilder {
             return Err(ConfigError::Zero {
                 field: "masters_required",
             });
+        }
+        if c.masters_required > MAX_MASTERS {
+            return limit("masters_required", "must be between 1 and 64");
+        }
+        let t = &c.transport;
+        if t.broadcast.is_unspecified() || t.broadcast.is_multicast() {
+            return limit(
+                "broadcast",
+                "must be a broadcast address (255.255.255.255, a subnet's directed \
+                 broadcast, or 127.255.255.255 for this host), not 0.0.0.0 or a \
+                 multicast group (use multicast() for a group)",
+            );
+        }
+        if t.multicast_ttl > 255 {
+            return limit("multicast_ttl", "must be between 0 and 255");
+        }
+        if t.multicast_interface.is_multicast() || t.multicast_interface.is_broadcast() {
+            return limit(
+                "multicast_interface",
+                "must be a local interface's address, or 0.0.0.0 to let the kernel pick",
+            );
+        }
+        let listens_on = |ip: IpAddr| match t.multicast {
+            Some(group) => ip == IpAddr::V4(group),
+            None => ip == IpAddr::V4(t.broadcast),
+        };
+        if !t.bind.is_unspecified() && t.bind.is_ipv4() && !listens_on(t.bind) {
+            // Linux delivers a broadcast only to sockets bound to the
+            // wildcard or to the broadcast address, and a multicast only to
+            // sockets bound to the wildcard or to the group.
+            return limit(
+                "bind",
+                "a socket bound to one address hears no broadcast or multicast: \
+                 keep 0.0.0.0 (the default) and pick the network with a directed \
+                 broadcast address or multicast_interface",
+            );
         }
         if let Some(group) = c.transport.multicast {
             if !group.is_multicast() {
@@ -867,6 +943,12 @@ impl ConfigBuilder {
             if value == 0 {
                 return Err(ConfigError::Zero { field });
             }
+        }
+        if c.max_nodes > MAX_NODES {
+            return limit("max_nodes", "must be between 1 and 1,000,000");
+        }
+        if c.event_capacity > MAX_EVENT_CAPACITY {
+            return limit("event_capacity", "must be between 1 and 1,000,000");
         }
         Ok(c)
     }
@@ -1055,12 +1137,90 @@ mod tests {
             (Config::builder().key(""), "key"),
             (Config::builder().max_message_size(1), "max_message_size"),
             (Config::builder().max_nodes(0), "max_nodes"),
+            // The edges of every range.
+            (Config::builder().hello_interval(ms(9)), "hello_interval"),
+            (
+                Config::builder().hello_interval(ms(60_001)),
+                "hello_interval",
+            ),
+            (Config::builder().check_interval(ms(9)), "check_interval"),
+            (
+                Config::builder()
+                    .node_timeout(ms(3_600_001))
+                    .master_timeout(ms(3_600_001)),
+                "node_timeout",
+            ),
+            (
+                Config::builder().master_timeout(ms(3_600_001)),
+                "master_timeout",
+            ),
+            (
+                Config::builder().promotion_delay(ms(3_600_001)),
+                "promotion_delay",
+            ),
+            (Config::builder().missed_hellos(101), "missed_hellos"),
+            (Config::builder().masters_required(65), "masters_required"),
+            (Config::builder().masters_required(1000), "masters_required"),
+            (Config::builder().multicast_ttl(256), "multicast_ttl"),
+            (Config::builder().multicast_ttl(1000), "multicast_ttl"),
+            (
+                Config::builder().broadcast(Ipv4Addr::UNSPECIFIED),
+                "broadcast",
+            ),
+            (
+                Config::builder().broadcast("224.0.0.1".parse().unwrap()),
+                "broadcast",
+            ),
+            (
+                Config::builder().multicast_interface("239.1.1.1".parse().unwrap()),
+                "multicast_interface",
+            ),
+            (Config::builder().bind("127.0.0.1".parse().unwrap()), "bind"),
+            (
+                Config::builder()
+                    .multicast("239.1.2.3".parse().unwrap())
+                    .bind("10.0.0.1".parse().unwrap()),
+                "bind",
+            ),
+            (Config::builder().max_nodes(1_000_001), "max_nodes"),
+            (
+                Config::builder().event_capacity(1_000_001),
+                "event_capacity",
+            ),
         ];
         for (builder, field) in cases {
             let err = builder.build().unwrap_err();
             assert_eq!(err.field(), field, "{err}");
             assert!(err.to_string().contains(field), "{err}");
         }
+    }
+
+    #[test]
+    fn the_edges_of_every_range_are_accepted() {
+        let ok = |b: ConfigBuilder| b.build().unwrap();
+        ok(Config::builder()
+            .hello_interval(ms(10))
+            .check_interval(ms(10)));
+        ok(Config::builder()
+            .hello_interval(ms(60_000))
+            .check_interval(ms(60_000))
+            .node_timeout(ms(3_600_000))
+            .master_timeout(ms(3_600_000))
+            .promotion_delay(ms(3_600_000))
+            .missed_hellos(100)
+            .masters_required(64)
+            .multicast_ttl(255)
+            .max_nodes(1_000_000)
+            .event_capacity(1_000_000));
+        ok(Config::builder().multicast_ttl(0));
+        // Binding the address the node listens on is fine.
+        ok(Config::builder()
+            .broadcast("127.255.255.255".parse().unwrap())
+            .bind("127.255.255.255".parse().unwrap()));
+        ok(Config::builder()
+            .multicast("239.1.2.3".parse().unwrap())
+            .bind("239.1.2.3".parse().unwrap()));
+        ok(Config::builder().multicast_interface("127.0.0.1".parse().unwrap()));
     }
 
     #[test]

@@ -24,6 +24,15 @@ pub enum Error {
     /// shoal's `shoal.goodbye`. Nothing was joined or sent.
     #[error("channel name {0:?} is reserved")]
     ReservedChannel(String),
+    /// The channel name is not usable: empty, longer than 255 bytes, or
+    /// with a control character. Nothing was joined or sent.
+    #[error("channel name {name:?} is not usable: {reason}")]
+    InvalidChannel {
+        /// The name (its first 64 characters).
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The value could not be encoded as JSON (for example, a map with
     /// non-string keys). Nothing was sent and the node's state is unchanged.
     #[error("cannot encode message as JSON: {0}")]

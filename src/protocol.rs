@@ -131,11 +131,25 @@ pub struct Protocol {
 /// Checks a channel name against the reserved names.
 pub(crate) fn check_channel(name: &str) -> Result<(), Error> {
     if RESERVED_CHANNELS.contains(&name) {
-        Err(Error::ReservedChannel(name.to_owned()))
-    } else {
-        Ok(())
+        return Err(Error::ReservedChannel(name.to_owned()));
     }
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_CHANNEL_LEN {
+        "it is longer than 255 bytes"
+    } else if name.chars().any(char::is_control) {
+        "it contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidChannel {
+        name: name.chars().take(64).collect(),
+        reason,
+    })
 }
+
+/// Longest channel name, in bytes: it travels in every message.
+const MAX_CHANNEL_LEN: usize = 255;
 
 impl Protocol {
     /// A node that starts at `now`. `seed` drives every random choice
@@ -791,6 +805,32 @@ mod tests {
         }
         assert!(!node.local().is_master && !node.local().is_master_eligible);
         assert_eq!(promotions(&mut node), 0);
+    }
+
+    #[test]
+    fn channel_names_are_one_to_255_bytes_without_control_characters() {
+        let t0 = Instant::now();
+        let mut node = node(t0);
+        for name in ["", &"c".repeat(256), &"c".repeat(5000), "tab\there", "nl\n"] {
+            let err = node.join(name).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidChannel { .. }),
+                "{name:?}: {err}"
+            );
+            let err = node.send(t0, name, &1).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidChannel { .. }),
+                "{name:?}: {err}"
+            );
+        }
+        for name in ["c", &"c".repeat(255), "jobs.eu-west/1", "café"] {
+            node.join(name).unwrap();
+            node.send(t0, name, &1).unwrap();
+        }
+        assert!(matches!(
+            node.join("master"),
+            Err(Error::ReservedChannel(_))
+        ));
     }
 
     #[test]
