@@ -250,6 +250,10 @@ pub enum ConfigError {
     /// `bind` is an IPv6 address; node-discovery's transport is IPv4 only.
     #[error("bind: {0} is not an IPv4 address")]
     BindNotIpv4(IpAddr),
+    /// An [`encryption`](ConfigBuilder::encryption) mode was asked for
+    /// without a [`key`](ConfigBuilder::key).
+    #[error("encryption {0:?} needs a key: set key(...), or leave encryption unset for plaintext")]
+    NoKey(Encryption),
     /// `key` is the empty string.
     #[error("key must not be empty")]
     EmptyKey,
@@ -278,6 +282,7 @@ impl ConfigError {
             ConfigError::PortZero => "port",
             ConfigError::BindNotIpv4(_) => "bind",
             ConfigError::EmptyKey | ConfigError::Key(_) => "key",
+            ConfigError::NoKey(_) => "encryption",
         }
     }
 }
@@ -300,6 +305,9 @@ impl ConfigError {
 #[must_use]
 pub struct ConfigBuilder {
     config: Config,
+    /// Whether [`encryption`](Self::encryption) was called: a mode asked
+    /// for without a key is an error, never a silent plaintext node.
+    encryption_set: bool,
 }
 
 macro_rules! setter {
@@ -670,7 +678,9 @@ impl ConfigBuilder {
 
     /// How packets are protected when a key is set.
     ///
-    /// Default [`Encryption::Secure`]. Without a key this has no effect.
+    /// Default [`Encryption::Secure`]. Security settings never fail open:
+    /// asking for a mode without a [`key`](Self::key) makes `build` fail
+    /// with [`ConfigError::NoKey`] rather than start a plaintext node.
     ///
     /// ```
     /// use shoal::Encryption;
@@ -683,6 +693,7 @@ impl ConfigBuilder {
     /// ```
     pub fn encryption(mut self, mode: Encryption) -> Self {
         self.config.encryption = mode;
+        self.encryption_set = true;
         self
     }
 
@@ -891,6 +902,9 @@ impl ConfigBuilder {
         }
         if !c.transport.bind.is_ipv4() {
             return Err(ConfigError::BindNotIpv4(c.transport.bind));
+        }
+        if self.encryption_set && c.key.is_none() {
+            return Err(ConfigError::NoKey(c.encryption));
         }
         if c.key.as_deref() == Some("") {
             return Err(ConfigError::EmptyKey);
@@ -1137,6 +1151,15 @@ mod tests {
             (Config::builder().key(""), "key"),
             (Config::builder().max_message_size(1), "max_message_size"),
             (Config::builder().max_nodes(0), "max_nodes"),
+            (
+                Config::builder().encryption(Encryption::Secure),
+                "encryption",
+            ),
+            (
+                Config::builder().encryption(Encryption::LegacyNodeDiscovery),
+                "encryption",
+            ),
+            (Config::builder().key(&"a".repeat(63)), "key"),
             // The edges of every range.
             (Config::builder().hello_interval(ms(9)), "hello_interval"),
             (

@@ -424,9 +424,9 @@ mod tests {
     use rand::SeedableRng;
 
     fn codec(key: Option<&str>, mode: Encryption, iid: &str) -> PacketCodec {
-        let mut builder = crate::Config::builder().encryption(mode);
+        let mut builder = crate::Config::builder();
         if let Some(key) = key {
-            builder = builder.key(key);
+            builder = builder.key(key).encryption(mode);
         }
         PacketCodec::new(&builder.build().unwrap(), iid, Instant::now())
     }

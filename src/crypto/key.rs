@@ -332,14 +332,23 @@ impl Key {
     /// 1. surrounding whitespace is removed (keys often come from files
     ///    and environment variables with a trailing newline); nothing left
     ///    → [`KeyError::Empty`];
-    /// 2. exactly 64 hex digits → [`Key::from_hex`];
-    /// 3. exactly 44 characters that decode as standard base64 to 32 bytes
-    ///    → [`Key::from_base64`];
+    /// 2. only hex digits: exactly 64 → [`Key::from_hex`]; 32 or more but
+    ///    not 64 → [`KeyError::HexLength`] (a mistyped hex key, refused
+    ///    rather than taken as a passphrase that no other node shares);
+    /// 3. 40 or more characters of the base64 alphabet ending in `=` → a
+    ///    base64 key ([`Key::from_base64`]), refused if it does not decode
+    ///    to 32 bytes;
     /// 4. anything else → [`Key::from_passphrase`] of the trimmed text.
     ///
-    /// So a mistyped hex or base64 key silently becomes a passphrase: its
-    /// [`KeyId`] then differs from the other nodes', which report packets
-    /// from this node as having an unknown key. Log the id at start.
+    /// ```
+    /// use shoal::{Key, KeyError};
+    ///
+    /// let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    /// assert_eq!(Key::parse(&hex[1..]).unwrap_err(), KeyError::HexLength(63));
+    /// let b64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    /// assert_eq!(Key::parse(&b64[4..]).unwrap_err(), KeyError::Base64Length(29));
+    /// assert!(Key::parse("deadbeef").is_ok()); // short: a (weak) passphrase
+    /// ```
     ///
     /// ```
     /// use shoal::{Key, KeyError};
@@ -355,13 +364,12 @@ impl Key {
         if s.is_empty() {
             return Err(KeyError::Empty);
         }
-        if s.len() == 2 * KEY_LEN && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if s.len() >= KEY_LEN && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Key::from_hex(s);
         }
-        if s.len() == 4 * KEY_LEN.div_ceil(3) {
-            if let Ok(key) = Key::from_base64(s) {
-                return Ok(key);
-            }
+        let base64_alphabet = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+        if s.len() >= 40 && s.ends_with('=') && s.bytes().all(base64_alphabet) {
+            return Key::from_base64(s);
         }
         Ok(Key::from_passphrase(s))
     }
