@@ -1159,7 +1159,7 @@ mod tests {
                 Config::builder().encryption(Encryption::LegacyNodeDiscovery),
                 "encryption",
             ),
-            (Config::builder().key(&"a".repeat(63)), "key"),
+            (Config::builder().key("a".repeat(63)), "key"),
             // The edges of every range.
             (Config::builder().hello_interval(ms(9)), "hello_interval"),
             (
