@@ -1,6 +1,6 @@
 //! A self-contained tour of shoal on loopback: four nodes in one process
 //! discover each other, elect a master, talk on a channel, and when the
-//! master shuts down another takes over. Ends by itself in about 5 seconds.
+//! master shuts down another takes over. Ends by itself in about 3.5 seconds.
 //!
 //! ```text
 //! cargo run --example demo

@@ -31,8 +31,8 @@
 //! Try it on one host (two terminals; type `emit greeting {"text":"hi"}`):
 //!
 //! ```text
-//! cargo run --example event_emitter -- --id a --broadcast 127.255.255.255 --port 47300
-//! cargo run --example event_emitter -- --id b --broadcast 127.255.255.255 --port 47300
+//! cargo run --example event_emitter -- --id a --broadcast 127.255.255.255 --port 47320
+//! cargo run --example event_emitter -- --id b --broadcast 127.255.255.255 --port 47320
 //! ```
 //!
 //! The binary reads commands from stdin, one per line: `emit <event> [<json>]`,
@@ -701,8 +701,9 @@ struct Args {
     /// Multicast TTL (default 1; 0 keeps it on this host).
     #[arg(long)]
     multicast_ttl: Option<u32>,
-    /// Encrypt discovery with node-discovery's (weak) legacy cipher: nodes
-    /// with another key, or none, are not part of this cluster.
+    /// Seal discovery with shoal's secure mode (AES-256-GCM; 64 hex digits,
+    /// base64 of 32 bytes, or a passphrase): nodes with another key, or
+    /// none, are not part of this cluster.
     #[arg(long)]
     key: Option<String>,
     /// Election weight; the heaviest node serves the hub (default random).

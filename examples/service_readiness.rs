@@ -36,8 +36,8 @@
 //! Stop kv (Ctrl-C) and `curl` answers 503 naming kv: at once, because the
 //! connection broke, and from then on, because web prints `not_ready` once
 //! discovery notices kv has gone silent (within node timeout + check
-//! interval, about 4 s with the default timings). Start kv again and the
-//! web service is back.
+//! interval: at most 2.6 + 0.4 = 3 s with the default timings). Start kv
+//! again and the web service is back.
 //!
 //! Every role prints one JSON object per line: `start`, `listening`
 //! (kv/queue at once, web only when ready), and for web `setup` (an instance
