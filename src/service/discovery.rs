@@ -237,6 +237,29 @@ impl ServiceDiscovery {
     /// already has), with the active instances; [`Error::Closed`] if the
     /// service layer stops first (a [`shutdown`](Self::shutdown) on any
     /// clone, or of the node).
+    ///
+    /// To wait with a deadline, wrap it in a timeout; the service layer
+    /// keeps running either way, and a later call waits again:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// use std::time::Duration;
+    /// use shoal::{Config, ServiceDiscovery};
+    ///
+    /// let config = Config::builder()
+    ///     .broadcast("127.255.255.255".parse().unwrap()) // this host only
+    ///     .port(47_491)
+    ///     .build()?;
+    /// let web = ServiceDiscovery::builder(config).need("kv").start().await?;
+    /// match tokio::time::timeout(Duration::from_millis(200), web.ready()).await {
+    ///     Ok(services) => println!("ready: {:?}", services?.keys().collect::<Vec<_>>()),
+    ///     Err(_) => println!("no kv after 200 ms; still waiting in the background"),
+    /// }
+    /// assert!(!web.is_ready()); // nobody on this port offers kv
+    /// web.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn ready(&self) -> Result<Services, Error> {
         self.handle.ensure_running()?;
         let mut ready = self.ready.clone();
