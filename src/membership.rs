@@ -85,8 +85,25 @@ fn is_unsafe_in_logs(c: char) -> bool {
 /// so that it stays on one line and cannot pass for another log entry:
 /// unsafe characters are written as escapes (`\n`, `\u{1b}`).
 pub(crate) fn write_text(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    write_escaped(f, text, is_unsafe_in_logs)
+}
+
+/// Writes a name from the network (a channel, a service) in double quotes,
+/// escaped as [`write_text`] does and with its own quotes and backslashes
+/// escaped, so that where it ends is never in doubt.
+pub(crate) fn write_quoted(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+    f.write_char('"')?;
+    write_escaped(f, name, |c| matches!(c, '"' | '\\') || is_unsafe_in_logs(c))?;
+    f.write_char('"')
+}
+
+fn write_escaped(
+    f: &mut fmt::Formatter<'_>,
+    text: &str,
+    escape: impl Fn(char) -> bool,
+) -> fmt::Result {
     let mut rest = text;
-    while let Some(i) = rest.find(is_unsafe_in_logs) {
+    while let Some(i) = rest.find(&escape) {
         f.write_str(&rest[..i])?;
         let c = rest[i..].chars().next().unwrap_or_default();
         write!(f, "{}", c.escape_default())?;
