@@ -153,7 +153,7 @@ impl fmt::Display for ChannelMessage {
 ///         Promotion(_) => "we are master".into(),
 ///         Demotion(_) => "we stepped down".into(),
 ///         Lagged(n) => format!("missed {n} events"),
-///         other => format!("{other:?}"),
+///         other => other.to_string(),
 ///     }
 /// }
 /// assert_eq!(describe(&shoal::Event::Lagged(3)), "missed 3 events");
