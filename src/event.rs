@@ -1,8 +1,9 @@
 //! What a node tells its user.
 
+use std::fmt;
 use std::net::SocketAddr;
 
-use crate::membership::{NodeId, Peer};
+use crate::membership::{write_id, write_quoted, NodeId, Peer, Weight};
 use crate::wire::DecodeError;
 
 /// The local node's own election state.
@@ -72,7 +73,75 @@ pub struct ChannelMessage {
     pub addr: SocketAddr,
 }
 
+/// One line for a log: `this node`, its id (shortened as [`Peer`]'s
+/// `Display` explains; `{:#}` prints it whole), `master` when it is one,
+/// `not eligible` when it may not become one, its weight, and the epoch.
+///
+/// ```
+/// use std::time::Duration;
+/// use shoal::sim::SimNet;
+///
+/// let mut net = SimNet::new(1);
+/// let a = net.add_node(shoal::Config::builder().weight(0.9).build().unwrap());
+/// net.run_for(Duration::from_secs(3));
+/// let me = net.node(a).protocol.local();
+/// let line = me.to_string();
+/// assert!(line.starts_with(&format!("this node {}…, master, weight 0.90, epoch ", &me.id.as_str()[..8])), "{line}");
+/// ```
+impl fmt::Display for LocalState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("this node ")?;
+        write_id(f, &self.id)?;
+        if self.is_master {
+            f.write_str(", master")?;
+        }
+        if !self.is_master_eligible {
+            f.write_str(", not eligible")?;
+        }
+        write!(f, ", weight {}", Weight(self.weight))?;
+        if let Some(epoch) = &self.epoch {
+            write!(f, ", epoch {}", epoch.n)?;
+        }
+        Ok(())
+    }
+}
+
+/// One line for a log: the channel, the sender's id (shortened as
+/// [`Peer`]'s `Display` explains; `{:#}` prints it whole) and address. The
+/// data is left out: it may be large, or not for a log.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use shoal::{sim::SimNet, Event};
+/// # let mut net = SimNet::new(1);
+/// # let a = net.add_node(shoal::Config::builder().build().unwrap());
+/// # let b = net.add_node(shoal::Config::builder().build().unwrap());
+/// # net.protocol_mut(b).join("jobs").unwrap();
+/// # let now = net.now();
+/// # net.protocol_mut(a).send(now, "jobs", &serde_json::json!(1)).unwrap();
+/// # net.poll(a);
+/// # net.run_for(Duration::from_millis(10));
+/// # let m = net.node(b).events.iter().find_map(|(_, e)| match e {
+/// #     Event::Message(m) => Some(m.clone()),
+/// #     _ => None,
+/// # }).unwrap();
+/// // m: the message node b received on "jobs" from node a
+/// assert_eq!(format!("{m:#}"), format!("message on \"jobs\" from {} at {}", m.from, m.addr));
+/// ```
+impl fmt::Display for ChannelMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("message on ")?;
+        write_quoted(f, &self.channel)?;
+        f.write_str(" from ")?;
+        write_id(f, &self.from)?;
+        write!(f, " at {}", self.addr)
+    }
+}
+
 /// Something that happened on the network or to this node.
+///
+/// It prints as one line for a log (see its `Display`), and in full with
+/// `{:?}`.
 ///
 /// ```
 /// fn describe(event: &shoal::Event) -> String {
@@ -84,7 +153,7 @@ pub struct ChannelMessage {
 ///         Promotion(_) => "we are master".into(),
 ///         Demotion(_) => "we stepped down".into(),
 ///         Lagged(n) => format!("missed {n} events"),
-///         other => format!("{other:?}"),
+///         other => other.to_string(),
 ///     }
 /// }
 /// assert_eq!(describe(&shoal::Event::Lagged(3)), "missed 3 events");
@@ -116,4 +185,154 @@ pub enum Event {
     },
     /// This event stream fell behind and lost this many events (the oldest ones).
     Lagged(u64),
+}
+
+/// One line for a log, starting with what happened:
+///
+/// - `added 3f2a1b9c… (web-1 at 10.0.0.2:12345, weight 0.90)`, and
+///   likewise `updated`, `removed` and `master`, each with the peer as its
+///   [`Display`](Peer#impl-Display-for-Peer) prints it;
+/// - `promotion (this node 77aa0011…, master, weight 0.90, epoch 4)`, and
+///   likewise `demotion`;
+/// - `message on "jobs" from 3f2a1b9c… at 10.0.0.2:12345` (without the data);
+/// - `data error from 10.0.0.9:5000: checksum mismatch`;
+/// - `lagged: 12 events lost`.
+///
+/// Ids longer than 12 characters (every shoal and node-discovery id, 32 hex
+/// digits) show as their first 8 and `…`: enough to tell a LAN's nodes
+/// apart, and a prefix to grep the whole id with. The alternate form,
+/// `{:#}`, prints them whole. Text that came from the network is escaped,
+/// so that every event stays on one line.
+///
+/// ```
+/// assert_eq!(shoal::Event::Lagged(3).to_string(), "lagged: 3 events lost");
+/// ```
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The inner values are handed this formatter, so `{:#}` reaches the ids.
+        let (what, peer) = match self {
+            Event::Added(peer) => ("added", peer),
+            Event::Updated(peer) => ("updated", peer),
+            Event::Removed(peer) => ("removed", peer),
+            Event::Master(peer) => ("master", peer),
+            Event::Promotion(me) => return write_local(f, "promotion", me),
+            Event::Demotion(me) => return write_local(f, "demotion", me),
+            Event::Message(message) => return fmt::Display::fmt(message, f),
+            Event::DataError { from, error } => {
+                return write!(f, "data error from {from}: {error}")
+            }
+            Event::Lagged(n) => return write_lagged(f, *n),
+        };
+        write!(f, "{what} ")?;
+        fmt::Display::fmt(peer, f)
+    }
+}
+
+/// `promotion (this node …)`: shared with the service layer's events.
+pub(crate) fn write_local(f: &mut fmt::Formatter<'_>, what: &str, me: &LocalState) -> fmt::Result {
+    write!(f, "{what} (")?;
+    fmt::Display::fmt(me, f)?;
+    f.write_str(")")
+}
+
+/// `lagged: 12 events lost`: shared with the service layer's events.
+pub(crate) fn write_lagged(f: &mut fmt::Formatter<'_>, n: u64) -> fmt::Result {
+    let s = if n == 1 { "" } else { "s" };
+    write!(f, "lagged: {n} event{s} lost")
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+    use crate::membership::display_tests::{peer, LONG_ID};
+    use crate::wire::DecodeError;
+
+    fn me(master: bool, eligible: bool, epoch: Option<u64>) -> LocalState {
+        LocalState {
+            id: NodeId::new("77aa0011bb22cc33dd44ee55ff667788"),
+            is_master: master,
+            is_master_eligible: eligible,
+            weight: 0.9,
+            info: None,
+            epoch: epoch.map(|n| crate::Epoch {
+                n,
+                master: NodeId::new(LONG_ID),
+            }),
+        }
+    }
+
+    #[test]
+    fn every_event_prints_on_one_line() {
+        let p = || peer(LONG_ID, false, true, 0.9);
+        let m = || peer(LONG_ID, true, true, 0.9);
+        let cases = [
+            (
+                Event::Added(p()),
+                "added 3f2a1b9c… (web-1 at 10.0.0.2:12345, weight 0.90)",
+            ),
+            (
+                Event::Updated(p()),
+                "updated 3f2a1b9c… (web-1 at 10.0.0.2:12345, weight 0.90)",
+            ),
+            (
+                Event::Removed(p()),
+                "removed 3f2a1b9c… (web-1 at 10.0.0.2:12345, weight 0.90)",
+            ),
+            (
+                Event::Master(m()),
+                "master 3f2a1b9c… (web-1 at 10.0.0.2:12345, master, weight 0.90)",
+            ),
+            (
+                Event::Promotion(me(true, true, Some(4))),
+                "promotion (this node 77aa0011…, master, weight 0.90, epoch 4)",
+            ),
+            (
+                Event::Demotion(me(false, false, None)),
+                "demotion (this node 77aa0011…, not eligible, weight 0.90)",
+            ),
+            (
+                Event::Message(ChannelMessage {
+                    channel: "jobs".into(),
+                    data: serde_json::json!({"secret": 1}),
+                    from: NodeId::new(LONG_ID),
+                    addr: "10.0.0.2:12345".parse().unwrap(),
+                }),
+                "message on \"jobs\" from 3f2a1b9c… at 10.0.0.2:12345",
+            ),
+            (
+                Event::DataError {
+                    from: "10.0.0.9:5000".parse().unwrap(),
+                    error: DecodeError::Checksum,
+                },
+                "data error from 10.0.0.9:5000: checksum mismatch",
+            ),
+            (Event::Lagged(12), "lagged: 12 events lost"),
+            (Event::Lagged(1), "lagged: 1 event lost"),
+        ];
+        for (event, line) in cases {
+            assert_eq!(event.to_string(), line);
+        }
+    }
+
+    #[test]
+    fn the_alternate_form_prints_ids_whole_and_names_stay_quoted() {
+        assert_eq!(
+            format!("{:#}", Event::Added(peer(LONG_ID, false, true, 0.9))),
+            format!("added {LONG_ID} (web-1 at 10.0.0.2:12345, weight 0.90)")
+        );
+        assert_eq!(
+            format!("{:#}", Event::Promotion(me(true, true, Some(4)))),
+            "promotion (this node 77aa0011bb22cc33dd44ee55ff667788, master, weight 0.90, epoch 4)"
+        );
+        let message = ChannelMessage {
+            channel: "a\" b\\\nc".into(),
+            data: serde_json::Value::Null,
+            from: NodeId::new(LONG_ID),
+            addr: "10.0.0.2:12345".parse().unwrap(),
+        };
+        assert_eq!(
+            format!("{message:#}"),
+            format!("message on \"a\\\" b\\\\\\nc\" from {LONG_ID} at 10.0.0.2:12345")
+        );
+    }
 }

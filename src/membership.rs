@@ -1,7 +1,7 @@
 //! The table of live peers: who we have heard from, what they said, and when.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,8 +49,91 @@ impl fmt::Display for NodeId {
     }
 }
 
+/// Ids longer than this many characters are shortened in one-line output.
+const SHORT_ID_LIMIT: usize = 12;
+/// How many characters of a long id one-line output keeps: 8 hex digits
+/// (32 bits) tell apart the nodes of any LAN-sized cluster (two of a
+/// hundred random ids share them about once in a million clusters), and a
+/// prefix still finds the whole id with grep.
+const SHORT_ID_CHARS: usize = 8;
+
+/// Writes a node id for a one-line log entry: an id longer than 12
+/// characters (every shoal and node-discovery id, 32 hex digits) as its
+/// first 8 and `…`; the whole id under the alternate flag (`{:#}`).
+pub(crate) fn write_id(f: &mut fmt::Formatter<'_>, id: &NodeId) -> fmt::Result {
+    let id = id.as_str();
+    if !f.alternate() && id.chars().nth(SHORT_ID_LIMIT).is_some() {
+        let cut = id
+            .char_indices()
+            .nth(SHORT_ID_CHARS)
+            .map_or(id.len(), |(i, _)| i);
+        write_text(f, &id[..cut])?;
+        return f.write_char('…');
+    }
+    write_text(f, id)
+}
+
+/// Characters a peer could use to forge or hide log lines: controls
+/// (newlines, terminal escapes), line and paragraph separators, and the
+/// bidirectional overrides that reorder what a reader sees.
+fn is_unsafe_in_logs(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Writes text that came from the network (ids, host names, process ids)
+/// so that it stays on one line and cannot pass for another log entry:
+/// unsafe characters are written as escapes (`\n`, `\u{1b}`).
+pub(crate) fn write_text(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    write_escaped(f, text, is_unsafe_in_logs)
+}
+
+/// Writes a name from the network (a channel, a service) in double quotes,
+/// escaped as [`write_text`] does and with its own quotes and backslashes
+/// escaped, so that where it ends is never in doubt.
+pub(crate) fn write_quoted(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+    f.write_char('"')?;
+    write_escaped(f, name, |c| matches!(c, '"' | '\\') || is_unsafe_in_logs(c))?;
+    f.write_char('"')
+}
+
+fn write_escaped(
+    f: &mut fmt::Formatter<'_>,
+    text: &str,
+    escape: impl Fn(char) -> bool,
+) -> fmt::Result {
+    let mut rest = text;
+    while let Some(i) = rest.find(&escape) {
+        f.write_str(&rest[..i])?;
+        let c = rest[i..].chars().next().unwrap_or_default();
+        write!(f, "{}", c.escape_default())?;
+        rest = &rest[i + c.len_utf8()..];
+    }
+    f.write_str(rest)
+}
+
+/// An election weight for one-line output: with two decimals when that is
+/// exact (a configured `0.9` shows as `0.90`), otherwise in full, since
+/// random weights differ only in later digits and the election compares
+/// them exactly.
+pub(crate) struct Weight(pub(crate) f64);
+
+impl fmt::Display for Weight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let short = format!("{:.2}", self.0);
+        if short.parse::<f64>() == Ok(self.0) {
+            f.write_str(&short)
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
 /// What we know of one peer, from its latest hello.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its `Display` is one line for a log; its `Debug` shows every public
+/// field, with the times as durations (see the impls).
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Peer {
     /// Instance id (`iid`).
@@ -94,6 +177,92 @@ pub struct Peer {
     /// Where the table's deadline index files it: at most `deadline`, moved
     /// up only every few hellos (see [`Membership`]).
     pub(crate) indexed: Instant,
+}
+
+/// One line for a log: the id (shortened, see below), host name, address,
+/// `master` when it says it is one, `not eligible` when it may not become
+/// one, and its weight (two decimals when exact, else in full).
+///
+/// Ids longer than 12 characters (every shoal and node-discovery id, 32 hex
+/// digits) show as their first 8 and `…`: enough to tell a LAN's nodes
+/// apart and to grep for the whole id. The alternate form, `{:#}`, prints
+/// them whole. Text from the network is escaped so that it stays on one line.
+///
+/// ```
+/// use std::time::Duration;
+/// use shoal::sim::SimNet;
+///
+/// let mut net = SimNet::new(1);
+/// let a = net.add_node(shoal::Config::builder().weight(0.9).build().unwrap());
+/// let b = net.add_node(shoal::Config::builder().weight(0.1).build().unwrap());
+/// net.run_for(Duration::from_secs(3));
+/// let peer = net.node(b).protocol.peers().next().expect("b knows a");
+/// let line = peer.to_string();
+/// let id = net.node(a).protocol.id().as_str();
+/// assert!(line.starts_with(&format!("{}… (", &id[..8])), "{line}");
+/// assert!(line.ends_with(", master, weight 0.90)"), "{line}");
+/// assert!(format!("{peer:#}").starts_with(&format!("{id} (")));
+/// ```
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_id(f, &self.id)?;
+        f.write_str(" (")?;
+        write_text(f, &self.host_name)?;
+        write!(f, " at {}", self.addr)?;
+        if self.is_master {
+            f.write_str(", master")?;
+        }
+        if !self.is_master_eligible {
+            f.write_str(", not eligible")?;
+        }
+        write!(f, ", weight {})", Weight(self.weight))
+    }
+}
+
+/// Every public field, except that the two `Instant`s, meaningless when
+/// printed, become durations: `last_heard_ago` (since `last_seen`,
+/// measured now on the system clock, so it reads zero for a peer of a
+/// simulation, whose clock runs ahead) and `timeout` (how long it may stay
+/// silent after `last_seen`, so its `deadline`). The table's private
+/// bookkeeping is left out.
+///
+/// ```
+/// use std::time::Duration;
+/// use shoal::sim::SimNet;
+///
+/// let mut net = SimNet::new(1);
+/// let a = net.add_node(shoal::Config::builder().build().unwrap());
+/// let b = net.add_node(shoal::Config::builder().build().unwrap());
+/// net.run_for(Duration::from_secs(1));
+/// let peer = net.node(b).protocol.peers().next().expect("b knows a");
+/// let debug = format!("{peer:?}");
+/// assert!(debug.starts_with("Peer { id: NodeId("), "{debug}");
+/// assert!(debug.contains("timeout: 2.6s"), "{debug}");
+/// ```
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .field("host_name", &self.host_name)
+            .field("addr", &self.addr)
+            .field("is_master", &self.is_master)
+            .field("is_master_eligible", &self.is_master_eligible)
+            .field("weight", &self.weight)
+            .field("info", &self.info)
+            .field("epoch", &self.epoch)
+            .field("hello_interval", &self.hello_interval)
+            .field("hello_seq", &self.hello_seq)
+            .field(
+                "last_heard_ago",
+                &Instant::now().saturating_duration_since(self.last_seen),
+            )
+            .field(
+                "timeout",
+                &self.deadline.saturating_duration_since(self.last_seen),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// An election epoch: a counter that grows with each promotion anywhere in
@@ -1027,5 +1196,119 @@ mod master_index_tests {
                 prop_assert_eq!(m.master_count(), scanned(&m).len());
             }
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod display_tests {
+    use super::*;
+    use crate::wire::envelope::Hello;
+
+    pub(crate) const LONG_ID: &str = "3f2a1b9c0d4e5f60718293a4b5c6d7e8";
+
+    /// A peer as a hello from 10.0.0.2:12345 makes it.
+    pub(crate) fn peer(id: &str, master: bool, eligible: bool, weight: f64) -> Peer {
+        let hello = Hello {
+            is_master: master,
+            is_master_eligible: eligible,
+            weight,
+            address: "127.0.0.1".into(),
+            info: Some(serde_json::json!({"name": "web"})),
+            interval: Some(400),
+            seq: Some(7),
+            epoch: None,
+            epoch_master: None,
+        };
+        let mut m = Membership::new(
+            4,
+            Timeouts {
+                node_timeout: Duration::from_millis(2600),
+                missed_hellos: 5,
+                own_interval: Duration::from_millis(400),
+            },
+        );
+        let addr = "10.0.0.2:12345".parse().unwrap();
+        let (_, p) = observe_owned(&mut m, Instant::now(), id, "4242", "web-1", addr, hello);
+        p.unwrap()
+    }
+
+    #[test]
+    fn a_peer_prints_on_one_line_with_a_short_id() {
+        assert_eq!(
+            peer(LONG_ID, false, true, 0.9).to_string(),
+            "3f2a1b9c… (web-1 at 10.0.0.2:12345, weight 0.90)"
+        );
+        assert_eq!(
+            format!("{:#}", peer(LONG_ID, false, true, 0.9)),
+            format!("{LONG_ID} (web-1 at 10.0.0.2:12345, weight 0.90)")
+        );
+        assert_eq!(
+            peer("n1", true, false, 0.123456789).to_string(),
+            "n1 (web-1 at 10.0.0.2:12345, master, not eligible, weight 0.123456789)"
+        );
+    }
+
+    #[test]
+    fn short_ids_weights_and_hostile_text() {
+        // Twelve characters are kept whole; thirteen are cut to eight.
+        assert_eq!(
+            peer("abcdefghijkl", false, true, 1.0)
+                .to_string()
+                .split(' ')
+                .next(),
+            Some("abcdefghijkl")
+        );
+        assert_eq!(
+            peer("abcdefghijklm", false, true, 1.0)
+                .to_string()
+                .split(' ')
+                .next(),
+            Some("abcdefgh…")
+        );
+        // Cut on a character boundary, whatever the id's script.
+        assert_eq!(
+            peer("ééééééééééééé", false, true, 1.0)
+                .to_string()
+                .split(' ')
+                .next(),
+            Some("éééééééé…")
+        );
+        assert_eq!(Weight(0.5).to_string(), "0.50");
+        assert_eq!(Weight(-0.1733123456789).to_string(), "-0.1733123456789");
+        assert_eq!(Weight(1.0).to_string(), "1.00");
+        // A peer cannot start a new log line, nor reorder what a reader sees.
+        let mut p = peer("a\nb", false, true, 0.5);
+        p.host_name = "h\r\n\u{1b}[31m\u{202e}x\u{2028}".into();
+        assert_eq!(
+            p.to_string(),
+            "a\\nb (h\\r\\n\\u{1b}[31m\\u{202e}x\\u{2028} at 10.0.0.2:12345, weight 0.50)"
+        );
+    }
+
+    #[test]
+    fn debug_shows_what_a_user_can_act_on_and_no_bookkeeping() {
+        let debug = format!("{:?}", peer(LONG_ID, true, true, 0.9));
+        for private in ["info_raw", "wire_fingerprint", "gaps_measured", "indexed"] {
+            assert!(!debug.contains(private), "{private} in {debug}");
+        }
+        for public in [
+            "id: NodeId(3f2a1b9c0d4e5f60718293a4b5c6d7e8)",
+            "pid: \"4242\"",
+            "host_name: \"web-1\"",
+            "addr: 10.0.0.2:12345",
+            "is_master: true",
+            "is_master_eligible: true",
+            "weight: 0.9",
+            "info: Some(Object {\"name\": String(\"web\")})",
+            "epoch: None",
+            "hello_interval: 400ms",
+            "hello_seq: Some(7)",
+            "last_heard_ago: ",
+            "timeout: 2.6s",
+        ] {
+            assert!(debug.contains(public), "{public} not in {debug}");
+        }
+        assert!(!debug.contains("Instant"), "{debug}");
+        assert!(debug.ends_with(", .. }"), "{debug}");
     }
 }

@@ -45,10 +45,11 @@ pub mod tracker;
 mod tracker;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 
-use crate::event::LocalState;
-use crate::membership::{NodeId, Peer};
+use crate::event::{write_lagged, write_local, LocalState};
+use crate::membership::{write_quoted, write_text, NodeId, Peer};
 
 #[cfg(feature = "runtime")]
 pub use discovery::{ServiceBuilder, ServiceDiscovery};
@@ -84,6 +85,9 @@ impl ServiceInstance {
 pub type Services = BTreeMap<String, Vec<ServiceInstance>>;
 
 /// What the service layer tells its user.
+///
+/// It prints as one line for a log (see its `Display`), and in full with
+/// `{:?}`.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ServiceEvent {
@@ -109,4 +113,152 @@ pub enum ServiceEvent {
     Demotion(LocalState),
     /// This stream fell behind and lost this many events.
     Lagged(u64),
+}
+
+/// One line for a log, starting with what happened:
+///
+/// - `service "kv" active on 3f2a1b9c… (db-1 at 10.0.0.2:12345, weight 0.90)`,
+///   with the node as [`Peer`]'s [`Display`](Peer#impl-Display-for-Peer)
+///   prints it;
+/// - `ready: "kv" (2 instances), "queue" (1 instance)` (just `ready` when
+///   nothing is needed);
+/// - `not ready: lost every "kv"`;
+/// - `setup of "kv" failed on 3f2a1b9c… (db-1 at 10.0.0.2:12345, weight 0.90): connection refused`;
+/// - `master …`, `promotion (this node …)`, `demotion (…)` and
+///   `lagged: 12 events lost`, as [`Event`](crate::Event) prints them.
+///
+/// Ids are shortened as [`Event`](crate::Event)'s `Display` explains, and
+/// printed whole by the alternate form, `{:#}`. Names and errors are
+/// escaped so that every event stays on one line.
+///
+/// ```
+/// use shoal::ServiceEvent;
+///
+/// assert_eq!(ServiceEvent::NotReady("kv".into()).to_string(), r#"not ready: lost every "kv""#);
+/// assert_eq!(ServiceEvent::Lagged(1).to_string(), "lagged: 1 event lost");
+/// ```
+impl fmt::Display for ServiceEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The inner values are handed this formatter, so `{:#}` reaches the ids.
+        match self {
+            ServiceEvent::Service(instance) => {
+                f.write_str("service ")?;
+                write_quoted(f, &instance.name)?;
+                f.write_str(" active on ")?;
+                fmt::Display::fmt(&instance.peer, f)
+            }
+            ServiceEvent::Ready(services) => {
+                f.write_str("ready")?;
+                for (i, (name, instances)) in services.iter().enumerate() {
+                    f.write_str(if i == 0 { ": " } else { ", " })?;
+                    write_quoted(f, name)?;
+                    let n = instances.len();
+                    let s = if n == 1 { "" } else { "s" };
+                    write!(f, " ({n} instance{s})")?;
+                }
+                Ok(())
+            }
+            ServiceEvent::NotReady(name) => {
+                f.write_str("not ready: lost every ")?;
+                write_quoted(f, name)
+            }
+            ServiceEvent::SetupFailed { instance, error } => {
+                f.write_str("setup of ")?;
+                write_quoted(f, &instance.name)?;
+                f.write_str(" failed on ")?;
+                fmt::Display::fmt(&instance.peer, f)?;
+                f.write_str(": ")?;
+                write_text(f, error)
+            }
+            ServiceEvent::Master(peer) => {
+                f.write_str("master ")?;
+                fmt::Display::fmt(peer, f)
+            }
+            ServiceEvent::Promotion(me) => write_local(f, "promotion", me),
+            ServiceEvent::Demotion(me) => write_local(f, "demotion", me),
+            ServiceEvent::Lagged(n) => write_lagged(f, *n),
+        }
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+    use crate::membership::display_tests::{peer, LONG_ID};
+
+    fn db() -> ServiceInstance {
+        let mut peer = peer(LONG_ID, false, true, 0.9);
+        peer.host_name = "db-1".into();
+        ServiceInstance {
+            name: "kv".into(),
+            peer,
+        }
+    }
+
+    fn me() -> LocalState {
+        LocalState {
+            id: NodeId::new("77aa0011bb22cc33dd44ee55ff667788"),
+            is_master: true,
+            is_master_eligible: true,
+            weight: 0.9,
+            info: None,
+            epoch: Some(crate::Epoch {
+                n: 4,
+                master: NodeId::new("77aa0011bb22cc33dd44ee55ff667788"),
+            }),
+        }
+    }
+
+    #[test]
+    fn every_service_event_prints_on_one_line() {
+        let services: Services = [
+            ("kv".to_owned(), vec![db(), db()]),
+            ("queue".to_owned(), vec![db()]),
+        ]
+        .into();
+        let mut master = db().peer;
+        master.is_master = true;
+        let cases = [
+            (
+                ServiceEvent::Service(db()),
+                r#"service "kv" active on 3f2a1b9c… (db-1 at 10.0.0.2:12345, weight 0.90)"#,
+            ),
+            (
+                ServiceEvent::Ready(services),
+                r#"ready: "kv" (2 instances), "queue" (1 instance)"#,
+            ),
+            (ServiceEvent::Ready(Services::new()), "ready"),
+            (
+                ServiceEvent::NotReady("kv".into()),
+                r#"not ready: lost every "kv""#,
+            ),
+            (
+                ServiceEvent::SetupFailed {
+                    instance: db(),
+                    error: "connection refused\nretrying".into(),
+                },
+                r#"setup of "kv" failed on 3f2a1b9c… (db-1 at 10.0.0.2:12345, weight 0.90): connection refused\nretrying"#,
+            ),
+            (
+                ServiceEvent::Master(master),
+                "master 3f2a1b9c… (db-1 at 10.0.0.2:12345, master, weight 0.90)",
+            ),
+            (
+                ServiceEvent::Promotion(me()),
+                "promotion (this node 77aa0011…, master, weight 0.90, epoch 4)",
+            ),
+            (
+                ServiceEvent::Demotion(me()),
+                "demotion (this node 77aa0011…, master, weight 0.90, epoch 4)",
+            ),
+            (ServiceEvent::Lagged(12), "lagged: 12 events lost"),
+        ];
+        for (event, line) in cases {
+            assert_eq!(event.to_string(), line);
+        }
+        assert_eq!(
+            format!("{:#}", ServiceEvent::Service(db())),
+            format!(r#"service "kv" active on {LONG_ID} (db-1 at 10.0.0.2:12345, weight 0.90)"#)
+        );
+    }
 }
