@@ -190,7 +190,7 @@ impl Discovery {
     /// use tokio_stream::StreamExt; // or call events.recv().await
     /// let mut events = node.events();
     /// while let Some(event) = events.next().await {
-    ///     println!("{event:?}");
+    ///     println!("{event}");
     /// }
     /// # Ok(()) }
     /// ```
