@@ -353,7 +353,7 @@ impl Cluster {
                 self.meter.events += 1;
                 if matches!(
                     event,
-                    Event::Removed(_) | Event::Promotion(_) | Event::Demotion(_)
+                    Event::Removed(..) | Event::Promotion(_) | Event::Demotion(_)
                 ) {
                     self.churn += 1;
                 }

@@ -69,11 +69,9 @@ async fn main() -> Result<(), shoal::Error> {
                     Event::Added(p) => {
                         say(start, name, format!("found {} at {}", name_of(&p), p.addr))
                     }
-                    Event::Removed(p) => say(
-                        start,
-                        name,
-                        format!("removed {} (it said goodbye, or went silent)", name_of(&p)),
-                    ),
+                    Event::Removed(p, why) => {
+                        say(start, name, format!("removed {}: {why}", name_of(&p)))
+                    }
                     Event::Master(p) => say(start, name, format!("sees {} as master", name_of(&p))),
                     Event::Promotion(_) => say(start, name, "*** promoted to master ***".into()),
                     Event::Demotion(_) => say(start, name, "demoted".into()),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use serde_json::{json, Map, Value};
-use shoal::{ChannelMessage, Config, Discovery, Encryption, Event, Peer, Subscription};
+use shoal::{ChannelMessage, Config, Discovery, Encryption, Event, Peer, Removal, Subscription};
 
 #[derive(Parser, Debug)]
 #[command(about = "Run one shoal node; prints one JSON event per line")]
@@ -331,10 +331,16 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
                     peer_label(&p),
                     json!({"peer_addr": p.addr.to_string()}),
                 ),
-                Event::Removed(p) => o.emit(
+                Event::Removed(p, why) => o.emit(
                     "removed",
                     peer_label(&p),
-                    json!({"peer_addr": p.addr.to_string()}),
+                    json!({
+                        "peer_addr": p.addr.to_string(),
+                        "reason": match why {
+                            Removal::Goodbye => "goodbye",
+                            _ => "timeout",
+                        },
+                    }),
                 ),
                 Event::Master(p) => o.emit(
                     "master",

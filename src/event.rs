@@ -145,10 +145,11 @@ impl fmt::Display for ChannelMessage {
 ///
 /// ```
 /// fn describe(event: &shoal::Event) -> String {
-///     use shoal::Event::*;
+///     use shoal::{Event::*, Removal};
 ///     match event {
 ///         Added(peer) => format!("{} joined from {}", peer.id, peer.addr),
-///         Removed(peer) => format!("{} left", peer.id),
+///         Removed(peer, Removal::Goodbye) => format!("{} left", peer.id),
+///         Removed(peer, _) => format!("{} went silent", peer.id),
 ///         Master(peer) => format!("{} is master", peer.id),
 ///         Promotion(_) => "we are master".into(),
 ///         Demotion(_) => "we stepped down".into(),
@@ -165,8 +166,8 @@ pub enum Event {
     Added(Peer),
     /// A known node changed what it advertises (its `info`).
     Updated(Peer),
-    /// A node went silent for longer than the node timeout and was removed.
-    Removed(Peer),
+    /// A node was removed from the table, for the [`Removal`] reason given.
+    Removed(Peer, Removal),
     /// A node became master (or was first heard of as one).
     Master(Peer),
     /// This node became master.
@@ -187,11 +188,39 @@ pub enum Event {
     Lagged(u64),
 }
 
+/// Why a node was removed ([`Event::Removed`]).
+///
+/// ```
+/// assert_eq!(shoal::Removal::Timeout.to_string(), "timed out");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Removal {
+    /// It said goodbye: it shut down (or its last handle was dropped).
+    /// Peers remove it at once, and if it was master, a successor takes
+    /// over without waiting for the master timeout.
+    Goodbye,
+    /// It went silent for longer than its deadline (the node timeout, or
+    /// longer for a peer that says hello less often): it crashed, lost the
+    /// network, or left without a goodbye.
+    Timeout,
+}
+
+impl fmt::Display for Removal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Removal::Goodbye => "said goodbye",
+            Removal::Timeout => "timed out",
+        })
+    }
+}
+
 /// One line for a log, starting with what happened:
 ///
 /// - `added 3f2a1b9c… (web-1 at 10.0.0.2:12345, weight 0.90)`, and
-///   likewise `updated`, `removed` and `master`, each with the peer as its
-///   [`Display`](Peer#impl-Display-for-Peer) prints it;
+///   likewise `updated` and `master`, each with the peer as its
+///   [`Display`](Peer#impl-Display-for-Peer) prints it, and `removed`, with
+///   the reason after the peer (`…: timed out`, `…: said goodbye`);
 /// - `promotion (this node 77aa0011…, master, weight 0.90, epoch 4)`, and
 ///   likewise `demotion`;
 /// - `message on "jobs" from 3f2a1b9c… at 10.0.0.2:12345` (without the data);
@@ -213,7 +242,11 @@ impl fmt::Display for Event {
         let (what, peer) = match self {
             Event::Added(peer) => ("added", peer),
             Event::Updated(peer) => ("updated", peer),
-            Event::Removed(peer) => ("removed", peer),
+            Event::Removed(peer, why) => {
+                f.write_str("removed ")?;
+                fmt::Display::fmt(peer, f)?;
+                return write!(f, ": {why}");
+            }
             Event::Master(peer) => ("master", peer),
             Event::Promotion(me) => return write_local(f, "promotion", me),
             Event::Demotion(me) => return write_local(f, "demotion", me),
@@ -275,8 +308,12 @@ mod display_tests {
                 "updated 3f2a1b9c… (web-1 at 10.0.0.2:12345, weight 0.90)",
             ),
             (
-                Event::Removed(p()),
-                "removed 3f2a1b9c… (web-1 at 10.0.0.2:12345, weight 0.90)",
+                Event::Removed(p(), Removal::Timeout),
+                "removed 3f2a1b9c… (web-1 at 10.0.0.2:12345, weight 0.90): timed out",
+            ),
+            (
+                Event::Removed(p(), Removal::Goodbye),
+                "removed 3f2a1b9c… (web-1 at 10.0.0.2:12345, weight 0.90): said goodbye",
             ),
             (
                 Event::Master(m()),

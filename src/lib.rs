@@ -22,7 +22,7 @@
 //!        |---- hello {isMaster: true} -------------------------->|  B: Master(A)
 //!        |---- "jobs" {"n": 1} --------------------------------->|  B: subscription yields it
 //!        x  A crashes                                            |
-//!        |            ... node timeout ...                       |  B: Removed(A), Promotion
+//!        |            ... node timeout ...                       |  B: Removed(A, Timeout), Promotion
 //! ```
 //!
 //! ## Example
@@ -152,7 +152,7 @@ pub use config::{Config, ConfigBuilder, ConfigError, Encryption, Ignore};
 pub use crypto::key::{Key, KeyError, KeyId};
 pub use crypto::secure::SecureError;
 pub use error::{AdvertiseError, Error};
-pub use event::{ChannelMessage, Event, LocalState};
+pub use event::{ChannelMessage, Event, LocalState, Removal};
 pub use membership::{Epoch, NodeId, Peer};
 pub use service::{ServiceEvent, ServiceInstance, Services};
 pub use stats::{Drops, Stats};

@@ -34,7 +34,7 @@ use serde::Serialize;
 use crate::config::{Config, Encryption, Ignore};
 use crate::crypto::key::{Key, KeyId};
 use crate::election::{self, Rank};
-use crate::event::{ChannelMessage, Event, LocalState};
+use crate::event::{ChannelMessage, Event, LocalState, Removal};
 use crate::membership::{Epoch, Membership, NodeId, Observed, Peer, Timeouts};
 use crate::packet::{self, Decoded, Incoming, PacketCodec};
 use crate::stats::Stats;
@@ -620,14 +620,16 @@ impl Protocol {
                 let until = (peer.last_seen + self.config.master_timeout).max(now);
                 self.masters_gone.push(until);
             }
-            self.events.push_back(Event::Removed(peer));
+            self.events
+                .push_back(Event::Removed(peer, Removal::Timeout));
         }
     }
 
     fn on_goodbye(&mut self, now: Instant, id: &str) {
         if let Some(peer) = self.peers.remove(id) {
             let was_master = peer.is_master;
-            self.events.push_back(Event::Removed(peer));
+            self.events
+                .push_back(Event::Removed(peer, Removal::Goodbye));
             if was_master {
                 // It left on purpose: no need to wait for the master timeout.
                 self.check(now);

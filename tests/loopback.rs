@@ -110,7 +110,7 @@ async fn cluster_elects_and_fails_over(make: fn(u16, f64) -> ConfigBuilder, port
         wait_for(
             &mut streams[i],
             "old master removed",
-            move |e| matches!(e, Event::Removed(p) if p.id == m),
+            move |e| matches!(e, Event::Removed(p, _) if p.id == m),
         )
         .await;
         let m = new_master.clone();
@@ -278,7 +278,7 @@ async fn dropping_the_handle_stops_the_node() {
         wait_for(&mut events, "added", |e| matches!(e, Event::Added(_))).await;
         drop(b);
     }
-    wait_for(&mut events, "removed", |e| matches!(e, Event::Removed(_))).await;
+    wait_for(&mut events, "removed", |e| matches!(e, Event::Removed(..))).await;
     assert!(a.nodes().is_empty());
     a.shutdown().await;
 }
@@ -376,7 +376,7 @@ async fn a_live_secure_cluster_rotates_its_key_without_losing_anyone_or_anything
     for s in &mut streams {
         while let Ok(Some(event)) = timeout(Duration::from_millis(50), s.recv()).await {
             assert!(
-                !matches!(event, Event::Removed(_) | Event::Added(_)),
+                !matches!(event, Event::Removed(..) | Event::Added(_)),
                 "{event:?}"
             );
         }
@@ -458,7 +458,7 @@ async fn shutdown_from_one_clone_closes_every_clone() {
     wait_for(
         &mut seen,
         "removed",
-        |e| matches!(e, Event::Removed(p) if p.id == node.id()),
+        |e| matches!(e, Event::Removed(p, _) if p.id == node.id()),
     )
     .await;
     watcher.shutdown().await;
@@ -512,7 +512,7 @@ async fn dropping_every_clone_says_goodbye() {
     wait_for(
         &mut seen,
         "removed",
-        |e| matches!(e, Event::Removed(p) if p.id == id),
+        |e| matches!(e, Event::Removed(p, _) if p.id == id),
     )
     .await;
     watcher.shutdown().await;

@@ -287,7 +287,11 @@ async fn shutdown_from_one_clone_stops_the_service_layer_and_node_for_all() {
     let _ = (other.services(), other.stats());
     sd.shutdown().await;
     other.shutdown().await;
-    wait_for_node(&mut seen, |e| matches!(e, Event::Removed(p) if p.id == id)).await;
+    wait_for_node(
+        &mut seen,
+        |e| matches!(e, Event::Removed(p, _) if p.id == id),
+    )
+    .await;
     watcher.shutdown().await;
 }
 
@@ -303,7 +307,11 @@ async fn dropping_every_clone_stops_the_service_layer_then_the_node() {
     let id = plain.discovery().id();
     wait_for_node(&mut seen, |e| matches!(e, Event::Added(p) if p.id == id)).await;
     drop(plain);
-    wait_for_node(&mut seen, |e| matches!(e, Event::Removed(p) if p.id == id)).await;
+    wait_for_node(
+        &mut seen,
+        |e| matches!(e, Event::Removed(p, _) if p.id == id),
+    )
+    .await;
 
     let sd = ServiceDiscovery::builder(loopback(port).build().unwrap())
         .start()
@@ -328,6 +336,10 @@ async fn dropping_every_clone_stops_the_service_layer_then_the_node() {
     assert!(watcher.nodes().iter().any(|p| p.id == id));
     // Its last handle gone, the node says goodbye.
     drop(node);
-    wait_for_node(&mut seen, |e| matches!(e, Event::Removed(p) if p.id == id)).await;
+    wait_for_node(
+        &mut seen,
+        |e| matches!(e, Event::Removed(p, _) if p.id == id),
+    )
+    .await;
     watcher.shutdown().await;
 }

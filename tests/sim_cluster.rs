@@ -154,7 +154,7 @@ fn failover_waits_for_node_timeout_and_master_timeout() {
         .node(b)
         .events
         .iter()
-        .find(|(_, e)| matches!(e, Event::Removed(_)))
+        .find(|(_, e)| matches!(e, Event::Removed(..)))
         .map(|(t, _)| *t)
         .unwrap();
     let promoted_at = net.elapsed();
@@ -175,7 +175,7 @@ fn failover_waits_for_node_timeout_and_master_timeout() {
         .node(b)
         .events
         .iter()
-        .find(|(_, e)| matches!(e, Event::Removed(_)))
+        .find(|(_, e)| matches!(e, Event::Removed(..)))
         .map(|(t, _)| *t)
         .unwrap();
     assert_eq!(net.elapsed() - removed_at, secs(1.5));
@@ -435,7 +435,7 @@ fn hours_of_protocol_time_are_deterministic_and_stable() {
 fn kind(e: &Event) -> String {
     match e {
         Event::Added(p) => format!("added {}", p.id),
-        Event::Removed(p) => format!("removed {}", p.id),
+        Event::Removed(p, _) => format!("removed {}", p.id),
         Event::Master(p) => format!("master {}", p.id),
         Event::Promotion(_) => "promotion".into(),
         Event::Demotion(_) => "demotion".into(),
@@ -540,4 +540,37 @@ fn bad_packets_are_counted_and_dropped_or_reported_when_asked() {
             .count();
         assert_eq!(errors, if report { 5 } else { 0 });
     }
+}
+
+/// A removal says why: a goodbye is told from a silence.
+#[test]
+fn removals_say_whether_the_peer_said_goodbye_or_timed_out() {
+    let mut net = SimNet::new(12);
+    let a = net.add_node(cfg(0.9).build().unwrap());
+    let b = net.add_node(cfg(0.5).build().unwrap());
+    let c = net.add_node(cfg(0.1).build().unwrap());
+    net.run_for(secs(3.0));
+    let now = net.now();
+    net.protocol_mut(b).goodbye(now);
+    net.poll(b);
+    net.crash(b);
+    net.crash(c);
+    net.run_for(secs(5.0));
+    let reasons: Vec<(String, shoal::Removal)> = net
+        .node(a)
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Removed(p, why) => Some((p.id.to_string(), *why)),
+            _ => None,
+        })
+        .collect();
+    let id = |i: usize| net.node(i).protocol.id().to_string();
+    assert_eq!(
+        reasons,
+        vec![
+            (id(b), shoal::Removal::Goodbye),
+            (id(c), shoal::Removal::Timeout)
+        ]
+    );
 }

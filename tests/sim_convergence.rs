@@ -127,7 +127,7 @@ fn goodbye_removes_at_once_and_a_leaving_master_is_replaced_at_once() {
     net.run_for(secs(0.01));
     for i in [b, c] {
         let removed = net.node(i).events.iter().find_map(|(t, e)| match e {
-            Event::Removed(_) => Some(*t),
+            Event::Removed(..) => Some(*t),
             _ => None,
         });
         assert!(removed.unwrap() - left < secs(0.001));
@@ -152,7 +152,7 @@ fn a_crash_is_detected_at_the_peers_own_deadline() {
         let ev = &net.node(b).events;
         let t = |f: &dyn Fn(&Event) -> bool| ev.iter().find(|(_, e)| f(e)).map(|(t, _)| *t);
         (
-            t(&|e| matches!(e, Event::Removed(_))).unwrap(),
+            t(&|e| matches!(e, Event::Removed(..))).unwrap(),
             t(&|e| matches!(e, Event::Promotion(_))).unwrap(),
         )
     };

@@ -27,7 +27,7 @@ fn count(net: &SimNet, i: usize, pred: impl Fn(&Event) -> bool) -> usize {
 
 fn removals(net: &SimNet) -> usize {
     (0..net.nodes().len())
-        .map(|i| count(net, i, |e| matches!(e, Event::Removed(_))))
+        .map(|i| count(net, i, |e| matches!(e, Event::Removed(..))))
         .sum()
 }
 

@@ -124,7 +124,7 @@ impl ServiceTracker {
         match event {
             Event::Added(peer) => self.seen(peer),
             Event::Updated(peer) => self.seen(peer),
-            Event::Removed(peer) => self.remove(&peer.id),
+            Event::Removed(peer, _) => self.remove(&peer.id),
             Event::Master(peer) => self.events.push_back(ServiceEvent::Master(peer.clone())),
             Event::Promotion(me) => self.events.push_back(ServiceEvent::Promotion(me.clone())),
             Event::Demotion(me) => self.events.push_back(ServiceEvent::Demotion(me.clone())),
@@ -442,7 +442,7 @@ mod counter_tests {
             for op in ops {
                 match op {
                     Op::Seen(p, n) => t.handle_event(&Event::Updated(peer(p, n, t0))),
-                    Op::Removed(p) => t.handle_event(&Event::Removed(peer(p, None, t0))),
+                    Op::Removed(p) => t.handle_event(&Event::Removed(peer(p, None, t0), crate::Removal::Timeout)),
                     Op::Finish(i, ok) if !pending.is_empty() => {
                         let ticket = pending.remove(usize::from(i) % pending.len());
                         used.push(ticket.clone());
