@@ -93,6 +93,11 @@ pub type Services = BTreeMap<String, Vec<ServiceInstance>>;
 pub enum ServiceEvent {
     /// An instance passed all its setup hooks and is now active.
     Service(ServiceInstance),
+    /// An active instance went away: its node was removed (goodbye or
+    /// timeout), stopped advertising the service, or advertised another
+    /// name. Comes before [`NotReady`](Self::NotReady) when it was the last
+    /// one, so that a user can rebalance on every change.
+    InstanceGone(ServiceInstance),
     /// Every need has at least one active instance. Carries all active instances.
     Ready(Services),
     /// The last active instance of this needed service is gone.
@@ -145,6 +150,12 @@ impl fmt::Display for ServiceEvent {
                 f.write_str("service ")?;
                 write_quoted(f, &instance.name)?;
                 f.write_str(" active on ")?;
+                fmt::Display::fmt(&instance.peer, f)
+            }
+            ServiceEvent::InstanceGone(instance) => {
+                f.write_str("service ")?;
+                write_quoted(f, &instance.name)?;
+                f.write_str(" gone from ")?;
                 fmt::Display::fmt(&instance.peer, f)
             }
             ServiceEvent::Ready(services) => {
@@ -222,6 +233,10 @@ mod display_tests {
             (
                 ServiceEvent::Service(db()),
                 r#"service "kv" active on 3f2a1b9c… (db-1 at 10.0.0.2:12345, weight 0.90)"#,
+            ),
+            (
+                ServiceEvent::InstanceGone(db()),
+                r#"service "kv" gone from 3f2a1b9c… (db-1 at 10.0.0.2:12345, weight 0.90)"#,
             ),
             (
                 ServiceEvent::Ready(services),

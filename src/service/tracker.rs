@@ -267,7 +267,13 @@ impl ServiceTracker {
     fn remove(&mut self, id: &NodeId) {
         if let Some(inst) = self.instances.remove(id) {
             if inst.active.is_some() {
-                self.deactivated(&inst.name);
+                let name = inst.name.clone();
+                self.events
+                    .push_back(ServiceEvent::InstanceGone(ServiceInstance {
+                        name: inst.name,
+                        peer: inst.peer,
+                    }));
+                self.deactivated(&name);
             }
         }
     }
