@@ -55,7 +55,7 @@ impl Fixture {
             hello: typical_hello(),
             sender: common::sender(7),
             legacy: LegacyCipher::new(LEGACY_KEY.as_bytes()),
-            key: Key::parse(SECURE_KEY).expect("hex key"),
+            key: Key::from_hex(SECURE_KEY).expect("hex key"),
         }
     }
 

@@ -165,7 +165,7 @@ fn config(mode: Mode, i: usize) -> Config {
         b = b.weight(1.0);
     }
     if mode == Mode::Secure {
-        b = b.key(SECURE_KEY);
+        b = b.secret_key(SECURE_KEY);
     }
     if mode == Mode::PlainMasters {
         if i == 0 {

@@ -701,11 +701,15 @@ struct Args {
     /// Multicast TTL (default 1; 0 keeps it on this host).
     #[arg(long)]
     multicast_ttl: Option<u32>,
-    /// Seal discovery with shoal's secure mode (AES-256-GCM; 64 hex digits,
-    /// base64 of 32 bytes, or a passphrase): nodes with another key, or
-    /// none, are not part of this cluster.
+    /// Seal discovery with shoal's secure mode (AES-256-GCM) under this
+    /// key: 64 hex digits or 44 characters of base64 (for example from
+    /// `openssl rand -hex 32`). Nodes with another key, or none, are not
+    /// part of this cluster.
     #[arg(long)]
     key: Option<String>,
+    /// Like --key, with a key derived from this passphrase (Argon2id).
+    #[arg(long)]
+    passphrase: Option<String>,
     /// Election weight; the heaviest node serves the hub (default random).
     #[arg(long)]
     weight: Option<f64>,
@@ -743,7 +747,10 @@ impl Args {
             b = b.multicast_ttl(v);
         }
         if let Some(v) = &self.key {
-            b = b.key(v.clone());
+            b = b.secret_key(v.as_str());
+        }
+        if let Some(v) = &self.passphrase {
+            b = b.passphrase(v.as_str());
         }
         if let Some(v) = self.weight {
             b = b.weight(v);

@@ -38,10 +38,19 @@ struct Args {
     multicast_interface: Option<Ipv4Addr>,
     #[arg(long)]
     multicast_ttl: Option<u32>,
+    /// Secure mode with this key: 64 hex digits or 44 characters of base64
+    /// (for example from `openssl rand -hex 32`); anything else is refused.
     #[arg(long)]
     key: Option<String>,
-    /// With --key: secure (default), legacy (node-discovery peers),
-    /// secure-accept-plain or plain-accept-secure (rolling enablement).
+    /// Secure mode with a key derived from this passphrase (Argon2id).
+    #[arg(long)]
+    passphrase: Option<String>,
+    /// node-discovery's key, for its legacy cipher (with --encryption legacy).
+    #[arg(long)]
+    legacy_key: Option<String>,
+    /// With a key: secure (default), legacy (node-discovery peers, needs
+    /// --legacy-key), secure-accept-plain or plain-accept-secure (rolling
+    /// enablement).
     #[arg(long, value_parser = ["secure", "legacy", "secure-accept-plain", "plain-accept-secure"])]
     encryption: Option<String>,
     /// Lost hellos a peer survives (default 5).
@@ -193,7 +202,13 @@ fn config(args: &Args, info: Value) -> Result<Config, shoal::ConfigError> {
         b = b.multicast_ttl(v);
     }
     if let Some(v) = &args.key {
-        b = b.key(v.clone());
+        b = b.secret_key(v.as_str());
+    }
+    if let Some(v) = &args.passphrase {
+        b = b.passphrase(v.as_str());
+    }
+    if let Some(v) = &args.legacy_key {
+        b = b.legacy_key(v.as_str());
     }
     if let Some(mode) = args.encryption.as_deref() {
         b = b.encryption(match mode {

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use crate::crypto::key::{Key, KeyError, SecretText};
 use crate::wire::framing::ReassemblyLimits;
 
 /// Which of our own packets a node ignores when they come back to it.
@@ -33,6 +34,11 @@ pub enum Ignore {
 /// How packets are protected. Chosen with [`ConfigBuilder::encryption`];
 /// with no key everything is plaintext node-discovery format.
 ///
+/// The secure modes need a secure-mode key
+/// ([`secret_key`](ConfigBuilder::secret_key) or
+/// [`passphrase`](ConfigBuilder::passphrase)), the legacy mode
+/// node-discovery's key string ([`legacy_key`](ConfigBuilder::legacy_key)).
+///
 /// The two mixed modes exist for switching a running cluster between
 /// plaintext and secure mode node by node, with no node ever unable to hear
 /// another: see SECURITY.md for the procedure.
@@ -41,7 +47,7 @@ pub enum Ignore {
 /// use shoal::{Config, Encryption};
 /// // Talk to node-discovery peers that use `key: "s3cret"`:
 /// let config = Config::builder()
-///     .key("s3cret")
+///     .legacy_key("s3cret")
 ///     .encryption(Encryption::LegacyNodeDiscovery)
 ///     .build()
 ///     .unwrap();
@@ -109,9 +115,10 @@ pub struct Config {
     pub(crate) master_eligible: bool,
     /// Where the node listens and how it reaches the cluster.
     pub(crate) transport: TransportConfig,
-    pub(crate) key: Option<String>,
-    /// The parsed secure-mode key (set by `build`).
-    pub(crate) secure_key: Option<crate::crypto::key::Key>,
+    /// The secure-mode key (set by `build`, from `secret_key` or `passphrase`).
+    pub(crate) secure_key: Option<Key>,
+    /// node-discovery's key string, for its legacy cipher.
+    pub(crate) legacy_key: Option<SecretText>,
     pub(crate) encryption: Encryption,
     pub(crate) max_datagram_size: usize,
     pub(crate) replay_tolerance: Duration,
@@ -137,8 +144,8 @@ impl Default for Config {
             weight: None,
             master_eligible: true,
             transport: TransportConfig::default(),
-            key: None,
             secure_key: None,
+            legacy_key: None,
             encryption: Encryption::Secure,
             max_datagram_size: 1400,
             replay_tolerance: Duration::from_secs(30),
@@ -250,16 +257,30 @@ pub enum ConfigError {
     /// `bind` is an IPv6 address; node-discovery's transport is IPv4 only.
     #[error("bind: {0} is not an IPv4 address")]
     BindNotIpv4(IpAddr),
-    /// An [`encryption`](ConfigBuilder::encryption) mode was asked for
-    /// without a [`key`](ConfigBuilder::key).
-    #[error("encryption {0:?} needs a key: set key(...), or leave encryption unset for plaintext")]
+    /// An [`encryption`](ConfigBuilder::encryption) mode needs a key that
+    /// was not given: a secure mode needs
+    /// [`secret_key`](ConfigBuilder::secret_key) or
+    /// [`passphrase`](ConfigBuilder::passphrase),
+    /// [`Encryption::LegacyNodeDiscovery`] needs
+    /// [`legacy_key`](ConfigBuilder::legacy_key). Security settings never
+    /// fail open: the node does not start in plaintext instead.
+    #[error("{}", no_key_message(*.0))]
     NoKey(Encryption),
-    /// `key` is the empty string.
-    #[error("key must not be empty")]
-    EmptyKey,
-    /// `key` could not be parsed.
-    #[error("key: {0}")]
-    Key(crate::crypto::key::KeyError),
+    /// A key ([`secret_key`](ConfigBuilder::secret_key)), passphrase or
+    /// legacy key is unusable: empty, or text that is not a key (such as
+    /// 63 hex digits). Nothing about the key is in the message.
+    #[error("{field}: {error}")]
+    Key {
+        /// The builder method given it: `secret_key`, `passphrase` or `legacy_key`.
+        field: &'static str,
+        /// What is wrong with it.
+        error: KeyError,
+    },
+    /// Both [`secret_key`](ConfigBuilder::secret_key) and
+    /// [`passphrase`](ConfigBuilder::passphrase) were given: they are two
+    /// ways to give the one secure-mode key.
+    #[error("passphrase: secret_key is set too; give the secure-mode key one way")]
+    KeyGivenTwice,
     /// A size limit is out of range.
     #[error("{field}: {reason}")]
     Limit {
@@ -281,10 +302,20 @@ impl ConfigError {
             ConfigError::WeightNotFinite(_) => "weight",
             ConfigError::PortZero => "port",
             ConfigError::BindNotIpv4(_) => "bind",
-            ConfigError::EmptyKey | ConfigError::Key(_) => "key",
+            ConfigError::Key { field, .. } => field,
+            ConfigError::KeyGivenTwice => "passphrase",
             ConfigError::NoKey(_) => "encryption",
         }
     }
+}
+
+/// [`ConfigError::NoKey`]'s message: which key the mode needs.
+fn no_key_message(mode: Encryption) -> String {
+    let needs = match mode {
+        Encryption::LegacyNodeDiscovery => "legacy_key(..) (node-discovery's key)",
+        _ => "secret_key(..) or passphrase(..) (legacy_key(..) is for LegacyNodeDiscovery only)",
+    };
+    format!("encryption {mode:?} needs {needs}")
 }
 
 /// Builds a [`Config`]. Every setter is optional; each one's documentation
@@ -308,6 +339,11 @@ pub struct ConfigBuilder {
     /// Whether [`encryption`](Self::encryption) was called: a mode asked
     /// for without a key is an error, never a silent plaintext node.
     encryption_set: bool,
+    /// What [`secret_key`](Self::secret_key) was given; an error is
+    /// reported by `build`, naming the field.
+    secret_key: Option<Result<Key, KeyError>>,
+    /// Stretched into the secure key by `build` (last: it costs ~35 ms).
+    passphrase: Option<SecretText>,
 }
 
 macro_rules! setter {
@@ -653,43 +689,134 @@ impl ConfigBuilder {
         self
     }
 
-    /// Protect packets with this key.
+    /// Protect packets with this secure-mode key: 32 random bytes, given
+    /// as a [`Key`] or as its text (64 hex digits or 44 characters of
+    /// base64, read by [`Key::parse`]).
     ///
     /// Default: none, plaintext node-discovery packets that anyone on the
-    /// LAN can read and forge. With a key the default mode is
-    /// [`Encryption::Secure`], where the string is read by
-    /// [`Key::parse`](crate::Key::parse): 64 hex characters or
-    /// base64 of 32 bytes is the key itself; anything else is a passphrase,
-    /// stretched with Argon2id once, in `build` (about 40 ms). In
-    /// [`Encryption::LegacyNodeDiscovery`] the string is node-discovery's
-    /// `key`. Limits: not empty.
+    /// LAN can read and forge. With a key the mode is
+    /// [`Encryption::Secure`] unless [`encryption`](Self::encryption) says
+    /// otherwise. Every node of the cluster needs the same key (or, during
+    /// a rotation, a keyring that holds it: see
+    /// [`Discovery::install_key`](crate::Discovery::install_key)).
+    ///
+    /// Limits: text that is not exactly a key (63 hex digits, base64 of 31
+    /// bytes, a passphrase) makes `build` fail with [`ConfigError::Key`]
+    /// naming `secret_key`; it is never taken for a passphrase. Give either
+    /// this or [`passphrase`](Self::passphrase), not both.
     ///
     /// ```
-    /// let config = shoal::Config::builder().build()?;
-    /// assert_eq!(config.encryption(), None); // no key: plaintext
-    /// let config = shoal::Config::builder().key("correct horse battery staple").build()?;
-    /// assert_eq!(config.encryption(), Some(shoal::Encryption::Secure));
-    /// # Ok::<(), shoal::ConfigError>(())
+    /// use shoal::{Config, ConfigError, Encryption, Key, KeyError};
+    ///
+    /// // A fresh key: share its text (key.to_base64()) with the other nodes.
+    /// let key = Key::generate(&mut rand::rngs::OsRng);
+    /// let config = Config::builder().secret_key(key).build()?;
+    /// assert_eq!(config.encryption(), Some(Encryption::Secure));
+    ///
+    /// // The same key as text, from a file or an environment variable:
+    /// let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    /// Config::builder().secret_key(hex).build()?;
+    ///
+    /// // One digit short: an error that names the field, not a passphrase.
+    /// let err = Config::builder().secret_key(&hex[1..]).build().unwrap_err();
+    /// assert_eq!(err, ConfigError::Key { field: "secret_key", error: KeyError::HexLength(63) });
+    /// assert_eq!(err.to_string(), "secret_key: a hex key has 64 hex digits, not 63 characters");
+    /// # Ok::<(), ConfigError>(())
     /// ```
-    pub fn key(mut self, key: impl Into<String>) -> Self {
-        self.config.key = Some(key.into());
+    pub fn secret_key<K>(mut self, key: K) -> Self
+    where
+        K: TryInto<Key>,
+        K::Error: Into<KeyError>,
+    {
+        self.secret_key = Some(key.try_into().map_err(Into::into));
+        self
+    }
+
+    /// Protect packets with a key derived from this passphrase with
+    /// Argon2id ([`Key::from_passphrase`]), once, in `build` (about 35 ms
+    /// and 19 MiB).
+    ///
+    /// Default: none. The mode is [`Encryption::Secure`] unless
+    /// [`encryption`](Self::encryption) says otherwise. A passphrase is
+    /// only as strong as it is hard to guess: anyone who captures one
+    /// sealed packet can test guesses offline, each costing them one
+    /// Argon2id. A random [`secret_key`](Self::secret_key) is the better
+    /// choice. The passphrase is used exactly as given: no trimming.
+    ///
+    /// Limits: not empty. Give either this or
+    /// [`secret_key`](Self::secret_key), not both
+    /// ([`ConfigError::KeyGivenTwice`]).
+    ///
+    /// ```
+    /// use shoal::{Config, ConfigError, Encryption, Key};
+    ///
+    /// let config = Config::builder().passphrase("correct horse battery staple").build()?;
+    /// assert_eq!(config.encryption(), Some(Encryption::Secure));
+    ///
+    /// let err = Config::builder().passphrase("").build().unwrap_err();
+    /// assert_eq!(err.field(), "passphrase");
+    /// let err = Config::builder()
+    ///     .passphrase("correct horse battery staple")
+    ///     .secret_key(Key::from_bytes([7; 32]))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err, ConfigError::KeyGivenTwice);
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn passphrase(mut self, passphrase: impl Into<String>) -> Self {
+        self.passphrase = Some(SecretText::new(passphrase.into()));
+        self
+    }
+
+    /// node-discovery's `key` option, for its legacy cipher: needs
+    /// [`encryption`](Self::encryption)`(`[`Encryption::LegacyNodeDiscovery`]`)`.
+    ///
+    /// Default: none. That cipher (AES-256-CBC with a key and IV from MD5
+    /// of this string, no integrity, no replay protection) exists only to
+    /// talk to node-discovery peers that use a key; among shoal nodes use
+    /// [`secret_key`](Self::secret_key). Given with a secure-mode key too,
+    /// the node can switch between the two at run time
+    /// ([`Discovery::set_encryption`](crate::Discovery::set_encryption)).
+    ///
+    /// Limits: not empty. Without `encryption(LegacyNodeDiscovery)` (or a
+    /// secure-mode key), `build` fails with [`ConfigError::NoKey`]: this
+    /// string is never used as a secure-mode key.
+    ///
+    /// ```
+    /// use shoal::{Config, ConfigError, Encryption};
+    ///
+    /// let config = Config::builder()
+    ///     .legacy_key("s3cret")
+    ///     .encryption(Encryption::LegacyNodeDiscovery)
+    ///     .build()?;
+    /// assert_eq!(config.encryption(), Some(Encryption::LegacyNodeDiscovery));
+    ///
+    /// let err = Config::builder().legacy_key("s3cret").build().unwrap_err();
+    /// assert_eq!(err, ConfigError::NoKey(Encryption::Secure));
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn legacy_key(mut self, key: impl Into<String>) -> Self {
+        self.config.legacy_key = Some(SecretText::new(key.into()));
         self
     }
 
     /// How packets are protected when a key is set.
     ///
     /// Default [`Encryption::Secure`]. Security settings never fail open:
-    /// asking for a mode without a [`key`](Self::key) makes `build` fail
-    /// with [`ConfigError::NoKey`] rather than start a plaintext node.
+    /// asking for a mode without its key (see [`Encryption`]) makes `build`
+    /// fail with [`ConfigError::NoKey`] rather than start a plaintext node.
     ///
     /// ```
-    /// use shoal::Encryption;
+    /// use shoal::{ConfigError, Encryption};
     /// let config = shoal::Config::builder()
-    ///     .key("s3cret")
-    ///     .encryption(Encryption::LegacyNodeDiscovery)
+    ///     .passphrase("correct horse battery staple")
+    ///     .encryption(Encryption::SecureAcceptPlaintext)
     ///     .build()?;
-    /// assert_eq!(config.encryption(), Some(Encryption::LegacyNodeDiscovery));
-    /// # Ok::<(), shoal::ConfigError>(())
+    /// assert_eq!(config.encryption(), Some(Encryption::SecureAcceptPlaintext));
+    ///
+    /// let err = shoal::Config::builder().encryption(Encryption::Secure).build().unwrap_err();
+    /// assert_eq!(err, ConfigError::NoKey(Encryption::Secure));
+    /// # Ok::<(), ConfigError>(())
     /// ```
     pub fn encryption(mut self, mode: Encryption) -> Self {
         self.config.encryption = mode;
@@ -903,18 +1030,39 @@ impl ConfigBuilder {
         if !c.transport.bind.is_ipv4() {
             return Err(ConfigError::BindNotIpv4(c.transport.bind));
         }
-        if self.encryption_set && c.key.is_none() {
-            return Err(ConfigError::NoKey(c.encryption));
-        }
-        if c.key.as_deref() == Some("") {
-            return Err(ConfigError::EmptyKey);
-        }
-        let mut c = c;
-        if let Some(key) = &c.key {
-            if c.encryption != Encryption::LegacyNodeDiscovery {
-                c.secure_key = Some(crate::crypto::key::Key::parse(key).map_err(ConfigError::Key)?);
+        let secure_key = match (self.secret_key, &self.passphrase) {
+            (Some(_), Some(_)) => return Err(ConfigError::KeyGivenTwice),
+            (Some(Err(error)), None) => {
+                return Err(ConfigError::Key {
+                    field: "secret_key",
+                    error,
+                })
+            }
+            (Some(Ok(key)), None) => Some(key),
+            (None, _) => None,
+        };
+        for (field, text) in [
+            ("passphrase", &self.passphrase),
+            ("legacy_key", &c.legacy_key),
+        ] {
+            if text.as_ref().is_some_and(|t| t.as_str().is_empty()) {
+                return Err(ConfigError::Key {
+                    field,
+                    error: KeyError::Empty,
+                });
             }
         }
+        let has_secure = secure_key.is_some() || self.passphrase.is_some();
+        let has_key = match c.encryption {
+            Encryption::LegacyNodeDiscovery => c.legacy_key.is_some(),
+            _ => has_secure,
+        };
+        // A mode asked for, or implied by a key, whose key is missing.
+        if !has_key && (self.encryption_set || has_secure || c.legacy_key.is_some()) {
+            return Err(ConfigError::NoKey(c.encryption));
+        }
+        let mut c = c;
+        c.secure_key = secure_key;
         if c.max_datagram_size < crate::crypto::secure::OVERHEAD + 64
             || c.max_datagram_size > 65_507
         {
@@ -963,6 +1111,10 @@ impl ConfigBuilder {
         }
         if c.event_capacity > MAX_EVENT_CAPACITY {
             return limit("event_capacity", "must be between 1 and 1,000,000");
+        }
+        if let Some(passphrase) = &self.passphrase {
+            // Last, so that a mistake elsewhere is reported without the wait.
+            c.secure_key = Some(Key::from_passphrase(passphrase.as_str()));
         }
         Ok(c)
     }
@@ -1063,9 +1215,9 @@ impl Config {
         self.event_capacity
     }
     /// How packets will be protected at start: `None` without a key, else
-    /// the configured mode. See [`ConfigBuilder::key`].
+    /// the configured mode. See [`ConfigBuilder::encryption`].
     pub fn encryption(&self) -> Option<Encryption> {
-        self.key.as_ref().map(|_| self.encryption)
+        (self.secure_key.is_some() || self.legacy_key.is_some()).then_some(self.encryption)
     }
     /// See [`ConfigBuilder::max_datagram_size`].
     pub fn max_datagram_size(&self) -> usize {
@@ -1148,7 +1300,9 @@ mod tests {
             (Config::builder().weight(f64::NAN), "weight"),
             (Config::builder().port(0), "port"),
             (Config::builder().bind("::1".parse().unwrap()), "bind"),
-            (Config::builder().key(""), "key"),
+            (Config::builder().passphrase(""), "passphrase"),
+            (Config::builder().legacy_key(""), "legacy_key"),
+            (Config::builder().secret_key(""), "secret_key"),
             (Config::builder().max_message_size(1), "max_message_size"),
             (Config::builder().max_nodes(0), "max_nodes"),
             (
@@ -1159,7 +1313,8 @@ mod tests {
                 Config::builder().encryption(Encryption::LegacyNodeDiscovery),
                 "encryption",
             ),
-            (Config::builder().key("a".repeat(63)), "key"),
+            (Config::builder().secret_key("a".repeat(63)), "secret_key"),
+            (Config::builder().secret_key("s3cret"), "secret_key"),
             // The edges of every range.
             (Config::builder().hello_interval(ms(9)), "hello_interval"),
             (
@@ -1244,6 +1399,110 @@ mod tests {
             .multicast("239.1.2.3".parse().unwrap())
             .bind("239.1.2.3".parse().unwrap()));
         ok(Config::builder().multicast_interface("127.0.0.1".parse().unwrap()));
+    }
+
+    /// Which key each mode needs, and what `build` says when it is missing.
+    #[test]
+    fn every_mode_needs_its_own_key() {
+        use Encryption::*;
+        let raw = || Key::from_bytes([7; 32]);
+        let ok = |b: ConfigBuilder, want: Option<Encryption>| {
+            let c = b.build().unwrap();
+            assert_eq!(c.encryption(), want);
+            c
+        };
+        let no_key = |b: ConfigBuilder, mode: Encryption| {
+            let err = b.build().unwrap_err();
+            assert_eq!(err, ConfigError::NoKey(mode));
+            assert_eq!(err.field(), "encryption");
+            err.to_string()
+        };
+        let c = ok(Config::builder().secret_key(raw()), Some(Secure));
+        assert_eq!(c.secure_key, Some(raw()));
+        assert!(c.legacy_key.is_none());
+        for mode in [Secure, SecureAcceptPlaintext, PlaintextAcceptSecure] {
+            ok(
+                Config::builder().secret_key(raw()).encryption(mode),
+                Some(mode),
+            );
+            let msg = no_key(Config::builder().legacy_key("k").encryption(mode), mode);
+            assert!(msg.contains("secret_key(..) or passphrase(..)"), "{msg}");
+        }
+        ok(
+            Config::builder()
+                .legacy_key("k")
+                .encryption(LegacyNodeDiscovery),
+            Some(LegacyNodeDiscovery),
+        );
+        // A legacy key alone does not become a secure-mode key...
+        no_key(Config::builder().legacy_key("k"), Secure);
+        // ...nor a secure-mode key a legacy one.
+        let msg = no_key(
+            Config::builder()
+                .secret_key(raw())
+                .encryption(LegacyNodeDiscovery),
+            LegacyNodeDiscovery,
+        );
+        assert!(msg.contains("legacy_key"), "{msg}");
+        // Both: either mode, switchable at run time.
+        let c = ok(
+            Config::builder().secret_key(raw()).legacy_key("k"),
+            Some(Secure),
+        );
+        assert!(c.secure_key.is_some() && c.legacy_key.is_some());
+        ok(Config::builder(), None);
+    }
+
+    #[test]
+    fn a_mistyped_key_is_an_error_naming_secret_key() {
+        let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        let b64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let key = |b: ConfigBuilder| b.build().unwrap().secure_key.unwrap();
+        let want = Key::from_hex(hex).unwrap();
+        assert_eq!(key(Config::builder().secret_key(hex)), want);
+        assert_eq!(key(Config::builder().secret_key(b64.to_owned())), want);
+        assert_eq!(key(Config::builder().secret_key(want.clone())), want);
+        for (text, error) in [
+            (&hex[1..], KeyError::HexLength(63)),
+            (&b64[1..], KeyError::InvalidBase64),
+            ("correct horse battery staple", KeyError::NotAKey(28)),
+        ] {
+            let err = Config::builder()
+                .secret_key(text)
+                .encryption(Encryption::Secure)
+                .build()
+                .unwrap_err();
+            assert_eq!(
+                err,
+                ConfigError::Key {
+                    field: "secret_key",
+                    error
+                }
+            );
+            assert!(err.to_string().starts_with("secret_key: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn keys_never_show_in_debug_output() {
+        let builder = Config::builder()
+            .passphrase("pass-phrase-words")
+            .legacy_key("legacy-words")
+            .secret_key("hex-words");
+        let shown = format!("{builder:?}");
+        for secret in ["pass-phrase-words", "legacy-words", "hex-words"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let config = Config::builder()
+            .secret_key(Key::from_bytes([0xab; 32]))
+            .legacy_key("legacy-words")
+            .build()
+            .unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("legacy-words") && !shown.contains("abab"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl Discovery {
     /// ```no_run
     /// # async fn demo(node: shoal::Discovery) -> Result<(), shoal::Error> {
     /// use shoal::{Encryption, Key};
-    /// node.install_key(Key::parse("correct horse battery staple")?)?;
+    /// node.install_key(Key::from_passphrase("correct horse battery staple"))?;
     /// node.set_encryption(Some(Encryption::PlaintextAcceptSecure))?; // on every node, then:
     /// node.set_encryption(Some(Encryption::SecureAcceptPlaintext))?; // on every node, then:
     /// node.set_encryption(Some(Encryption::Secure))?;

@@ -76,7 +76,8 @@ pub enum Error {
     #[error("key: {0}")]
     Key(#[from] crate::crypto::key::KeyError),
     /// This encryption mode needs a key the node does not have: a configured
-    /// key string for the legacy mode, an installed key for the secure modes.
+    /// [`legacy_key`](crate::ConfigBuilder::legacy_key) for the legacy mode,
+    /// an installed key for the secure modes.
     /// The mode is unchanged.
     #[error("encryption mode {0:?} needs a key; configure or install one first")]
     NoKey(crate::Encryption),

@@ -95,12 +95,13 @@
 //!
 //! Without a key, anyone on the LAN can read every packet and forge hellos
 //! (claim mastership, inject channel messages). With a key
-//! ([`ConfigBuilder::key`]) a node runs in secure mode: every datagram is
+//! ([`ConfigBuilder::secret_key`], or [`ConfigBuilder::passphrase`]) a node
+//! runs in secure mode: every datagram is
 //! sealed with AES-256-GCM under a per-sender subkey, with replay windows
 //! and key rotation ([`Discovery::install_key`]). node-discovery's own
 //! cipher ([`Encryption::LegacyNodeDiscovery`]: a fixed IV, no integrity,
-//! no replay protection) is only there to talk to Node peers that use a
-//! key. See SECURITY.md.
+//! no replay protection, [`ConfigBuilder::legacy_key`]) is only there to
+//! talk to Node peers that use a key. See SECURITY.md.
 #![deny(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 // Without the driver, the docs' links to it have nothing to point at.

@@ -78,7 +78,7 @@ impl<'a> Incoming<'a> {
 pub(crate) struct PacketCodec {
     /// How packets are protected now; `None`: plaintext only.
     mode: Option<Encryption>,
-    /// node-discovery's cipher, built whenever a key string is configured.
+    /// node-discovery's cipher, built when a legacy key is configured.
     legacy: Option<LegacyCipher>,
     /// Secure-mode state, present once there is a key.
     secure: Option<Secure>,
@@ -106,7 +106,7 @@ struct SecureLimits {
 impl PacketCodec {
     /// The codec of a node whose instance id is `iid`, at `now`.
     pub(crate) fn new(config: &Config, iid: &str, now: Instant) -> Self {
-        let mode = config.key.as_ref().map(|_| config.encryption);
+        let mode = config.encryption();
         if mode == Some(Encryption::LegacyNodeDiscovery) {
             tracing::warn!(
                 "legacy node-discovery encryption: no integrity, no replay protection, \
@@ -135,9 +135,9 @@ impl PacketCodec {
         PacketCodec {
             mode,
             legacy: config
-                .key
-                .as_deref()
-                .map(|key| LegacyCipher::new(key.as_bytes())),
+                .legacy_key
+                .as_ref()
+                .map(|key| LegacyCipher::new(key.as_str().as_bytes())),
             secure: config
                 .secure_key
                 .clone()
@@ -172,7 +172,7 @@ impl PacketCodec {
         self.mode
     }
 
-    /// Switches protection. The legacy mode needs a configured key string,
+    /// Switches protection. The legacy mode needs a configured legacy key,
     /// the secure modes an installed key; on error nothing changes.
     pub(crate) fn set_mode(&mut self, mode: Option<Encryption>) -> Result<(), Error> {
         match mode {
@@ -423,10 +423,16 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
+    /// A codec in `mode`, with its kind of key if `key`, else plaintext.
     fn codec(key: Option<&str>, mode: Encryption, iid: &str) -> PacketCodec {
         let mut builder = crate::Config::builder();
-        if let Some(key) = key {
-            builder = builder.key(key).encryption(mode);
+        builder = match key {
+            Some(key) if mode == Encryption::LegacyNodeDiscovery => builder.legacy_key(key),
+            Some(key) => builder.secret_key(Key::from_bytes([key.len() as u8; 32])),
+            None => builder,
+        };
+        if key.is_some() {
+            builder = builder.encryption(mode);
         }
         PacketCodec::new(&builder.build().unwrap(), iid, Instant::now())
     }

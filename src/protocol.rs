@@ -251,7 +251,8 @@ impl Protocol {
 
     /// Switches protection at run time, for a rolling enablement (see
     /// [`Encryption`]). Secure modes need a key ([`install_key`](Self::install_key));
-    /// the legacy mode needs a configured key string.
+    /// the legacy mode needs a configured
+    /// [`legacy_key`](crate::ConfigBuilder::legacy_key).
     pub fn set_encryption(&mut self, mode: Option<Encryption>) -> Result<(), Error> {
         self.codec.set_mode(mode)
     }

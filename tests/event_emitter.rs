@@ -52,7 +52,7 @@ fn run_key() -> String {
 fn spawn(id: &str, port: u16, weight: &str, key: &str) -> Proc {
     let mut cmd = Command::new(build_example("event_emitter"));
     cmd.args(["--id", id, "--port", &port.to_string(), "--weight", weight])
-        .args(["--key", key])
+        .args(["--passphrase", key])
         .args(["--broadcast", "127.255.255.255", "--hub-bind", "127.0.0.1"])
         .args(TIMING);
     let p = Proc::spawn_with_stdin(id, cmd).unwrap_or_else(|e| panic!("spawn {id}: {e}"));

@@ -269,9 +269,9 @@ fn config(mode: Mode, max_datagram: usize) -> Config {
         .max_datagram_size(max_datagram);
     match mode {
         Mode::Plain => builder,
-        Mode::Keyed => builder.key(drivers::KEY_HEX),
+        Mode::Keyed => builder.secret_key(drivers::KEY_HEX),
         Mode::Legacy => builder
-            .key(drivers::LEGACY_KEY)
+            .legacy_key(drivers::LEGACY_KEY)
             .encryption(Encryption::LegacyNodeDiscovery),
     }
     .build()
@@ -716,9 +716,9 @@ fn seeds() -> Seeds {
             .advertise(json!({"id": "seed", "port": 8080}));
         let config = match mode {
             Mode::Plain => config,
-            Mode::Keyed => config.key(drivers::KEY_HEX),
+            Mode::Keyed => config.secret_key(drivers::KEY_HEX),
             Mode::Legacy => config
-                .key(drivers::LEGACY_KEY)
+                .legacy_key(drivers::LEGACY_KEY)
                 .encryption(Encryption::LegacyNodeDiscovery),
         }
         .build()

@@ -70,7 +70,7 @@ const fn node(id: &'static str, weight: &'static str) -> Member {
 fn key_args(keyed: bool) -> Vec<&'static str> {
     if keyed {
         // node-discovery only has its legacy cipher; shoal must be told to use it.
-        vec!["--key", KEY, "--encryption", "legacy"]
+        vec!["--legacy-key", KEY, "--encryption", "legacy"]
     } else {
         Vec::new()
     }

@@ -251,7 +251,7 @@ fn channel_messages_plain() {
 
 #[test]
 fn channel_messages_keyed() {
-    channel_messages(&["--key", "shoal lan key"]);
+    channel_messages(&["--passphrase", "shoal lan key"]);
 }
 
 /// SIGKILL the master: n1 (0.5) promotes within node timeout + check

@@ -215,9 +215,9 @@ async fn channel_messages_reach_every_subscription() {
 async fn advertised_info_and_keys() {
     let port = 47_104;
     let (nodes, mut streams) = start_all(vec![
-        loopback(port, 0.5).key("k1").build().unwrap(),
-        loopback(port, 0.6).key("k1").build().unwrap(),
-        loopback(port, 0.7).key("other").build().unwrap(),
+        loopback(port, 0.5).passphrase("k1").build().unwrap(),
+        loopback(port, 0.6).passphrase("k1").build().unwrap(),
+        loopback(port, 0.7).passphrase("other").build().unwrap(),
     ])
     .await;
     nodes[0]
@@ -326,7 +326,7 @@ async fn a_live_secure_cluster_rotates_its_key_without_losing_anyone_or_anything
     let configs = (0..4)
         .map(|i| {
             loopback(port, 0.2 + i as f64 / 10.0)
-                .key(old.clone())
+                .secret_key(old.clone())
                 .build()
                 .unwrap()
         })

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shoal::sim::SimNet;
-use shoal::{Config, ConfigBuilder, Event, Ignore};
+use shoal::{Config, ConfigBuilder, Event, Ignore, Key};
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
@@ -370,9 +370,10 @@ fn channel_messages_reach_joined_nodes_only() {
 #[test]
 fn a_shared_key_is_a_separate_cluster() {
     let mut net = SimNet::new(16);
-    let a = net.add_node(cfg(0.5).key("one").build().unwrap());
-    let b = net.add_node(cfg(0.6).key("one").build().unwrap());
-    let c = net.add_node(cfg(0.7).key("two").build().unwrap());
+    let (one, two) = (Key::from_bytes([1; 32]), Key::from_bytes([2; 32]));
+    let a = net.add_node(cfg(0.5).secret_key(one.clone()).build().unwrap());
+    let b = net.add_node(cfg(0.6).secret_key(one).build().unwrap());
+    let c = net.add_node(cfg(0.7).secret_key(two).build().unwrap());
     let d = net.add_node(cfg(0.8).build().unwrap());
     net.run_for(secs(5.0));
     assert_eq!(net.node(a).protocol.peers().count(), 1);
@@ -388,7 +389,7 @@ fn a_shared_key_is_a_separate_cluster() {
     let mut net = SimNet::new(17);
     let legacy = |w: f64, key: &str| {
         cfg(w)
-            .key(key)
+            .legacy_key(key)
             .encryption(shoal::Encryption::LegacyNodeDiscovery)
             .build()
             .unwrap()

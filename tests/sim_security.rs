@@ -18,7 +18,7 @@ const K1: &str = "11111111111111111111111111111111111111111111111111111111111111
 const K2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 
 fn keyed(weight: f64, key: &str) -> ConfigBuilder {
-    Config::builder().weight(weight).key(key)
+    Config::builder().weight(weight).secret_key(key)
 }
 
 fn count(net: &SimNet, i: usize, pred: impl Fn(&Event) -> bool) -> usize {
@@ -164,7 +164,7 @@ fn rolling(from: Option<Encryption>, steps: &[Option<Encryption>], seed: u64) {
     for i in 0..n {
         let mut c = Config::builder().weight(0.1 + i as f64 / 10.0);
         if from.is_some() {
-            c = c.key(K1);
+            c = c.secret_key(K1);
         }
         net.add_node(c.build().unwrap());
         if from.is_none() {
@@ -227,14 +227,23 @@ fn rolling_enablement_from_plaintext_to_secure_and_back() {
 fn legacy_mode_is_node_discovery_s_cipher() {
     let mut net = SimNet::new(5);
     let legacy = |w: f64| {
-        keyed(w, "shoal-interop-key")
+        Config::builder()
+            .weight(w)
+            .legacy_key("shoal-interop-key")
             .encryption(Encryption::LegacyNodeDiscovery)
             .build()
             .unwrap()
     };
     let a = net.add_node(legacy(0.9));
     let b = net.add_node(legacy(0.5));
-    let s = net.add_node(keyed(0.7, "shoal-interop-key").build().unwrap());
+    // The same string as a secure-mode passphrase is another key altogether.
+    let s = net.add_node(
+        Config::builder()
+            .weight(0.7)
+            .passphrase("shoal-interop-key")
+            .build()
+            .unwrap(),
+    );
     net.run_for(secs(3.0));
     assert_eq!(net.node(a).protocol.peers().count(), 1);
     assert_eq!(net.node(b).protocol.peers().count(), 1);

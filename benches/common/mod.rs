@@ -9,7 +9,7 @@ use shoal::protocol::Protocol;
 use shoal::wire::envelope::{Hello, Sender};
 use shoal::{Config, Encryption};
 
-/// A random-looking 32-byte key in hex: parsed as the key itself (no Argon2id).
+/// A random-looking 32-byte key in hex (a raw key: no Argon2id).
 pub const SECURE_KEY: &str = "8f1c2b3a4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
 /// node-discovery's key string, for the legacy cipher.
 pub const LEGACY_KEY: &str = "shoal-bench-key";
@@ -47,9 +47,9 @@ pub fn config(mode: Mode, label: &str, weight: f64) -> Config {
     let b = match mode {
         Mode::Plain => b,
         Mode::Legacy => b
-            .key(LEGACY_KEY)
+            .legacy_key(LEGACY_KEY)
             .encryption(Encryption::LegacyNodeDiscovery),
-        Mode::Secure => b.key(SECURE_KEY),
+        Mode::Secure => b.secret_key(SECURE_KEY),
     };
     b.build().expect("valid bench config")
 }

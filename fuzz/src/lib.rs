@@ -66,7 +66,7 @@ pub fn run(target: &str, data: &[u8]) {
 /// The secure-mode key of the `sealed` and `protocol_keyed` targets (the
 /// bytes of [`KEY_HEX`]); seeds are sealed under it.
 pub const KEY: [u8; 32] = [0x5a; 32];
-/// [`KEY`] as the hex string a [`Config`] takes.
+/// [`KEY`] as hex, the text [`ConfigBuilder::secret_key`](shoal::ConfigBuilder::secret_key) reads.
 pub const KEY_HEX: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
 /// A second key in the `sealed` target's keyring.
 pub const SECOND_KEY: [u8; 32] = [0xa5; 32];
@@ -505,9 +505,9 @@ fn build_config(mode: Mode) -> Config {
         .reassembly_limits(REASSEMBLY.max_pending, REASSEMBLY.max_pending_bytes);
     match mode {
         Mode::Plain => builder,
-        Mode::Keyed => builder.key(KEY_HEX),
+        Mode::Keyed => builder.secret_key(KEY_HEX),
         Mode::Legacy => builder
-            .key(LEGACY_KEY)
+            .legacy_key(LEGACY_KEY)
             .encryption(Encryption::LegacyNodeDiscovery),
     }
     .build()

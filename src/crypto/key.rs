@@ -1,18 +1,24 @@
 //! Secure-mode keys: a 32-byte [`Key`] and its public 4-byte [`KeyId`].
 //!
-//! A key can be given in three forms, which [`Key::parse`] tells apart:
+//! A key is either random bytes or derived from a passphrase, and the two
+//! are asked for by name, never guessed from the text:
 //!
-//! | form | example | how it becomes a key |
+//! | given as | example | read by |
 //! |---|---|---|
-//! | 64 hex digits | `000102…1e1f` | the 32 bytes it encodes ([`Key::from_hex`]) |
-//! | 44 characters of standard base64 that decode to 32 bytes | `AAECAwQF…Hh8=` | those 32 bytes ([`Key::from_base64`]) |
-//! | anything else that is not empty | `correct horse battery staple` | Argon2id of the passphrase ([`Key::from_passphrase`]) |
+//! | 64 hex digits | `000102…1e1f` | [`Key::from_hex`] (or [`Key::parse`]) |
+//! | 44 characters of standard base64 that decode to 32 bytes | `AAECAwQF…Hh8=` | [`Key::from_base64`] (or [`Key::parse`]) |
+//! | a passphrase | `correct horse battery staple` | [`Key::from_passphrase`] (Argon2id) |
 //!
-//! Random keys (hex or base64, for example from [`Key::generate`] and
-//! [`Key::to_base64`]) are the better choice: a passphrase is only as strong
-//! as it is hard to guess, and anyone who captures one sealed packet can test
-//! guesses offline (the key id, or an AEAD open, confirms a guess).
-//! Argon2id makes each guess cost about as much as one start of a node.
+//! A text meant as a key that is not one (63 hex digits, base64 that
+//! decodes to 31 bytes) is an error, never quietly taken as a passphrase:
+//! a node whose key was mistyped would otherwise run with a key no other
+//! node has, and hear nothing.
+//!
+//! Random keys (for example from [`Key::generate`] and [`Key::to_base64`])
+//! are the better choice: a passphrase is only as strong as it is hard to
+//! guess, and anyone who captures one sealed packet can test guesses
+//! offline (the key id, or an AEAD open, confirms a guess). Argon2id makes
+//! each guess cost about as much as one start of a node.
 //!
 //! Every key has a [`KeyId`]: the first 4 bytes of
 //! HKDF-SHA256(ikm = key, salt = none, info = `b"shoal key-id v1"`). It is
@@ -22,6 +28,7 @@
 //! key (HKDF is a PRF) beyond letting a passphrase guess be checked, which a
 //! captured packet allows anyway.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::str::FromStr;
 
@@ -64,13 +71,25 @@ pub const PASSPHRASE_P_COST: u32 = 1;
 ///
 /// assert_eq!(Key::parse("").unwrap_err(), KeyError::Empty);
 /// assert_eq!(Key::from_hex("abcd").unwrap_err(), KeyError::HexLength(4));
+/// assert_eq!(Key::parse("hunter2").unwrap_err(), KeyError::NotAKey(7));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    /// The key string is empty (or only whitespace, for [`Key::parse`]).
+    /// The key string (or passphrase) is empty (or only whitespace, for
+    /// [`Key::parse`]).
     #[error("the key is empty")]
     Empty,
+    /// [`Key::parse`] was given text that is neither hex nor base64; holds
+    /// its length in bytes. A passphrase is never read as a key: derive
+    /// the key with [`Key::from_passphrase`] (or
+    /// [`ConfigBuilder::passphrase`](crate::ConfigBuilder::passphrase)).
+    #[error(
+        "not a key ({0} characters): a key is 64 hex digits or 44 characters of \
+         standard base64 (a passphrase is given as one: passphrase(..), \
+         Key::from_passphrase)"
+    )]
+    NotAKey(usize),
     /// A hex key does not have 64 characters; holds the length given.
     #[error("a hex key has 64 hex digits, not {0} characters")]
     HexLength(usize),
@@ -150,13 +169,10 @@ impl FromStr for KeyId {
 
 /// A 32-byte secure-mode key.
 ///
-/// A key can be given in three forms, which [`Key::parse`] tells apart:
-///
-/// | form | example | how it becomes a key |
-/// |---|---|---|
-/// | 64 hex digits | `000102…1e1f` | the 32 bytes it encodes ([`Key::from_hex`]) |
-/// | 44 characters of standard base64 that decode to 32 bytes | `AAECAwQF…Hh8=` | those 32 bytes ([`Key::from_base64`]) |
-/// | anything else that is not empty | `correct horse battery staple` | Argon2id of the passphrase ([`Key::from_passphrase`]) |
+/// Made from random bytes ([`Key::generate`], [`Key::from_bytes`]), from
+/// their text ([`Key::from_hex`], [`Key::from_base64`], or [`Key::parse`]
+/// for either), or from a passphrase ([`Key::from_passphrase`]). Text is
+/// never guessed to be a passphrase: see the [module docs](self).
 ///
 /// Random keys (hex or base64, from [`Key::generate`] and [`Key::to_base64`])
 /// are the better choice: anyone who captures one sealed packet can test
@@ -327,51 +343,49 @@ impl Key {
         Key::from_bytes(*bytes)
     }
 
-    /// Reads a key given as text, in whichever form it is (see [`Key`]):
+    /// Reads a key given as text, hex or base64 (the same as
+    /// `text.parse::<Key>()`):
     ///
     /// 1. surrounding whitespace is removed (keys often come from files
     ///    and environment variables with a trailing newline); nothing left
     ///    → [`KeyError::Empty`];
-    /// 2. only hex digits: exactly 64 → [`Key::from_hex`]; 32 or more but
-    ///    not 64 → [`KeyError::HexLength`] (a mistyped hex key, refused
-    ///    rather than taken as a passphrase that no other node shares);
-    /// 3. 40 or more characters of the base64 alphabet ending in `=` → a
-    ///    base64 key ([`Key::from_base64`]), refused if it does not decode
-    ///    to 32 bytes;
-    /// 4. anything else → [`Key::from_passphrase`] of the trimmed text.
+    /// 2. only hex digits → [`Key::from_hex`], which refuses any length but
+    ///    64 ([`KeyError::HexLength`]);
+    /// 3. 40 or more characters of the base64 alphabet → [`Key::from_base64`],
+    ///    which refuses anything that does not decode to 32 bytes;
+    /// 4. anything else → [`KeyError::NotAKey`].
+    ///
+    /// It never derives a key from a passphrase: that is
+    /// [`Key::from_passphrase`], asked for by name.
     ///
     /// ```
     /// use shoal::{Key, KeyError};
     ///
     /// let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    /// let b64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    /// assert_eq!(Key::parse(hex)?, Key::parse(b64)?);
+    /// assert_eq!(Key::parse(&format!("{hex}\n"))?, Key::from_hex(hex)?);
+    /// // Mistyped keys are refused, not taken for passphrases:
     /// assert_eq!(Key::parse(&hex[1..]).unwrap_err(), KeyError::HexLength(63));
-    /// let b64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     /// assert_eq!(Key::parse(&b64[4..]).unwrap_err(), KeyError::Base64Length(29));
-    /// assert!(Key::parse("deadbeef").is_ok()); // short: a (weak) passphrase
-    /// ```
-    ///
-    /// ```
-    /// use shoal::{Key, KeyError};
-    ///
-    /// let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-    /// let b64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-    /// assert_eq!(Key::parse(hex).unwrap(), Key::parse(b64).unwrap());
-    /// assert_eq!(Key::parse(&format!("{hex}\n")).unwrap(), Key::from_hex(hex).unwrap());
+    /// assert_eq!(Key::parse("deadbeef").unwrap_err(), KeyError::HexLength(8));
+    /// assert_eq!(Key::parse("correct horse").unwrap_err(), KeyError::NotAKey(13));
     /// assert_eq!(Key::parse(" \n").unwrap_err(), KeyError::Empty);
+    /// # Ok::<(), KeyError>(())
     /// ```
     pub fn parse(s: &str) -> Result<Key, KeyError> {
         let s = s.trim();
         if s.is_empty() {
             return Err(KeyError::Empty);
         }
-        if s.len() >= KEY_LEN && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Key::from_hex(s);
         }
         let base64_alphabet = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
-        if s.len() >= 40 && s.ends_with('=') && s.bytes().all(base64_alphabet) {
+        if s.len() >= 40 && s.bytes().all(base64_alphabet) {
             return Key::from_base64(s);
         }
-        Ok(Key::from_passphrase(s))
+        Err(KeyError::NotAKey(s.len()))
     }
 
     /// The key's public identifier.
@@ -387,7 +401,7 @@ impl Key {
     }
 
     /// The key as standard base64 (44 characters), a form [`Key::parse`]
-    /// reads back. The string is zeroed when dropped. Treat it as a secret.
+    /// and [`Key::from_base64`] read back. The string is zeroed when dropped. Treat it as a secret.
     ///
     /// ```
     /// use shoal::Key;
@@ -414,6 +428,63 @@ impl Key {
     #[cfg(test)]
     pub(crate) fn force_id_for_tests(&mut self, id: KeyId) {
         self.fingerprint[..4].copy_from_slice(&id.0);
+    }
+}
+
+impl FromStr for Key {
+    type Err = KeyError;
+
+    /// [`Key::parse`]: 64 hex digits or base64 of 32 bytes.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Key::parse(s)
+    }
+}
+
+/// [`Key::parse`], so that [`ConfigBuilder::secret_key`](crate::ConfigBuilder::secret_key)
+/// takes key text as well as a [`Key`].
+impl TryFrom<&str> for Key {
+    type Error = KeyError;
+
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        Key::parse(s)
+    }
+}
+
+/// [`Key::parse`]; the string is zeroed once read.
+impl TryFrom<String> for Key {
+    type Error = KeyError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Key::parse(&Zeroizing::new(s))
+    }
+}
+
+/// A [`Key`] always converts to itself; this lets a function take either a
+/// key or its text (`impl TryInto<Key, Error: Into<KeyError>>`).
+impl From<Infallible> for KeyError {
+    fn from(never: Infallible) -> Self {
+        match never {}
+    }
+}
+
+/// Secret text (a passphrase, node-discovery's key string): zeroed when
+/// dropped, and `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct SecretText(Zeroizing<String>);
+
+impl SecretText {
+    pub(crate) fn new(text: String) -> Self {
+        SecretText(Zeroizing::new(text))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretText(..)")
     }
 }
 
@@ -513,6 +584,48 @@ mod tests {
         );
     }
 
+    /// Text is a key or an error: never a passphrase, whatever it looks like.
+    #[test]
+    fn parse_never_guesses_a_passphrase() {
+        let cases = [
+            (&HEX[1..], KeyError::HexLength(63)),
+            (&HEX[..32], KeyError::HexLength(32)),
+            ("deadbeef", KeyError::HexLength(8)),
+            ("0", KeyError::HexLength(1)),
+            (&B64[..43], KeyError::InvalidBase64),
+            (&B64[4..], KeyError::Base64Length(29)),
+            (
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==",
+                KeyError::Base64Length(31),
+            ),
+            ("correct horse battery staple", KeyError::NotAKey(28)),
+            ("s3cret", KeyError::NotAKey(6)),
+            ("é", KeyError::NotAKey(2)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Key::parse(text).unwrap_err(), want, "{text:?}");
+            assert_eq!(text.parse::<Key>().unwrap_err(), want, "{text:?}");
+            assert_eq!(Key::try_from(text).unwrap_err(), want, "{text:?}");
+            assert_eq!(
+                Key::try_from(text.to_owned()).unwrap_err(),
+                want,
+                "{text:?}"
+            );
+        }
+        let want = Key::from_bytes(counting());
+        assert_eq!(HEX.parse::<Key>().unwrap(), want);
+        assert_eq!(Key::try_from(B64.to_owned()).unwrap(), want);
+        let message = KeyError::NotAKey(28).to_string();
+        assert!(message.contains("64 hex digits"), "{message}");
+    }
+
+    #[test]
+    fn secret_text_debug_hides_it() {
+        let secret = SecretText::new("s3cret".into());
+        assert_eq!(secret.as_str(), "s3cret");
+        assert_eq!(format!("{secret:?}"), "SecretText(..)");
+    }
+
     #[test]
     fn messages_do_not_leak_input() {
         let e = Key::from_hex(&"zz".repeat(32)).unwrap_err();
@@ -552,9 +665,9 @@ mod tests {
             &*k.to_base64(),
             "ruQp+c3UWMVNhKicWbeTP09CEtcGrj/dgKpHH3ITp2Q="
         );
-        // parse takes the passphrase path for anything not hex or base64,
-        // and a different passphrase gives a different key.
-        let other = Key::parse("  shoal test passphrase!\n").unwrap();
+        // A passphrase is taken exactly as given (no trimming), and a
+        // different passphrase gives a different key.
+        let other = Key::from_passphrase("shoal test passphrase\n");
         assert_ne!(other, k);
         assert_ne!(other.id(), k.id());
     }
@@ -571,6 +684,7 @@ mod tests {
 
         #[test]
         fn from_functions_never_panic(s in ".{0,80}") {
+            let _ = Key::parse(&s);
             let _ = Key::from_hex(&s);
             let _ = Key::from_base64(&s);
             let _ = s.parse::<KeyId>();

@@ -5,8 +5,8 @@
 //!   see its module docs.
 //! - shoal's *secure mode*, for clusters of shoal nodes only, built from
 //!   sans-IO pieces (no sockets, no clocks: times are passed in):
-//!   - [`key`]: 32-byte keys given as hex, base64 or a passphrase
-//!     (Argon2id), each with a public 4-byte [`key::KeyId`];
+//!   - [`key`]: 32-byte keys given as hex or base64, or derived from a
+//!     passphrase (Argon2id), each with a public 4-byte [`key::KeyId`];
 //!   - [`keyring`]: one primary key for sending, secondary keys accepted on
 //!     receipt, for rotating keys without a flag day;
 //!   - [`secure`]: the sealed datagram format (AES-256-GCM under per-sender

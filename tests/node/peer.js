@@ -22,7 +22,8 @@ function usage(message) {
   process.stderr.write(`peer.js: ${message}\n`);
   process.stderr.write(
     'usage: peer.js [--id ID] [--port N] [--bind ADDR] [--broadcast ADDR]\n' +
-      '               [--multicast ADDR] [--multicast-ttl N] [--key K] [--weight W]\n' +
+      '               [--multicast ADDR] [--multicast-ttl N] [--key K | --legacy-key K]\n' +
+      '               [--weight W]\n' +
       '               [--hello-interval MS] [--check-interval MS] [--node-timeout MS]\n' +
       '               [--master-timeout MS] [--advertise JSON] [--join CH]...\n' +
       '               [--send-channel CH] [--send-count N] [--send-size B]\n' +
@@ -70,7 +71,7 @@ for (let i = 0; i < argv.length; i++) {
   if (!flag.startsWith('--')) usage(`unexpected argument ${JSON.stringify(flag)}`);
   const name = flag.slice(2);
   const known = [
-    'id', 'port', 'bind', 'broadcast', 'multicast', 'multicast-ttl', 'key', 'weight',
+    'id', 'port', 'bind', 'broadcast', 'multicast', 'multicast-ttl', 'key', 'legacy-key', 'weight',
     'hello-interval', 'check-interval', 'node-timeout', 'master-timeout', 'advertise',
     'join', 'send-channel', 'send-count', 'send-size', 'send-batch', 'send-delay', 'exit-after',
     'log', 'multicast-interface', 'encryption',
@@ -86,6 +87,8 @@ for (let i = 0; i < argv.length; i++) {
     case 'multicast': opts.multicast = value; break;
     case 'multicast-ttl': opts.multicastTtl = num(name, value, { integer: true, min: 0 }); break;
     case 'key': opts.key = value; break;
+    // The shoal node example's name for node-discovery's key.
+    case 'legacy-key': opts.key = value; break;
     case 'weight': opts.weight = num(name, value); break;
     case 'hello-interval': opts.helloInterval = num(name, value, { min: 1 }); break;
     case 'check-interval': opts.checkInterval = num(name, value, { min: 1 }); break;
