@@ -518,6 +518,11 @@ async fn flush(shared: &Shared, transport: &UdpTransport, outbox: &mut Outbox) -
                 }
             }
             other => {
+                if let Event::Unauthenticated { .. } = &other {
+                    // Two nodes with different keys are deaf to each other:
+                    // say so in the log too, where an operator looks first.
+                    tracing::warn!("{other}; is its key the same as ours?");
+                }
                 let events = events.get_or_insert_with(|| shared.events.sender());
                 if let Some(sender) = &**events {
                     let _ = sender.send(other);

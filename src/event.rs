@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::crypto::key::KeyId;
 use crate::membership::{write_id, write_quoted, NodeId, Peer, Weight};
 use crate::wire::DecodeError;
 
@@ -186,6 +187,52 @@ pub enum Event {
     },
     /// This event stream fell behind and lost this many events (the oldest ones).
     Lagged(u64),
+    /// Packets from this address fail authentication, so this node cannot
+    /// hear whoever sends them: most often a node with another key (or
+    /// none, or ours but not in secure mode). Reported whatever
+    /// `ignore_data_errors` says, the first time at once, then at most
+    /// once per 10 s per address while they keep coming; the tokio driver
+    /// also logs each with `tracing::warn!`. Counted in
+    /// [`Drops`](crate::Drops) (`unknown_key`, `auth_failed`,
+    /// `unauthenticated`, `decrypt`) either way.
+    ///
+    /// These packets are reported: sealed under a key this node does not
+    /// hold; sealed but forged or corrupted; sealed while this node holds
+    /// no key or is in the legacy mode; plaintext while it accepts only
+    /// sealed packets; legacy-mode packets that do not decrypt. (A
+    /// plaintext node cannot tell a legacy-encrypted packet from garbage,
+    /// so those are only counted.) The source address of a datagram is
+    /// easily forged: treat it as a lead, not a proof. At most 256
+    /// addresses are reported per 10 s, so a flood from forged addresses
+    /// costs bounded memory and events.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shoal::{sim::SimNet, Config, Event, Key};
+    ///
+    /// let mut net = SimNet::new(1);
+    /// let a = net.add_node(Config::builder().secret_key(Key::from_bytes([1; 32])).build()?);
+    /// let b = net.add_node(Config::builder().secret_key(Key::from_bytes([2; 32])).build()?);
+    /// net.run_for(Duration::from_secs(3));
+    /// let heard = net.node(a).events.iter().find_map(|(_, e)| match e {
+    ///     Event::Unauthenticated { from, key_id, .. } => Some((*from, *key_id)),
+    ///     _ => None,
+    /// });
+    /// assert_eq!(heard, Some((net.node(b).addr, Some(Key::from_bytes([2; 32]).id()))));
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    Unauthenticated {
+        /// Where the packets come from (as the datagrams say).
+        from: SocketAddr,
+        /// The key the latest one was sealed under; `None` when it was
+        /// not sealed.
+        key_id: Option<KeyId>,
+        /// Packets from this address dropped since its previous report,
+        /// this one included.
+        dropped: u64,
+        /// Why the latest one was refused.
+        error: DecodeError,
+    },
 }
 
 /// Why a node was removed ([`Event::Removed`]).
@@ -225,6 +272,9 @@ impl fmt::Display for Removal {
 ///   likewise `demotion`;
 /// - `message on "jobs" from 3f2a1b9c… at 10.0.0.2:12345` (without the data);
 /// - `data error from 10.0.0.9:5000: checksum mismatch`;
+/// - `unauthenticated: 3 packets from 10.0.0.9:5000 dropped (key id
+///   1a2b3c4d): sealed packet refused: unknown key 1a2b3c4d`, or `(not
+///   sealed)` for a packet without a key id;
 /// - `lagged: 12 events lost`.
 ///
 /// Ids longer than 12 characters (every shoal and node-discovery id, 32 hex
@@ -255,6 +305,22 @@ impl fmt::Display for Event {
                 return write!(f, "data error from {from}: {error}")
             }
             Event::Lagged(n) => return write_lagged(f, *n),
+            Event::Unauthenticated {
+                from,
+                key_id,
+                dropped,
+                error,
+            } => {
+                let s = if *dropped == 1 { "" } else { "s" };
+                write!(
+                    f,
+                    "unauthenticated: {dropped} packet{s} from {from} dropped "
+                )?;
+                return match key_id {
+                    Some(id) => write!(f, "(key id {id}): {error}"),
+                    None => write!(f, "(not sealed): {error}"),
+                };
+            }
         };
         write!(f, "{what} ")?;
         fmt::Display::fmt(peer, f)
@@ -345,6 +411,28 @@ mod display_tests {
             ),
             (Event::Lagged(12), "lagged: 12 events lost"),
             (Event::Lagged(1), "lagged: 1 event lost"),
+            (
+                Event::Unauthenticated {
+                    from: "10.0.0.9:5000".parse().unwrap(),
+                    key_id: Some(KeyId([0x1a, 0x2b, 0x3c, 0x4d])),
+                    dropped: 3,
+                    error: DecodeError::Secure(crate::SecureError::UnknownKey(KeyId([
+                        0x1a, 0x2b, 0x3c, 0x4d,
+                    ]))),
+                },
+                "unauthenticated: 3 packets from 10.0.0.9:5000 dropped (key id 1a2b3c4d): \
+                 sealed packet refused: unknown key 1a2b3c4d",
+            ),
+            (
+                Event::Unauthenticated {
+                    from: "10.0.0.9:5000".parse().unwrap(),
+                    key_id: None,
+                    dropped: 1,
+                    error: DecodeError::Unauthenticated,
+                },
+                "unauthenticated: 1 packet from 10.0.0.9:5000 dropped (not sealed): \
+                 plaintext packet refused in secure mode",
+            ),
         ];
         for (event, line) in cases {
             assert_eq!(event.to_string(), line);

@@ -121,6 +121,7 @@ pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod stats;
+mod unauthenticated;
 
 // The tokio driver.
 #[cfg(feature = "runtime")]

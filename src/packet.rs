@@ -261,6 +261,35 @@ impl PacketCodec {
         )
     }
 
+    /// Whether `error`, met decoding `datagram`, means that its sender and
+    /// this node do not share a key (or that it was forged): `Some` with
+    /// the id of the key it was sealed under (`None` inside when it was not
+    /// sealed), or `None` for every other reason to drop a packet. This is
+    /// what [`crate::Event::Unauthenticated`] reports.
+    pub(crate) fn auth_failure(
+        &self,
+        datagram: &[u8],
+        error: &DecodeError,
+    ) -> Option<Option<KeyId>> {
+        let sealed_under = || SealedHeader::parse(datagram).ok().map(|h| h.key_id);
+        match error {
+            DecodeError::Secure(SecureError::UnknownKey(id)) => Some(Some(*id)),
+            DecodeError::Secure(SecureError::AuthFailed) => Some(sealed_under()),
+            DecodeError::Secure(SecureError::NotAccepted) => {
+                // Refused before the own-packet check: our own packets
+                // looping back just after a switch away from secure mode
+                // are no news.
+                let header = SealedHeader::parse(datagram).ok();
+                match header {
+                    Some(h) if h.sender == self.sender_id => None,
+                    header => Some(header.map(|h| h.key_id)),
+                }
+            }
+            DecodeError::Unauthenticated | DecodeError::Decrypt => Some(None),
+            _ => None,
+        }
+    }
+
     /// A whole `WRAP` payload: node-discovery's cipher undone if it is on.
     fn decrypt<'a>(&self, payload: Cow<'a, [u8]>) -> Result<Decoded<'a>, DecodeError> {
         let bytes = match (&self.legacy, self.mode) {

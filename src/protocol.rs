@@ -38,6 +38,7 @@ use crate::event::{ChannelMessage, Event, LocalState, Removal};
 use crate::membership::{Epoch, Membership, NodeId, Observed, Peer, Timeouts};
 use crate::packet::{self, Decoded, Incoming, PacketCodec};
 use crate::stats::Stats;
+use crate::unauthenticated::UnauthenticatedSenders;
 pub use crate::wire::envelope::Sender;
 use crate::wire::envelope::{self, Hello, HelloRef};
 use crate::wire::fast_hello;
@@ -126,6 +127,8 @@ pub struct Protocol {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Senders whose packets failed authentication, reported lately.
+    unauthenticated: UnauthenticatedSenders,
 }
 
 /// Checks a channel name against the reserved names.
@@ -196,6 +199,7 @@ impl Protocol {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            unauthenticated: UnauthenticatedSenders::default(),
             config: config.clone(),
         }
     }
@@ -230,6 +234,12 @@ impl Protocol {
     /// Traffic counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// How many addresses the unauthenticated-packet reports track.
+    #[cfg(test)]
+    pub(crate) fn unauthenticated_senders(&self) -> usize {
+        self.unauthenticated.len()
     }
 
     /// The configuration this node runs with.
@@ -280,7 +290,9 @@ impl Protocol {
 
     // ----- inputs -------------------------------------------------------
 
-    /// Feeds one received datagram.
+    /// Feeds one received datagram. A packet that fails authentication is
+    /// dropped and, rate-limited per address, reported as
+    /// [`Event::Unauthenticated`].
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += datagram.len() as u64;
@@ -292,7 +304,15 @@ impl Protocol {
                 }
                 Ok(Decoded::Pending) => {}
                 Ok(Decoded::Own) => self.stats.dropped.own += 1,
-                Err(error) => self.drop_packet(from, error),
+                Err(error) => {
+                    if let Some(key_id) = self.codec.auth_failure(datagram, &error) {
+                        let event = self
+                            .unauthenticated
+                            .record(now, from, key_id, error.clone());
+                        self.events.extend(event);
+                    }
+                    self.drop_packet(from, error)
+                }
             }
         }
     }

@@ -113,9 +113,16 @@ fn replays_and_forgeries_change_nothing() {
     c.handle_datagram(t0 + secs(120.0), from, &hello);
     assert_eq!(c.stats().dropped.replay, 1);
     assert_eq!(c.peers().count(), 0);
-    // Nothing reached the user of b but the one Added.
+    // Nothing reached the user of b but the one Added, and one report of
+    // the forgeries (replays are not reported): the first at once, the
+    // other three held back by the per-address rate limit.
     let events: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
-    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(matches!(events[0], Event::Added(_)), "{events:?}");
+    assert!(
+        matches!(events[1], Event::Unauthenticated { from: f, dropped: 1, .. } if f == from),
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -154,6 +161,13 @@ fn key_rotation_on_a_live_cluster_loses_nobody_and_nothing() {
         assert_eq!(messages(&net, i), (1..=seq).collect::<Vec<_>>(), "node {i}");
         assert_eq!(net.node(i).protocol.key_ids(), vec![id2]);
     }
+    // Installed everywhere before used anywhere: no packet failed.
+    assert_eq!(
+        (0..n)
+            .map(|i| unauthenticated(&net, i).len())
+            .sum::<usize>(),
+        0
+    );
     assert_eq!(removals(&net), 0);
     assert_eq!(net.masters().len(), 1);
 }
@@ -191,6 +205,8 @@ fn rolling(from: Option<Encryption>, steps: &[Option<Encryption>], seed: u64) {
     }
     net.run_for(secs(5.0));
     assert_eq!(removals(&net), 0, "no node ever lost sight of another");
+    let reports: usize = (0..n).map(|i| unauthenticated(&net, i).len()).sum();
+    assert_eq!(reports, 0, "no packet was refused on the way");
     let mut total = 0;
     for i in 0..n {
         total += messages(&net, i).len();
@@ -270,4 +286,118 @@ fn secure_modes_need_a_key() {
     plain.install_key(Key::parse(K1).unwrap()).unwrap();
     plain.set_encryption(Some(Encryption::Secure)).unwrap();
     assert_eq!(plain.encryption(), Some(Encryption::Secure));
+}
+
+/// The reports of one node: (when, from, key id, dropped, why).
+fn unauthenticated(
+    net: &SimNet,
+    i: usize,
+) -> Vec<(
+    Duration,
+    std::net::SocketAddr,
+    Option<shoal::KeyId>,
+    u64,
+    shoal::DecodeError,
+)> {
+    net.node(i)
+        .events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::Unauthenticated {
+                from,
+                key_id,
+                dropped,
+                error,
+            } => Some((*t, *from, *key_id, *dropped, error.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Two nodes with different keys cannot hear each other: each is told so,
+/// naming the other's address and key id, at once and then at most once
+/// per 10 s, with the packets dropped in between.
+#[test]
+fn nodes_with_different_keys_are_told_whom_they_cannot_hear() {
+    let mut net = SimNet::new(8);
+    let a = net.add_node(keyed(0.5, K1).build().unwrap());
+    let b = net.add_node(keyed(0.6, K2).build().unwrap());
+    net.run_for(secs(35.0));
+    let (id1, id2) = (Key::parse(K1).unwrap().id(), Key::parse(K2).unwrap().id());
+    for (me, other, their_key) in [(a, b, id2), (b, a, id1)] {
+        let reports = unauthenticated(&net, me);
+        assert_eq!(reports.len(), 4, "at about 0, 10, 20 and 30 s: {reports:?}");
+        assert!(
+            reports[0].0 < secs(0.1),
+            "the first packet is reported at once"
+        );
+        assert_eq!(reports[0].3, 1);
+        for (_, from, key_id, _, error) in &reports {
+            assert_eq!(*from, net.node(other).addr);
+            assert_eq!(*key_id, Some(their_key));
+            assert_eq!(
+                *error,
+                shoal::DecodeError::Secure(shoal::SecureError::UnknownKey(their_key))
+            );
+        }
+        for pair in reports.windows(2) {
+            assert!(pair[1].0 - pair[0].0 >= secs(10.0), "{reports:?}");
+            // A hello every 400 ms: about 25 per report.
+            assert!((20..=30).contains(&pair[1].3), "{reports:?}");
+        }
+        // Every drop is in a report but those of the last 5 s.
+        let reported: u64 = reports.iter().map(|r| r.3).sum();
+        let dropped = net.node(me).protocol.stats().dropped.unknown_key;
+        assert!(
+            dropped >= reported && dropped - reported <= 15,
+            "{dropped} {reported}"
+        );
+        assert_eq!(net.node(me).protocol.peers().count(), 0);
+    }
+
+    // A plaintext node and a secure one: the plaintext node hears sealed
+    // packets it cannot open (their key id named), the secure node refuses
+    // plaintext (no key id).
+    let mut net = SimNet::new(9);
+    let secure = net.add_node(keyed(0.5, K1).build().unwrap());
+    let plain = net.add_node(Config::builder().weight(0.6).build().unwrap());
+    net.run_for(secs(3.0));
+    let to_plain = unauthenticated(&net, plain);
+    assert_eq!(to_plain.len(), 1, "{to_plain:?}");
+    assert_eq!(
+        (to_plain[0].1, to_plain[0].2, &to_plain[0].4),
+        (
+            net.node(secure).addr,
+            Some(id1),
+            &shoal::DecodeError::Secure(shoal::SecureError::NotAccepted)
+        )
+    );
+    let to_secure = unauthenticated(&net, secure);
+    assert_eq!(to_secure.len(), 1, "{to_secure:?}");
+    assert_eq!(
+        (to_secure[0].1, to_secure[0].2, &to_secure[0].4),
+        (
+            net.node(plain).addr,
+            None,
+            &shoal::DecodeError::Unauthenticated
+        )
+    );
+    assert_eq!(
+        to_secure[0].0.as_millis() / 100,
+        0,
+        "reported at the first hello"
+    );
+}
+
+/// Nodes that share a key are never told anything: no false alarms.
+#[test]
+fn nodes_that_share_a_key_are_not_reported() {
+    let mut net = SimNet::new(10);
+    for i in 0..3 {
+        net.add_node(keyed(0.2 + i as f64 / 10.0, K1).build().unwrap());
+    }
+    net.run_for(secs(30.0));
+    for i in 0..3 {
+        assert_eq!(unauthenticated(&net, i), vec![], "node {i}");
+    }
 }
