@@ -199,7 +199,9 @@ impl Discovery {
     }
 
     /// Sets the value advertised in every hello (node-discovery's `info`) and
-    /// says hello at once.
+    /// says hello at once. A NaN or infinite number in it is refused
+    /// ([`Error::NonFiniteNumber`], path from `info`), as in
+    /// [`send`](Self::send).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), shoal::Error> {
@@ -208,6 +210,8 @@ impl Discovery {
     /// # Ok(()) }
     /// ```
     pub fn advertise<T: Serialize + ?Sized>(&self, info: &T) -> Result<(), Error> {
+        // Before to_value, which would turn a NaN into null.
+        crate::protocol::check_finite("info", info)?;
         let value = serde_json::to_value(info).map_err(Error::Encode)?;
         self.command(|core| core.advertise(Instant::now(), value))
     }
@@ -246,6 +250,14 @@ impl Discovery {
     }
 
     /// Broadcasts `data` (any JSON-serialisable value) on `channel`.
+    ///
+    /// JSON has no NaN or infinity, and serde_json would send them as
+    /// `null`: a NaN or infinite `f64` or `f32` anywhere in `data` is
+    /// refused with [`Error::NonFiniteNumber`], which says where it is,
+    /// and nothing is sent. A `serde_json::Value` cannot hold one:
+    /// `json!({"x": f64::NAN})` is already `{"x": null}` before `send` sees
+    /// it, so send your own types (or maps, tuples, numbers) to have NaN
+    /// caught.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), shoal::Error> {

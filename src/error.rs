@@ -37,6 +37,32 @@ pub enum Error {
     /// non-string keys). Nothing was sent and the node's state is unchanged.
     #[error("cannot encode message as JSON: {0}")]
     Encode(#[source] serde_json::Error),
+    /// The value holds a number JSON cannot carry: NaN or an infinity
+    /// (`f64` or `f32`), which serde_json would quietly turn into `null`.
+    /// Nothing was sent (or advertised) and the node's state is unchanged.
+    ///
+    /// ```
+    /// use shoal::protocol::{Protocol, Sender};
+    ///
+    /// let config = shoal::Config::builder().build().unwrap();
+    /// let me = Sender { pid: "p".into(), iid: "i".into(), host_name: "h".into() };
+    /// let now = std::time::Instant::now();
+    /// let mut node = Protocol::new(&config, me, now, 1);
+    /// let err = node.send(now, "jobs", &[("load", 0.5), ("rate", f64::NAN)]).unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "data[1][1] is NaN: JSON has no NaN or infinity (serde_json would send null)"
+    /// );
+    /// ```
+    #[error("{path} is {value}: JSON has no NaN or infinity (serde_json would send null)")]
+    NonFiniteNumber {
+        /// Where the number is: `data` (a message) or `info` (an advertised
+        /// value), then the fields, keys and indexes down to it, as in
+        /// `data.samples[2]`.
+        path: String,
+        /// The number.
+        value: f64,
+    },
     /// The encoded message is larger than the configured maximum message
     /// size. Nothing was sent; an advertised value that does not fit is
     /// refused and the previous one stays.

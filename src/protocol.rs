@@ -151,6 +151,15 @@ pub(crate) fn check_channel(name: &str) -> Result<(), Error> {
     })
 }
 
+/// Refuses a value holding a number JSON cannot carry: serde_json would
+/// send NaN and infinities as `null`. `root` names the value in the error.
+pub(crate) fn check_finite<T: Serialize + ?Sized>(root: &str, value: &T) -> Result<(), Error> {
+    crate::wire::finite::check(root, value).map_err(|e| Error::NonFiniteNumber {
+        path: e.path,
+        value: e.value,
+    })
+}
+
 /// Longest channel name, in bytes: it travels in every message.
 const MAX_CHANNEL_LEN: usize = 255;
 
@@ -377,6 +386,12 @@ impl Protocol {
     /// so peers learn it without waiting for the next interval. A value whose
     /// hello would exceed the maximum message size is refused, and the
     /// previous value stays.
+    ///
+    /// A [`serde_json::Value`] holds no NaN or infinity: building one
+    /// (`json!`, `to_value`) has already turned them into `null`. To have
+    /// them refused, advertise through
+    /// [`Discovery::advertise`](crate::Discovery::advertise), which takes
+    /// any `Serialize` value and checks it first.
     pub fn advertise(&mut self, now: Instant, info: serde_json::Value) -> Result<(), Error> {
         if self.me.info.as_ref() == Some(&info) {
             return Ok(());
@@ -460,7 +475,8 @@ impl Protocol {
         }
     }
 
-    /// Broadcasts `data` on `channel`.
+    /// Broadcasts `data` on `channel`. A NaN or infinite number anywhere in
+    /// `data` is refused ([`Error::NonFiniteNumber`]): JSON cannot carry it.
     pub fn send<T: Serialize + ?Sized>(
         &mut self,
         now: Instant,
@@ -468,6 +484,7 @@ impl Protocol {
         data: &T,
     ) -> Result<(), Error> {
         check_channel(channel)?;
+        check_finite("data", data)?;
         let json = envelope::encode(channel, data, &self.sender).map_err(Error::Encode)?;
         self.transmit(now, json)
     }
@@ -854,6 +871,59 @@ mod tests {
             node.join("master"),
             Err(Error::ReservedChannel(_))
         ));
+    }
+
+    /// serde_json would send NaN and infinities as `null`: refused, with
+    /// where they are, and nothing is sent.
+    #[test]
+    fn non_finite_numbers_are_refused_and_nothing_is_sent() {
+        #[derive(Serialize)]
+        struct Job {
+            id: u32,
+            weights: Vec<f32>,
+        }
+        fn refused<T: Serialize>(node: &mut Protocol, data: &T) -> (String, String) {
+            let now = Instant::now();
+            match node.send(now, "jobs", data) {
+                Err(Error::NonFiniteNumber { path, value }) => {
+                    assert!(node.poll_transmit().is_none(), "{path}");
+                    (path, value.to_string())
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let t0 = Instant::now();
+        let mut node = node(t0);
+        let n = &mut node;
+        let s = |p: &str, v: &str| (p.to_owned(), v.to_owned());
+        assert_eq!(refused(n, &f64::NAN), s("data", "NaN"));
+        assert_eq!(refused(n, &f64::INFINITY), s("data", "inf"));
+        assert_eq!(refused(n, &f64::NEG_INFINITY), s("data", "-inf"));
+        assert_eq!(refused(n, &f32::NAN), s("data", "NaN"));
+        assert_eq!(refused(n, &f32::INFINITY), s("data", "inf"));
+        let job = Job {
+            id: 1,
+            weights: vec![0.5, f32::NEG_INFINITY],
+        };
+        assert_eq!(refused(n, &job), s("data.weights[1]", "-inf"));
+        let nested = std::collections::BTreeMap::from([("a", vec![Some(1.0), Some(f64::NAN)])]);
+        assert_eq!(refused(n, &nested), s("data.a[1]", "NaN"));
+        let err = node.send(t0, "jobs", &f64::NAN).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data is NaN: JSON has no NaN or infinity (serde_json would send null)"
+        );
+        // The largest finite numbers, and null itself, are sent.
+        for data in [f64::MAX, f64::MIN, f64::from(f32::MAX), -0.0] {
+            node.send(t0, "jobs", &data).unwrap();
+            assert!(node.poll_transmit().is_some());
+        }
+        node.send(t0, "jobs", &Option::<f64>::None).unwrap();
+        let job = Job {
+            id: 2,
+            weights: vec![1.0],
+        };
+        node.send(t0, "jobs", &job).unwrap();
     }
 
     #[test]

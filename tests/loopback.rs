@@ -220,6 +220,14 @@ async fn advertised_info_and_keys() {
         loopback(port, 0.7).passphrase("other").build().unwrap(),
     ])
     .await;
+    // serde_json would advertise a NaN as null: refused, and nothing changes.
+    let err = nodes[0]
+        .advertise(&[("name", 1.0), ("load", f64::NAN)])
+        .unwrap_err();
+    assert!(
+        matches!(&err, shoal::Error::NonFiniteNumber { path, .. } if path == "info[1][1]"),
+        "{err}"
+    );
     nodes[0]
         .advertise(&json!({"name": "svc", "port": 8080}))
         .unwrap();

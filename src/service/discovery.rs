@@ -228,6 +228,8 @@ impl ServiceDiscovery {
 
     /// Sets what this process advertises: a JSON object with a string `name`.
     pub fn advertise<T: Serialize + ?Sized>(&self, info: &T) -> Result<(), Error> {
+        // Before to_value, which would turn a NaN into null.
+        crate::protocol::check_finite("info", info)?;
         let value = serde_json::to_value(info).map_err(Error::Encode)?;
         check_info(&value)?;
         self.node.advertise(&value)

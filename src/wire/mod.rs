@@ -18,6 +18,7 @@
 
 pub mod envelope;
 pub mod fast_hello;
+pub mod finite;
 pub mod framing;
 
 /// Why an incoming datagram (or one block of it) was dropped.
