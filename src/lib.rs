@@ -165,7 +165,8 @@ pub use service::{ServiceBuilder, ServiceDiscovery};
 #[cfg(feature = "runtime")]
 pub use stream::{EventStream, StreamEvent, Subscription};
 
-/// Compiles the README's Rust examples as doctests.
+/// Runs the README's Rust snippets as doctests (on loopback, to the end), so
+/// the first code a newcomer reads compiles, runs and finishes.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
