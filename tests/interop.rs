@@ -97,7 +97,9 @@ fn epoch_ms() -> f64 {
 
 /// Spawns `m` on host `host` with the short timers, its weight and `extra`.
 fn spawn(lan: &Lan, host: usize, m: Member, extra: &[&str]) -> Proc {
-    let args = [extra, &TIMING[..], &["--weight", m.weight]].concat();
+    // Explicit: shoal's example defaults to this host only, peer.js has no --lan.
+    let net = ["--broadcast", "255.255.255.255", "--port", "12345"];
+    let args = [extra, &TIMING[..], &["--weight", m.weight], &net].concat();
     spawn_peer(m.kind, lan.host(host), m.id, &args)
 }
 

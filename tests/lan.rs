@@ -72,7 +72,7 @@ struct Cluster {
 fn elected(args: &[&str]) -> Cluster {
     let lan = Lan::new(3).expect("create lan");
     let spawn = |i: usize| {
-        let all = [args, &TIMING[..], &["--weight", WEIGHTS[i]]].concat();
+        let all = [args, &TIMING[..], &["--weight", WEIGHTS[i], "--lan"]].concat();
         spawn_peer(Impl::Shoal, lan.host(i), IDS[i], &all)
     };
     let first = spawn(0);
@@ -169,7 +169,7 @@ fn channel_messages(extra: &[&str]) {
     let lan = Lan::new(3).expect("create lan");
     let count = 5u64;
     let broadcast = Lan::SUBNET_BROADCAST.to_string();
-    let base = [extra, &["--broadcast", &broadcast][..]].concat();
+    let base = [extra, &["--broadcast", &broadcast, "--lan"][..]].concat();
     let rx = spawn_peer(
         Impl::Shoal,
         lan.host(0),
@@ -313,7 +313,7 @@ fn sigterm_exits_promptly() {
     require_netns!();
     let lan = Lan::new(2).expect("create lan");
     let spawn = |i: usize| {
-        let all = [&TIMING[..], &["--weight", WEIGHTS[i]]].concat();
+        let all = [&TIMING[..], &["--weight", WEIGHTS[i], "--lan"]].concat();
         spawn_peer(Impl::Shoal, lan.host(i), IDS[i], &all)
     };
     let mut nodes = [spawn(0), spawn(1)];
