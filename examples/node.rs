@@ -81,7 +81,8 @@ struct Args {
     /// secure-accept-plain or plain-accept-secure (rolling enablement).
     #[arg(long, value_parser = ["secure", "legacy", "secure-accept-plain", "plain-accept-secure"])]
     encryption: Option<String>,
-    /// Lost hellos a peer survives (default 5).
+    /// Lost hellos a peer survives (default 5; 0 when --node-timeout or
+    /// --master-timeout is given, which then must hold them).
     #[arg(long)]
     missed_hellos: Option<u32>,
     /// Election weight; the heaviest node is master (default random).
