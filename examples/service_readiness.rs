@@ -34,9 +34,11 @@
 //! ```
 //!
 //! Stop kv (Ctrl-C) and `curl` answers 503 naming kv: at once, because the
-//! connection broke, and from then on, because web prints `not_ready` once
-//! discovery notices kv has gone silent (within node timeout + check
-//! interval: at most 2.6 + 0.4 = 3 s with the default timings). Start kv
+//! connection broke, and from then on, because web prints `not_ready` as
+//! soon as kv's goodbye arrives. A kv that crashes (`kill -9`) says no
+//! goodbye: it is removed when it has been silent for the node timeout, so
+//! at most 2.6 s after the crash with the default timings (each peer
+//! expires at its own deadline; the check interval adds nothing). Start kv
 //! again and the web service is back.
 //!
 //! Every role prints one JSON object per line, each with `t` (ms since the
