@@ -10,41 +10,77 @@
 //!   hub is used.
 //! * Every other node connects to the master's hub (the address it heard the
 //!   master's hello from, the port from its `info.hub`) and sends its emits
-//!   there. The master relays each event to every other connected node and
-//!   delivers it to itself; its own emits go to every connected node.
+//!   there. The master relays each event to the other connected nodes in its
+//!   audience (below) and delivers it to itself; its own emits go the same way.
 //! * When the master goes away, discovery elects another and everyone
 //!   reconnects to the new master's hub. Emits made while disconnected are
 //!   queued (at most [`QUEUE_LIMIT`], oldest dropped first) and sent once
-//!   connected again. A new master also replays what it relays during its
-//!   first moments ([`settle_window`]) to nodes that connect in that window,
-//!   because they were still reconnecting when it was sent.
+//!   connected again. A new master also keeps what it relays during its
+//!   first moments ([`settle_window`]) for audience members that were still
+//!   reconnecting, and hands it to them when they connect in that window.
+//!
+//! # Delivery guarantee
+//!
+//! A node *joins* the cluster, as far as an emitting node is concerned, at
+//! the moment that node's discovery first hears its hello (it enters the
+//! emitter's peer table; see [`Discovery::nodes`]). Each run of a process
+//! is a new node (a new discovery id), even with the same `--id`. Then:
+//!
+//! * **A node never receives an event emitted before it joined.** `emit`
+//!   records its *audience*, the discovery ids of the event-emitter nodes its
+//!   node knows at that moment, and the hub hands the event only to those
+//!   (a node started after the emit cannot be among them, however late a
+//!   queued event or a new master's catch-up reaches the hub).
+//! * **An event emitted while a node was connected is delivered to it at
+//!   most once.** Each event passes through one hub, which hands it to each
+//!   audience member at most once (live, or from the settle-window backlog).
+//!   Receivers also drop any event whose (origin node, sequence number) is
+//!   not newer than the last they delivered from that origin, so a hub that
+//!   misbehaves cannot make them deliver twice either (memory: one entry per
+//!   origin, at most [`DEDUP_ORIGINS`]).
+//!
+//! Delivery is not guaranteed: an event written to a master that dies
+//! before reading it is lost, as are events past the queue limit (see
+//! [`Outbox`]), events to a node too slow to read them, and events to nodes
+//! that join after the emit. Ids (`--id`) must be unique: a node ignores
+//! events whose origin is its id.
 //!
 //! On the hub connection every message is one line of JSON:
-//! `{"hello": ID}` (node → hub, first), `{"welcome": ID}` (hub → node, once
-//! registered), then events `{"event": NAME, "data": VALUE, "origin": ID}`
-//! both ways.
+//! `{"hello": ID, "node": DISCOVERY_ID}` (node → hub, first),
+//! `{"welcome": ID}` (hub → node, once registered), then events
+//! `{"event": NAME, "data": VALUE, "origin": ID, "node": DISCOVERY_ID,
+//! "seq": N, "to": [DISCOVERY_ID, ...]}` (node → hub; the hub drops `to` when
+//! it relays them).
 //!
-//! Delivery is at most once: an event written to a master that dies before
-//! reading it is lost, as are events past the queue limit (see [`Outbox`]).
-//! Ids (`--id`) must be unique: a node ignores events whose origin is its id.
+//! # Trying it
 //!
-//! Try it on one host (two terminals; type `emit greeting {"text":"hi"}`):
+//! By default discovery stays on this host (broadcast 127.255.255.255, UDP
+//! port 47320) and the hub listens on 127.0.0.1, so nothing is sent to or
+//! reachable from the network. In two terminals (type `emit greeting {"text":"hi"}`):
 //!
 //! ```text
-//! cargo run --example event_emitter -- --id a --broadcast 127.255.255.255 --port 47320
-//! cargo run --example event_emitter -- --id b --broadcast 127.255.255.255 --port 47320
+//! cargo run --example event_emitter -- --id a
+//! cargo run --example event_emitter -- --id b
 //! ```
 //!
+//! `--lan` uses the real LAN instead, with the library's defaults
+//! (broadcast 255.255.255.255, UDP port 12345, the hub on every interface);
+//! an explicit `--broadcast`, `--multicast`, `--port`, `--bind` or
+//! `--hub-bind` wins over either default. On a LAN use a dedicated `--port`
+//! per cluster and a `--key`. `--print-config` prints the settings and exits
+//! without sending anything.
+//!
 //! The binary reads commands from stdin, one per line: `emit <event> [<json>]`,
-//! and prints one JSON object per line: `ready`, `hub` (we serve as master),
-//! `connected` (to the master's hub), `disconnected`, `received`, `emitted`,
-//! `error`. Without `--broadcast` it uses 255.255.255.255 (the whole LAN);
-//! use a dedicated `--port` per cluster.
+//! and prints one JSON object per line, each with `t` (ms since the Unix
+//! epoch) and `event`: `config` (the discovery settings), `ready`, `hub` (we
+//! serve as master), `connected` (to the master's hub), `disconnected`,
+//! `received`, `emitted`, `error`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -70,6 +106,15 @@ const MAX_LINE: usize = 1 << 20;
 const RETRY: Duration = Duration::from_millis(250);
 /// How long a connection attempt may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most origins a receiver remembers for de-duplication. Past it, origins
+/// that have left discovery are forgotten first; if all are still there,
+/// events from further origins are dropped rather than risk a duplicate.
+pub const DEDUP_ORIGINS: usize = 4096;
+/// Without `--lan`: discovery broadcasts on the loopback interface only.
+const HOST_BROADCAST: Ipv4Addr = Ipv4Addr::new(127, 255, 255, 255);
+/// Without `--lan`: this example's own UDP port, so that the examples tried
+/// side by side on one host do not join one another's clusters.
+const HOST_PORT: u16 = 47_320;
 
 /// One event on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +126,14 @@ pub struct Frame {
     pub data: Value,
     /// The id of the node that emitted it.
     pub origin: String,
+    /// The discovery id of the node that emitted it (this run of it).
+    pub node: String,
+    /// Counts that node's emits from 0: with `node`, it names the event.
+    pub seq: u64,
+    /// The audience: discovery ids of the nodes the emitter knew when it
+    /// emitted. Only on the way to the hub, which relays to these alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
 }
 
 /// One line on a hub connection.
@@ -88,7 +141,7 @@ pub struct Frame {
 #[serde(untagged)]
 enum Line {
     Event(Frame),
-    Hello { hello: String },
+    Hello { hello: String, node: String },
     Welcome { welcome: String },
 }
 
@@ -129,6 +182,12 @@ pub enum Notice {
 /// that [`Emitter::start`] returns.
 pub struct Emitter {
     id: String,
+    /// Our discovery: who is in the audience of an emit.
+    node: Discovery,
+    /// Our discovery id, as a string.
+    node_id: String,
+    /// The sequence number of our next emit.
+    seq: AtomicU64,
     commands: mpsc::UnboundedSender<Frame>,
     task: JoinHandle<()>,
     hub_port: u16,
@@ -150,6 +209,7 @@ impl Emitter {
             .build()?;
         let settle = settle_window(&config);
         let node = Discovery::start(config).await?;
+        let node_id = node.id().as_str().to_owned();
 
         // emit() never waits; the hub task never blocks either, so this stays short.
         let (commands, commands_rx) = mpsc::unbounded_channel();
@@ -159,7 +219,8 @@ impl Emitter {
         let (internal, internal_rx) = mpsc::unbounded_channel();
         let hub = Hub {
             id: id.clone(),
-            node,
+            node_id: node_id.clone(),
+            node: node.clone(),
             notices,
             internal,
             settle,
@@ -169,10 +230,14 @@ impl Emitter {
             serving: None,
             foreign_master: None,
             next_conn: 0,
+            delivered: Dedup::default(),
         };
         let task = tokio::spawn(hub.run(listener, commands_rx, internal_rx));
         let emitter = Emitter {
             id,
+            node,
+            node_id,
+            seq: AtomicU64::new(0),
             commands,
             task,
             hub_port,
@@ -180,13 +245,26 @@ impl Emitter {
         Ok((emitter, notices_rx))
     }
 
-    /// Sends `data` as `event` to every other node in the cluster (queued
-    /// while there is no hub to send it to).
+    /// Sends `data` as `event` to every other node in the cluster that has
+    /// joined it by now, that is, that our discovery knows (queued while
+    /// there is no hub to send it to).
     pub fn emit(&self, event: &str, data: Value) {
+        // The audience is fixed here, at the call: a node that joins later,
+        // even before a queued event leaves, is not in it.
+        let to = self
+            .node
+            .nodes()
+            .into_iter()
+            .filter(|p| p.info.as_ref().and_then(|i| i.get("app")) == Some(&json!(APP)))
+            .map(|p| p.id.as_str().to_owned())
+            .collect();
         let frame = Frame {
             event: event.to_owned(),
             data,
             origin: self.id.clone(),
+            node: self.node_id.clone(),
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            to,
         };
         // Fails only once the hub task has stopped, which is shutdown.
         let _ = self.commands.send(frame);
@@ -197,6 +275,11 @@ impl Emitter {
         self.hub_port
     }
 
+    /// Our discovery id: what other nodes put in the audience of their emits.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
     /// Closes every connection and stops discovery.
     pub async fn shutdown(self) {
         drop(self.commands); // the hub task ends when its command channel closes
@@ -204,7 +287,7 @@ impl Emitter {
     }
 }
 
-/// How long a new master replays what it relays to nodes that connect late.
+/// How long a new master keeps what it relays for audience members that connect late.
 /// Nodes learn of a new master from its hellos (one is sent at promotion, more
 /// every hello interval) and may still be timing the old one out.
 fn settle_window(config: &Config) -> Duration {
@@ -261,11 +344,19 @@ impl Conn {
     }
 }
 
+/// Who a connected node said it is.
+struct Member {
+    /// Its `--id`: the origin of its events.
+    id: String,
+    /// Its discovery id: how audiences name it.
+    node: String,
+}
+
 /// A node connected to our hub.
 struct Client {
     conn: Conn,
-    /// Its id, once it said hello. Events go only to clients that did.
-    id: Option<String>,
+    /// Who it is, once it said hello. Events go only to clients that did.
+    member: Option<Member>,
 }
 
 /// Our connection to the master's hub.
@@ -276,22 +367,34 @@ struct Upstream {
     welcomed: Option<String>,
 }
 
+/// An event relayed during the settle window, and the members of its
+/// audience it has not been handed to yet.
+struct Pending {
+    frame: Frame,
+    waiting: HashSet<String>,
+}
+
 /// Our hub while we are master.
 struct Serving {
     since: Instant,
     clients: HashMap<u64, Client>,
-    /// What we relayed during the settle window, for nodes that connect late.
-    backlog: VecDeque<Frame>,
-    /// Every id that has said hello to us, so the backlog goes to each node at most once.
-    seen: HashSet<String>,
+    /// What we relayed during the settle window, for audience members that
+    /// connect late. Each is handed to a member at most once.
+    backlog: VecDeque<Pending>,
 }
 
 impl Serving {
-    /// Welcomes the node on `conn` as `id`: from now on it gets events.
-    fn register(&mut self, conn: u64, id: String, our_id: &str, settle: Duration) {
+    /// Welcomes the node on `conn`: from now on it gets the events whose
+    /// audience it is in.
+    fn register(&mut self, conn: u64, member: Member, our_id: &str, settle: Duration) {
         // A node that reconnects replaces its old connection, which may not have closed yet.
-        self.clients
-            .retain(|&c, client| c == conn || client.id.as_ref() != Some(&id));
+        self.clients.retain(|&c, client| {
+            c == conn
+                || client
+                    .member
+                    .as_ref()
+                    .map_or(true, |m| m.id != member.id && m.node != member.node)
+        });
         let Some(client) = self.clients.get_mut(&conn) else {
             return;
         };
@@ -299,17 +402,56 @@ impl Serving {
             welcome: our_id.to_owned(),
         };
         let mut ok = client.conn.send(welcome.encode());
-        // It was still reconnecting while these were sent. A node we have seen
-        // before got some of them already; it gets none rather than duplicates.
-        if self.since.elapsed() < settle && self.seen.insert(id.clone()) {
-            for frame in self.backlog.iter().filter(|f| f.origin != id) {
-                ok = ok && client.conn.send(Line::Event(frame.clone()).encode());
+        // It was still reconnecting while these were relayed. Only events it
+        // was in the audience of, and that it has not been handed yet.
+        if self.since.elapsed() < settle {
+            for pending in &mut self.backlog {
+                if pending.waiting.remove(&member.node) {
+                    ok = ok
+                        && client
+                            .conn
+                            .send(Line::Event(pending.frame.clone()).encode());
+                }
             }
         }
-        client.id = Some(id);
+        client.member = Some(member);
         if !ok {
             self.clients.remove(&conn); // too slow already
         }
+    }
+}
+
+/// The last sequence number delivered from each origin node, so that an
+/// event is delivered at most once even if a hub hands it over twice.
+/// Events of one origin reach us in the order it emitted them (one
+/// connection to one hub at a time, relayed in order), so one number per
+/// origin is enough; a late one is dropped, which at most once allows.
+#[derive(Default)]
+struct Dedup {
+    last: HashMap<String, u64>,
+}
+
+impl Dedup {
+    /// True if `frame` is new; then it counts as delivered. `live` says which
+    /// origins may be forgotten when the table is full.
+    fn first_time(&mut self, frame: &Frame, live: impl FnOnce() -> HashSet<String>) -> bool {
+        if let Some(last) = self.last.get_mut(&frame.node) {
+            if frame.seq <= *last {
+                return false;
+            }
+            *last = frame.seq;
+            return true;
+        }
+        if self.last.len() >= DEDUP_ORIGINS {
+            // A node that left discovery is gone for good (a restart is a new node).
+            let live = live();
+            self.last.retain(|node, _| live.contains(node));
+            if self.last.len() >= DEDUP_ORIGINS {
+                return false;
+            }
+        }
+        self.last.insert(frame.node.clone(), frame.seq);
+        true
     }
 }
 
@@ -324,6 +466,8 @@ enum Internal {
 /// never waits on a peer (writes go through per-connection buffers).
 struct Hub {
     id: String,
+    /// Our discovery id: events whose audience lacks it are not for us.
+    node_id: String,
     node: Discovery,
     notices: mpsc::UnboundedSender<Notice>,
     internal: mpsc::UnboundedSender<Internal>,
@@ -335,6 +479,7 @@ struct Hub {
     /// A master we cannot use (it advertises no hub); reported once.
     foreign_master: Option<NodeId>,
     next_conn: u64,
+    delivered: Dedup,
 }
 
 impl Hub {
@@ -447,12 +592,11 @@ impl Hub {
             since: Instant::now(),
             clients: HashMap::new(),
             backlog: VecDeque::new(),
-            seen: HashSet::new(),
         });
         self.notify(Notice::Serving { flushed, dropped });
         // Nobody is connected yet: these go to the backlog, replayed as nodes connect.
         for frame in queued {
-            self.relay(frame, None);
+            self.relay(frame);
         }
     }
 
@@ -468,7 +612,7 @@ impl Hub {
 
     fn emit(&mut self, frame: Frame) {
         if self.serving.is_some() {
-            self.relay(frame, None);
+            self.relay(frame);
             return;
         }
         match &self.upstream {
@@ -487,29 +631,69 @@ impl Hub {
         }
     }
 
-    /// As master: delivers `frame` to ourselves (unless we sent it) and to every
-    /// registered client but the one it came `from` and its origin.
-    fn relay(&mut self, frame: Frame, from: Option<u64>) {
-        if frame.origin != self.id {
-            self.notify(Notice::Event(frame.clone()));
+    /// As master: delivers `frame` to ourselves and to every registered
+    /// client in its audience but its origin, each at most once; keeps it
+    /// for the audience members not connected yet during the settle window.
+    fn relay(&mut self, mut frame: Frame) {
+        let mut waiting: HashSet<String> = std::mem::take(&mut frame.to).into_iter().collect();
+        waiting.remove(&frame.node);
+        if waiting.remove(&self.node_id) {
+            self.deliver(frame.clone());
         }
+        // Kept for late members only while the window lasts, and only for
+        // nodes our discovery knows (only those can connect in time): that
+        // bounds the backlog by our peer table, whatever audience a client claims.
+        let settling = self
+            .serving
+            .as_ref()
+            .is_some_and(|s| s.since.elapsed() < self.settle);
+        let known: HashSet<String> = match settling {
+            true => self
+                .node
+                .nodes()
+                .into_iter()
+                .map(|p| p.id.as_str().to_owned())
+                .collect(),
+            false => HashSet::new(),
+        };
         let Some(serving) = &mut self.serving else {
             return;
         };
         let line = Line::Event(frame.clone()).encode();
-        serving.clients.retain(|&conn, client| match &client.id {
+        serving.clients.retain(|_, client| match &client.member {
             // Not registered yet (no hello): it gets the backlog when it registers.
             None => true,
-            Some(id) if Some(conn) == from || *id == frame.origin => true,
+            Some(member) if !waiting.remove(&member.node) => true,
             Some(_) => client.conn.send(line.clone()), // one that falls behind is dropped
         });
-        if serving.since.elapsed() < self.settle {
+        if settling {
+            waiting.retain(|node| known.contains(node));
+            if waiting.is_empty() {
+                return;
+            }
             if serving.backlog.len() == QUEUE_LIMIT {
                 serving.backlog.pop_front();
             }
-            serving.backlog.push_back(frame);
+            serving.backlog.push_back(Pending { frame, waiting });
         } else {
             serving.backlog = VecDeque::new(); // the window is over: free it
+        }
+    }
+
+    /// Hands an event to our user, unless it is ours or already delivered.
+    fn deliver(&mut self, frame: Frame) {
+        if frame.origin == self.id {
+            return;
+        }
+        let node = &self.node;
+        let live = || {
+            node.nodes()
+                .into_iter()
+                .map(|p| p.id.as_str().to_owned())
+                .collect()
+        };
+        if self.delivered.first_time(&frame, live) {
+            self.notify(Notice::Event(frame));
         }
     }
 
@@ -521,7 +705,9 @@ impl Hub {
         }
         let conn = self.open(stream);
         if let Some(serving) = &mut self.serving {
-            serving.clients.insert(conn.id, Client { conn, id: None });
+            serving
+                .clients
+                .insert(conn.id, Client { conn, member: None });
         }
     }
 
@@ -536,6 +722,7 @@ impl Hub {
                 if conn.send(
                     Line::Hello {
                         hello: self.id.clone(),
+                        node: self.node_id.clone(),
                     }
                     .encode(),
                 ) {
@@ -575,9 +762,7 @@ impl Hub {
                         dropped,
                     });
                 }
-                Line::Event(frame) if frame.origin != self.id => {
-                    self.notify(Notice::Event(frame));
-                }
+                Line::Event(frame) => self.deliver(frame),
                 _ => {}
             }
             return;
@@ -586,13 +771,18 @@ impl Hub {
         let Some(serving) = &mut self.serving else {
             return;
         };
-        let Some(registered) = serving.clients.get(&conn).map(|c| c.id.clone()) else {
+        let Some(client) = serving.clients.get(&conn) else {
             return;
         };
-        match (line, registered) {
-            (Line::Hello { hello }, None) => serving.register(conn, hello, &self.id, self.settle),
-            // A node speaks only for itself: origin must be the id it said hello with.
-            (Line::Event(frame), Some(id)) if frame.origin == id => self.relay(frame, Some(conn)),
+        match (line, &client.member) {
+            (Line::Hello { hello, node }, None) => {
+                let member = Member { id: hello, node };
+                serving.register(conn, member, &self.id, self.settle);
+            }
+            // A node speaks only for itself: the ids it said hello with.
+            (Line::Event(frame), Some(m)) if frame.origin == m.id && frame.node == m.node => {
+                self.relay(frame)
+            }
             _ => {}
         }
     }
@@ -675,21 +865,35 @@ async fn write_lines(write: OwnedWriteHalf, mut lines: mpsc::Receiver<String>) {
 // The command-line program: flags, stdin commands, JSON lines on stdout.
 
 #[derive(Parser, Debug)]
-#[command(about = "A distributed event emitter on shoal; reads `emit <event> <json>` lines")]
+#[command(
+    about = "A distributed event emitter on shoal; reads `emit <event> <json>` lines",
+    long_about = "A distributed event emitter on shoal; reads `emit <event> <json>` lines.\n\n\
+        By default everything stays on this host: discovery broadcasts to \
+        127.255.255.255 on UDP port 47320 and the hub listens on 127.0.0.1. \
+        --lan uses the real LAN with shoal's defaults (255.255.255.255, UDP port \
+        12345, the hub on every interface). An explicit --broadcast, --multicast, \
+        --port, --bind or --hub-bind wins over either default."
+)]
 struct Args {
     /// This node's id, carried as the origin of its events (default host-pid).
     #[arg(long)]
     id: Option<String>,
-    /// Discovery UDP port; one per cluster.
-    #[arg(long, default_value_t = 12345)]
-    port: u16,
+    /// Use the real LAN: broadcast 255.255.255.255, UDP port 12345, the hub
+    /// on every interface (shoal's defaults). Without it nothing leaves this host.
+    #[arg(long)]
+    lan: bool,
+    /// Discovery UDP port; one per cluster (default 47320; 12345 with --lan).
+    #[arg(long)]
+    port: Option<u16>,
     /// Local address for discovery (default 0.0.0.0).
     #[arg(long)]
     bind: Option<Ipv4Addr>,
-    /// Local address for the hub's TCP listener (default: --bind).
+    /// Local address for the hub's TCP listener (default: --bind, else
+    /// 127.0.0.1 when discovery stays on this host, 0.0.0.0 otherwise).
     #[arg(long)]
     hub_bind: Option<Ipv4Addr>,
-    /// Broadcast address (default 255.255.255.255; 127.255.255.255 for one host).
+    /// Broadcast address (default 127.255.255.255, this host only;
+    /// 255.255.255.255 with --lan).
     #[arg(long)]
     broadcast: Option<Ipv4Addr>,
     /// Multicast group to use instead of broadcast.
@@ -725,12 +929,21 @@ struct Args {
     /// Milliseconds.
     #[arg(long)]
     master_timeout: Option<u64>,
+    /// Print the settings as a `config` line and exit, sending nothing.
+    #[arg(long)]
+    print_config: bool,
 }
 
 impl Args {
     fn config(&self) -> ConfigBuilder {
         let ms = Duration::from_millis;
-        let mut b = Config::builder().port(self.port);
+        let mut b = Config::builder();
+        if !self.lan {
+            b = b.broadcast(HOST_BROADCAST).port(HOST_PORT);
+        }
+        if let Some(v) = self.port {
+            b = b.port(v);
+        }
         if let Some(v) = self.bind {
             b = b.bind(v.into());
         }
@@ -771,11 +984,29 @@ impl Args {
     }
 }
 
-/// Prints one JSON line and flushes it, so a reader sees it at once.
+/// Prints one JSON line, with `t` (ms since the Unix epoch), and
+/// flushes it, so a reader sees it at once.
 fn print(value: Value) {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    let mut line = serde_json::Map::new();
+    line.insert("t".into(), json!(t));
+    if let Value::Object(fields) = value {
+        line.extend(fields);
+    }
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{value}");
+    let _ = writeln!(out, "{}", Value::Object(line));
     let _ = out.flush();
+}
+
+/// True when discovery with `config` sends nothing off this host:
+/// broadcast on loopback, or multicast with TTL 0.
+fn host_only(config: &Config) -> bool {
+    match config.multicast() {
+        Some(_) => config.multicast_ttl() == 0,
+        None => config.broadcast().is_loopback(),
+    }
 }
 
 /// `emit <event> [<json>]` → the event and its data (null if absent).
@@ -800,7 +1031,36 @@ async fn main() -> std::process::ExitCode {
         let host = hostname::get().map(|h| h.to_string_lossy().into_owned());
         format!("{}-{}", host.unwrap_or_default(), std::process::id())
     });
-    let hub_bind = args.hub_bind.or(args.bind).unwrap_or(Ipv4Addr::UNSPECIFIED);
+    // Built once here to print it (and to refuse bad flags before anything
+    // starts); Emitter::start builds it again with our advertised value.
+    let config = match args.config().build() {
+        Ok(config) => config,
+        Err(e) => {
+            print(json!({"event": "error", "message": e.to_string()}));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // The hub is reachable from exactly as far as discovery reaches.
+    let hub_bind = args
+        .hub_bind
+        .or(args.bind)
+        .unwrap_or(if host_only(&config) {
+            Ipv4Addr::LOCALHOST
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        });
+    print(json!({
+        "event": "config",
+        "broadcast": config.multicast().is_none().then(|| config.broadcast().to_string()),
+        "multicast": config.multicast().map(|m| m.to_string()),
+        "port": config.port(),
+        "bind": config.bind().to_string(),
+        "hub_bind": hub_bind.to_string(),
+        "host_only": host_only(&config),
+    }));
+    if args.print_config {
+        return std::process::ExitCode::SUCCESS;
+    }
     let (emitter, mut notices) =
         match Emitter::start(id.clone(), args.config(), hub_bind.into()).await {
             Ok(started) => started,
@@ -809,7 +1069,9 @@ async fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         };
-    print(json!({"event": "ready", "id": id, "hub": emitter.hub_port()}));
+    print(
+        json!({"event": "ready", "id": id, "node": emitter.node_id(), "hub": emitter.hub_port()}),
+    );
 
     // Read stdin on a plain thread: tokio's stdin cannot be cancelled, and an
     // unfinished read would keep the runtime from shutting down.
@@ -863,16 +1125,30 @@ async fn main() -> std::process::ExitCode {
 mod tests {
     use super::*;
 
+    fn sample(node: &str, seq: u64, data: Value) -> Frame {
+        Frame {
+            event: "e".into(),
+            data,
+            origin: "a".into(),
+            node: node.into(),
+            seq,
+            to: vec!["n1".into()],
+        }
+    }
+
     #[test]
     fn lines_round_trip_and_stay_on_one_line() {
         let frame = Frame {
             event: "chat".into(),
             data: json!({"text": "two\nlines", "emoji": "🦀"}),
-            origin: "a".into(),
+            ..sample("n0", 7, Value::Null)
         };
         for line in [
             Line::Event(frame),
-            Line::Hello { hello: "a".into() },
+            Line::Hello {
+                hello: "a".into(),
+                node: "n0".into(),
+            },
             Line::Welcome {
                 welcome: "b".into(),
             },
@@ -882,14 +1158,17 @@ mod tests {
             assert!(text.ends_with('\n'));
             assert_eq!(Line::decode(text.trim_end()), Some(line));
         }
+        // As relayed: no audience, no data.
         assert_eq!(
-            Line::decode(r#"{"event":"x","origin":"a"}"#),
+            Line::decode(r#"{"event":"x","origin":"a","node":"n0","seq":0}"#),
             Some(Line::Event(Frame {
                 event: "x".into(),
-                data: Value::Null,
-                origin: "a".into()
+                to: vec![],
+                ..sample("n0", 0, Value::Null)
             }))
         );
+        // An event that does not say who emitted it is not ours.
+        assert_eq!(Line::decode(r#"{"event":"x","origin":"a"}"#), None);
         assert_eq!(Line::decode("not json"), None);
     }
 
@@ -897,16 +1176,41 @@ mod tests {
     fn the_outbox_drops_the_oldest_past_its_limit() {
         let mut outbox = Outbox::default();
         for n in 0..QUEUE_LIMIT + 3 {
-            outbox.push(Frame {
-                event: "e".into(),
-                data: json!(n),
-                origin: "a".into(),
-            });
+            outbox.push(sample("n0", n as u64, json!(n)));
         }
         let (frames, dropped) = outbox.take();
         assert_eq!((frames.len(), dropped), (QUEUE_LIMIT, 3));
         assert_eq!(frames[0].data, json!(3));
         assert_eq!(outbox.take(), (vec![], 0));
+    }
+
+    #[test]
+    fn dedup_delivers_each_event_once_with_bounded_memory() {
+        let mut dedup = Dedup::default();
+        let none = HashSet::new;
+        assert!(dedup.first_time(&sample("n0", 0, Value::Null), none));
+        assert!(!dedup.first_time(&sample("n0", 0, Value::Null), none));
+        assert!(dedup.first_time(&sample("n0", 2, Value::Null), none));
+        // Late (1 after 2) or repeated: dropped, never delivered twice.
+        assert!(!dedup.first_time(&sample("n0", 1, Value::Null), none));
+        // Another run of the same process is another node.
+        assert!(dedup.first_time(&sample("n0-restarted", 0, Value::Null), none));
+
+        // Full: origins gone from discovery are forgotten to make room...
+        for n in 2..DEDUP_ORIGINS {
+            assert!(dedup.first_time(&sample(&format!("o{n}"), 0, Value::Null), none));
+        }
+        let live = || HashSet::from(["n0".to_owned()]);
+        assert!(dedup.first_time(&sample("new", 0, Value::Null), live));
+        assert_eq!(dedup.last.len(), 2);
+        assert!(!dedup.first_time(&sample("n0", 2, Value::Null), none));
+        // ...and while every one is still live, a new origin is refused.
+        for n in 2..DEDUP_ORIGINS {
+            assert!(dedup.first_time(&sample(&format!("p{n}"), 0, Value::Null), none));
+        }
+        let all: HashSet<String> = dedup.last.keys().cloned().collect();
+        assert!(!dedup.first_time(&sample("one-more", 0, Value::Null), || all));
+        assert_eq!(dedup.last.len(), DEDUP_ORIGINS);
     }
 
     #[test]

@@ -5,10 +5,23 @@
 //! same flags and output). Try two on one host:
 //!
 //! ```text
-//! cargo run --example node -- --id a --broadcast 127.255.255.255 --port 40123 --join chat
-//! cargo run --example node -- --id b --broadcast 127.255.255.255 --port 40123 \
+//! cargo run --example node -- --id a --join chat
+//! cargo run --example node -- --id b \
 //!     --send-channel chat --send-count 3 --send-delay 1000 --exit-after 3000
 //! ```
+//!
+//! By default nothing leaves this host: the node broadcasts to
+//! 127.255.255.255 (the loopback interface) on UDP port 40123. `--lan` uses
+//! the real LAN with the library's defaults instead (broadcast
+//! 255.255.255.255, UDP port 12345, as node-discovery); an explicit
+//! `--broadcast`, `--multicast` or `--port` wins over either default.
+//! `--print-config` prints the settings and exits without sending anything.
+//!
+//! Every line is one JSON object with `t` (ms since the Unix epoch),
+//! `node` (our `--id`), `event` and `peer`: `start`, `config` (the
+//! discovery settings), `ready`, `added`, `removed`, `master`, `promotion`,
+//! `demotion`, `msg`, `send_start`, `send_done`, `stats`, `error`, `exit`
+//! (see tests/node/README.md).
 
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr};
@@ -19,23 +32,46 @@ use clap::Parser;
 use serde_json::{json, Map, Value};
 use shoal::{ChannelMessage, Config, Discovery, Encryption, Event, Peer, Removal, Subscription};
 
+/// Without `--lan`: broadcast on the loopback interface only.
+const HOST_BROADCAST: Ipv4Addr = Ipv4Addr::new(127, 255, 255, 255);
+/// Without `--lan`: this example's own UDP port, so that the examples tried
+/// side by side on one host do not join one another's clusters.
+const HOST_PORT: u16 = 40_123;
+
 #[derive(Parser, Debug)]
-#[command(about = "Run one shoal node; prints one JSON event per line")]
+#[command(
+    about = "Run one shoal node; prints one JSON event per line",
+    long_about = "Run one shoal node; prints one JSON event per line.\n\n\
+        By default nothing leaves this host: broadcast to 127.255.255.255 on UDP \
+        port 40123. --lan uses the real LAN with shoal's defaults (255.255.255.255, \
+        UDP port 12345). An explicit --broadcast, --multicast or --port wins over \
+        either default."
+)]
 struct Args {
     /// A label advertised as {"id": ID} in the node's info (default host-pid).
     #[arg(long)]
     id: Option<String>,
-    #[arg(long, default_value_t = 12345)]
-    port: u16,
+    /// Use the real LAN: broadcast 255.255.255.255, UDP port 12345 (shoal's
+    /// defaults). Without it nothing leaves this host.
+    #[arg(long)]
+    lan: bool,
+    /// UDP port (default 40123; 12345 with --lan).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Local address of the socket (default 0.0.0.0).
     #[arg(long)]
     bind: Option<IpAddr>,
+    /// Broadcast address (default 127.255.255.255, this host only;
+    /// 255.255.255.255 with --lan).
     #[arg(long)]
     broadcast: Option<Ipv4Addr>,
+    /// Multicast group to use instead of broadcast (TTL 1 reaches the LAN).
     #[arg(long)]
     multicast: Option<Ipv4Addr>,
     /// Multicast interface address (IP_MULTICAST_IF and the group join).
     #[arg(long)]
     multicast_interface: Option<Ipv4Addr>,
+    /// Multicast TTL (default 1, the LAN; 0 keeps it on this host).
     #[arg(long)]
     multicast_ttl: Option<u32>,
     /// Secure mode with this key: 64 hex digits or 44 characters of base64
@@ -53,17 +89,23 @@ struct Args {
     /// enablement).
     #[arg(long, value_parser = ["secure", "legacy", "secure-accept-plain", "plain-accept-secure"])]
     encryption: Option<String>,
-    /// Lost hellos a peer survives (default 5).
+    /// Lost hellos a peer survives (default 5; 0 when --node-timeout or
+    /// --master-timeout is given, which then must hold them).
     #[arg(long)]
     missed_hellos: Option<u32>,
+    /// Election weight; the heaviest node is master (default random).
     #[arg(long)]
     weight: Option<f64>,
+    /// Milliseconds between hellos.
     #[arg(long)]
     hello_interval: Option<u64>,
+    /// Milliseconds between checks for silent peers and elections.
     #[arg(long)]
     check_interval: Option<u64>,
+    /// Milliseconds of silence after which a peer is removed.
     #[arg(long)]
     node_timeout: Option<u64>,
+    /// Milliseconds of silence after which a master is removed.
     #[arg(long)]
     master_timeout: Option<u64>,
     /// JSON object merged with {"id": ID} and advertised.
@@ -72,8 +114,10 @@ struct Args {
     /// Channel to join (repeatable).
     #[arg(long)]
     join: Vec<String>,
+    /// After ready (and --send-delay), send {"from": ID, "seq": N} messages on this channel.
     #[arg(long)]
     send_channel: Option<String>,
+    /// How many messages to send.
     #[arg(long, default_value_t = 1)]
     send_count: u64,
     /// Size in bytes of each message's JSON.
@@ -91,6 +135,9 @@ struct Args {
     /// Append output to this file instead of stdout.
     #[arg(long)]
     log: Option<String>,
+    /// Print the settings as a `config` line and exit, sending nothing.
+    #[arg(long)]
+    print_config: bool,
 }
 
 /// Writes event lines, each flushed as soon as nothing more is pending.
@@ -185,7 +232,13 @@ fn peer_label(peer: &Peer) -> Option<&str> {
 
 fn config(args: &Args, info: Value) -> Result<Config, shoal::ConfigError> {
     let ms = Duration::from_millis;
-    let mut b = Config::builder().port(args.port).advertise(info);
+    let mut b = Config::builder().advertise(info);
+    if !args.lan {
+        b = b.broadcast(HOST_BROADCAST).port(HOST_PORT);
+    }
+    if let Some(v) = args.port {
+        b = b.port(v);
+    }
     if let Some(v) = args.bind {
         b = b.bind(v);
     }
@@ -309,6 +362,25 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
             return 2;
         }
     };
+    // Where our packets go, before any is sent.
+    let host_only = match config.multicast() {
+        Some(_) => config.multicast_ttl() == 0,
+        None => config.broadcast().is_loopback(),
+    };
+    out.emit(
+        "config",
+        None,
+        json!({
+            "broadcast": config.multicast().is_none().then(|| config.broadcast().to_string()),
+            "multicast": config.multicast().map(|m| m.to_string()),
+            "port": config.port(),
+            "bind": config.bind().to_string(),
+            "host_only": host_only,
+        }),
+    );
+    if args.print_config {
+        return 0;
+    }
 
     let node = match Discovery::start(config).await {
         Ok(node) => node,
@@ -334,7 +406,12 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
             }
         }
     }
-    out.emit("ready", None, json!({"weight": node.me().weight}));
+    // `iid`: our discovery id, as peers see it in their tables.
+    out.emit(
+        "ready",
+        None,
+        json!({"weight": node.me().weight, "iid": node.id().as_str()}),
+    );
 
     let events_out = out.clone();
     tokio::spawn(async move {

@@ -22,34 +22,40 @@
 //!   when a connection breaks mid-request.
 //!
 //! Try it on one host, in three terminals (start them in any order; the web
-//! server only starts listening once kv and queue are up). Discovery goes to
-//! 127.255.255.255 and every TCP server listens on 127.0.0.1, so nothing
-//! leaves this host:
+//! server only starts listening once kv and queue are up). By default
+//! discovery goes to 127.255.255.255 on UDP port 47500 and every TCP server
+//! listens on 127.0.0.1, so nothing leaves this host:
 //!
 //! ```text
-//! cargo run --example service_readiness -- --role web --broadcast 127.255.255.255 --port 47500 --listen 127.0.0.1 --http-port 8080
-//! cargo run --example service_readiness -- --role kv --broadcast 127.255.255.255 --port 47500 --listen 127.0.0.1
-//! cargo run --example service_readiness -- --role queue --broadcast 127.255.255.255 --port 47500 --listen 127.0.0.1
+//! cargo run --example service_readiness -- --role web --http-port 8080
+//! cargo run --example service_readiness -- --role kv
+//! cargo run --example service_readiness -- --role queue
 //! curl -i http://127.0.0.1:8080/
 //! ```
 //!
 //! Stop kv (Ctrl-C) and `curl` answers 503 naming kv: at once, because the
-//! connection broke, and from then on, because web prints `not_ready` once
-//! discovery notices kv has gone silent (within node timeout + check
-//! interval: at most 2.6 + 0.4 = 3 s with the default timings). Start kv
+//! connection broke, and from then on, because web prints `not_ready` as
+//! soon as kv's goodbye arrives. A kv that crashes (`kill -9`) says no
+//! goodbye: it is removed when it has been silent for the node timeout, so
+//! at most 2.6 s after the crash with the default timings (each peer
+//! expires at its own deadline; the check interval adds nothing). Start kv
 //! again and the web service is back.
 //!
-//! Every role prints one JSON object per line: `start`, `listening`
-//! (kv/queue at once, web only when ready), and for web `setup` (an instance
-//! passed its setup hook), `setup_failed`, `ready`, `not_ready`, `advertise`
-//! (what it now advertises), then `error`, `exit`.
+//! Every role prints one JSON object per line, each with `t` (ms since the
+//! Unix epoch) and `event`: `start`, `config` (the discovery settings),
+//! `listening` (kv/queue at once, web only when ready), and for web `setup`
+//! (an instance passed its setup hook), `setup_failed`, `ready`,
+//! `not_ready`, `advertise` (what it now advertises), then `error`, `exit`.
+//! `--print-config` prints `start` and `config` and exits without sending
+//! anything.
 //!
-//! On a real LAN run each role on any machine, all with the same `--port`:
-//! without `--broadcast` discovery uses 255.255.255.255 on UDP port 12345,
-//! so pick a dedicated `--port` per system. kv and queue listen on an
-//! ephemeral TCP port that they advertise; their line protocols have no
-//! authentication, so use them on a trusted network only (or `--listen` on
-//! one address).
+//! On a real LAN run each role on any machine with `--lan`: discovery then
+//! uses the library's defaults, 255.255.255.255 on UDP port 12345, and the
+//! TCP servers listen on every interface. An explicit `--broadcast`,
+//! `--multicast`, `--port` or `--listen` wins over either default; pick a
+//! dedicated `--port` per system. kv and queue listen on an ephemeral TCP
+//! port that they advertise; their line protocols have no authentication,
+//! so use them on a trusted network only (or `--listen` on one address).
 
 use std::collections::{HashMap, VecDeque};
 use std::error::Error;
@@ -83,16 +89,36 @@ const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest HTTP request head we read.
 const HTTP_MAX_HEAD: usize = 8 * 1024;
 
+/// Without `--lan`: discovery broadcasts on the loopback interface only.
+const HOST_BROADCAST: Ipv4Addr = Ipv4Addr::new(127, 255, 255, 255);
+/// Without `--lan`: this example's own UDP port, so that the examples tried
+/// side by side on one host do not join one another's clusters.
+const HOST_PORT: u16 = 47_500;
+
 #[derive(Parser, Debug)]
-#[command(about = "kv / queue / web services that find each other with shoal")]
+#[command(
+    about = "kv / queue / web services that find each other with shoal",
+    long_about = "kv / queue / web services that find each other with shoal.\n\n\
+        By default everything stays on this host: discovery broadcasts to \
+        127.255.255.255 on UDP port 47500 and the TCP servers listen on 127.0.0.1. \
+        --lan uses the real LAN with shoal's defaults (255.255.255.255, UDP port \
+        12345, TCP on every interface). An explicit --broadcast, --multicast, \
+        --port or --listen wins over either default."
+)]
 struct Args {
     /// Which service this process runs.
     #[arg(long, value_enum)]
     role: Role,
-    /// Discovery UDP port; every process of one system uses the same.
-    #[arg(long, default_value_t = 12345)]
-    port: u16,
-    /// Broadcast address (default 255.255.255.255; 127.255.255.255 keeps to this host).
+    /// Use the real LAN: broadcast 255.255.255.255, UDP port 12345 (shoal's
+    /// defaults), TCP on every interface. Without it nothing leaves this host.
+    #[arg(long)]
+    lan: bool,
+    /// Discovery UDP port; every process of one system uses the same
+    /// (default 47500; 12345 with --lan).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Broadcast address (default 127.255.255.255, this host only;
+    /// 255.255.255.255 with --lan).
     #[arg(long)]
     broadcast: Option<Ipv4Addr>,
     /// Multicast group to use instead of broadcast.
@@ -113,12 +139,16 @@ struct Args {
     /// Master timeout, ms.
     #[arg(long)]
     master_timeout: Option<u64>,
-    /// Address the TCP servers (kv, queue, web's HTTP) listen on.
-    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
-    listen: IpAddr,
+    /// Address the TCP servers (kv, queue, web's HTTP) listen on (default
+    /// 127.0.0.1 when discovery stays on this host, 0.0.0.0 otherwise).
+    #[arg(long)]
+    listen: Option<IpAddr>,
     /// HTTP port of the web role (0: any free port; the `listening` line says which).
     #[arg(long, default_value_t = 0)]
     http_port: u16,
+    /// Print the settings as a `config` line and exit, sending nothing.
+    #[arg(long)]
+    print_config: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,11 +170,20 @@ impl Role {
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
-/// Prints one JSON line, flushed at once so that whoever reads our stdout
-/// through a pipe sees it as it happens.
-fn emit(line: Value) {
+/// Prints one JSON line, with `t` (ms since the Unix epoch), flushed
+/// at once so that whoever reads our stdout through a pipe sees it as it
+/// happens.
+fn emit(fields: Value) {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    let mut line = serde_json::Map::new();
+    line.insert("t".into(), json!(t));
+    if let Value::Object(fields) = fields {
+        line.extend(fields);
+    }
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "{}", Value::Object(line));
     let _ = out.flush();
 }
 
@@ -155,7 +194,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn config(args: &Args) -> Result<Config, shoal::ConfigError> {
     let ms = Duration::from_millis;
-    let mut b = Config::builder().port(args.port);
+    let mut b = Config::builder();
+    if !args.lan {
+        b = b.broadcast(HOST_BROADCAST).port(HOST_PORT);
+    }
+    if let Some(v) = args.port {
+        b = b.port(v);
+    }
     if let Some(v) = args.broadcast {
         b = b.broadcast(v);
     }
@@ -194,16 +239,51 @@ fn stop_signal() -> std::io::Result<impl Future<Output = ()>> {
     })
 }
 
+/// True when discovery with `config` sends nothing off this host:
+/// broadcast on loopback, or multicast with TTL 0.
+fn discovery_host_only(config: &Config) -> bool {
+    match config.multicast() {
+        Some(_) => config.multicast_ttl() == 0,
+        None => config.broadcast().is_loopback(),
+    }
+}
+
+/// Where the TCP servers listen: as far as discovery reaches, unless `--listen` says.
+fn listen_addr(args: &Args, config: &Config) -> IpAddr {
+    args.listen.unwrap_or(if discovery_host_only(config) {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    })
+}
+
+/// Prints the `config` line: where discovery sends, where TCP listens.
+fn print_config(args: &Args) -> Result<(), BoxError> {
+    let config = config(args)?;
+    let listen = listen_addr(args, &config);
+    emit(json!({
+        "event": "config",
+        "broadcast": config.multicast().is_none().then(|| config.broadcast().to_string()),
+        "multicast": config.multicast().map(|m| m.to_string()),
+        "port": config.port(),
+        "listen": listen.to_string(),
+        "host_only": discovery_host_only(&config) && listen.is_loopback(),
+    }));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     emit(json!({"event": "start", "role": args.role.name()}));
-    let result = match stop_signal() {
-        Ok(stop) => match args.role {
+    let result = match (print_config(&args), stop_signal()) {
+        (Err(e), _) => Err(e),
+        (Ok(()), _) if args.print_config => Ok(()),
+        (Ok(()), Ok(stop)) => match args.role {
             Role::Kv | Role::Queue => run_store(&args, stop).await,
             Role::Web => run_web(&args, stop).await,
         },
-        Err(e) => Err(e.into()),
+        (Ok(()), Err(e)) => Err(e.into()),
     };
     match result {
         Ok(()) => {
@@ -253,12 +333,13 @@ impl Store {
 
 async fn run_store(args: &Args, stop: impl Future<Output = ()>) -> Result<(), BoxError> {
     let role = args.role.name();
+    let config = config(args)?;
     // Listen before advertising: whoever discovers us can connect at once.
-    let listener = TcpListener::bind((args.listen, 0)).await?;
+    let listener = TcpListener::bind((listen_addr(args, &config), 0)).await?;
     let port = listener.local_addr()?.port();
     emit(json!({"event": "listening", "role": role, "port": port}));
 
-    let discovery = ServiceDiscovery::builder(config(args)?)
+    let discovery = ServiceDiscovery::builder(config)
         .advertise(json!({"name": role, "port": port}))
         .start()
         .await?;
@@ -526,12 +607,14 @@ fn epoch_ms() -> u64 {
 }
 
 async fn run_web(args: &Args, stop: impl Future<Output = ()>) -> Result<(), BoxError> {
+    let config = config(args)?;
+    let listen = listen_addr(args, &config);
     let backends = Backends::default();
     let hook = |backends: &Backends| {
         let backends = backends.clone();
         move |instance: ServiceInstance| connect_backend(backends.clone(), instance)
     };
-    let discovery = ServiceDiscovery::builder(config(args)?)
+    let discovery = ServiceDiscovery::builder(config)
         // Not taking requests yet: others can see us, and that we are not ready.
         .advertise(web_info(false, None))
         // Each is also a need: no Ready until both have a set-up instance.
@@ -597,7 +680,7 @@ async fn run_web(args: &Args, stop: impl Future<Output = ()>) -> Result<(), BoxE
         if start_http && http.is_none() {
             // Only now do we listen: until kv and queue work there is
             // nothing we could answer but errors.
-            let listener = TcpListener::bind((args.listen, args.http_port)).await?;
+            let listener = TcpListener::bind((listen, args.http_port)).await?;
             let port = listener.local_addr()?.port();
             emit(json!({"event": "listening", "role": "web", "port": port}));
             http = Some((port, tokio::spawn(serve_http(listener, web.clone()))));

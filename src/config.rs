@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use crate::crypto::key::{Key, KeyError, SecretText};
+use crate::membership::silence_budget;
 use crate::wire::framing::ReassemblyLimits;
 
 /// Which of our own packets a node ignores when they come back to it.
@@ -245,6 +246,29 @@ pub enum ConfigError {
         /// The configured node timeout.
         node_timeout: Duration,
     },
+    /// An explicitly set `node_timeout` or `master_timeout` is shorter
+    /// than the silence a peer that says hello as often as this node must
+    /// survive, `hello_interval × (missed_hellos + 1.5)`: the timeout and
+    /// `missed_hellos` contradict each other. (`missed_hellos` is 0 here
+    /// unless it was set too.)
+    #[error(
+        "{field} ({timeout:?}) is shorter than hello_interval ({hello_interval:?}) × \
+         (missed_hellos ({missed_hellos}) + 1.5) = {needed:?}, the silence a peer that says \
+         hello as often as this node must survive: lengthen {field}, or lower \
+         missed_hellos or hello_interval"
+    )]
+    TimeoutBelowMissedHellos {
+        /// `"node_timeout"` or `"master_timeout"`.
+        field: &'static str,
+        /// The configured timeout.
+        timeout: Duration,
+        /// The configured hello interval.
+        hello_interval: Duration,
+        /// The lost hellos a peer must survive (0 unless set explicitly).
+        missed_hellos: u32,
+        /// `hello_interval × (missed_hellos + 1.5)`: the shortest timeout allowed.
+        needed: Duration,
+    },
     /// `multicast` is not an IPv4 multicast address (224.0.0.0/4).
     #[error("multicast: {0} is not a multicast address")]
     NotMulticast(Ipv4Addr),
@@ -295,7 +319,9 @@ impl ConfigError {
     /// The name of the builder method (field) at fault.
     pub fn field(&self) -> &'static str {
         match self {
-            ConfigError::Zero { field } | ConfigError::Limit { field, .. } => field,
+            ConfigError::Zero { field }
+            | ConfigError::Limit { field, .. }
+            | ConfigError::TimeoutBelowMissedHellos { field, .. } => field,
             ConfigError::NodeTimeoutBelowCheckInterval { .. } => "node_timeout",
             ConfigError::MasterTimeoutBelowNodeTimeout { .. } => "master_timeout",
             ConfigError::NotMulticast(_) => "multicast",
@@ -344,6 +370,18 @@ pub struct ConfigBuilder {
     secret_key: Option<Result<Key, KeyError>>,
     /// Stretched into the secure key by `build` (last: it costs ~35 ms).
     passphrase: Option<SecretText>,
+    /// Which timings were set explicitly: a timeout the user chose is the
+    /// deadline, not a floor that `missed_hellos` stretches.
+    timings_set: TimingsSet,
+}
+
+/// The timings a [`ConfigBuilder`] was given explicitly (setters or
+/// [`node_discovery_timings`](ConfigBuilder::node_discovery_timings)).
+#[derive(Debug, Clone, Copy, Default)]
+struct TimingsSet {
+    node_timeout: bool,
+    master_timeout: bool,
+    missed_hellos: bool,
 }
 
 macro_rules! setter {
@@ -372,7 +410,9 @@ impl ConfigBuilder {
         /// of the LAN; each node receives one hello per peer per interval.
         /// Limits: 10 ms to 60 s (peers clamp what a node announces to the
         /// same range). Peers are removed after
-        /// [`node_timeout`](Self::node_timeout), so keep that a few hellos long.
+        /// [`node_timeout`](Self::node_timeout), so keep that a few hellos
+        /// long: a node timeout set explicitly must be at least 1.5 × this
+        /// (more with [`missed_hellos`](Self::missed_hellos)).
         ///
         /// ```
         /// # use std::time::Duration;
@@ -399,61 +439,136 @@ impl ConfigBuilder {
         /// ```
         check_interval: Duration
     );
-    setter!(
-        /// The shortest silence after which a peer is removed.
-        ///
-        /// Default 2600 ms (node-discovery: 2 s). Shorter detects a crash
-        /// sooner; longer survives more lost hellos (see
-        /// [`missed_hellos`](Self::missed_hellos), which lengthens the
-        /// deadline of a peer that says hello less often than we do).
-        /// Limits: greater than zero, at least
-        /// [`check_interval`](Self::check_interval), at most 1 hour.
-        ///
-        /// ```
-        /// # use std::time::Duration;
-        /// let config = shoal::Config::builder().build()?;
-        /// assert_eq!(config.node_timeout(), Duration::from_millis(2600));
-        /// # Ok::<(), shoal::ConfigError>(())
-        /// ```
-        node_timeout: Duration
-    );
-    setter!(
-        /// How long a removed master still counts as one: nobody promotes
-        /// until it has been silent this long.
-        ///
-        /// Default 2600 ms (node-discovery: 2 s). Longer avoids two masters
-        /// when a master is only briefly unreachable; shorter fails over
-        /// sooner. A master that says goodbye is replaced at once whatever
-        /// this is. Limits: greater than zero, at least
-        /// [`node_timeout`](Self::node_timeout), at most 1 hour.
-        ///
-        /// ```
-        /// # use std::time::Duration;
-        /// let config = shoal::Config::builder().build()?;
-        /// assert_eq!(config.master_timeout(), Duration::from_millis(2600));
-        /// # Ok::<(), shoal::ConfigError>(())
-        /// ```
-        master_timeout: Duration
-    );
-    setter!(
-        /// How many consecutive lost hellos a peer survives: each peer's
-        /// deadline is at least `(missed_hellos + 1.5) ×` the interval *that
-        /// peer* says hello at (node-discovery peers: 1 s).
-        ///
-        /// Default 5, which with 400 ms hellos gives the 2.6 s node timeout;
-        /// with 5 % independent loss that is about 1e-4 false removals per
-        /// peer-hour (node-discovery's timings: about 4.6). Larger is more
-        /// tolerant of loss and slower to notice a crash of a slow peer.
-        /// 0 gives node-discovery's behaviour (the node timeout alone).
-        /// Limits: at most 100.
-        ///
-        /// ```
-        /// let config = shoal::Config::builder().build()?;
-        /// assert_eq!(config.missed_hellos(), 5);
-        /// # Ok::<(), shoal::ConfigError>(())
-        /// ```
-        missed_hellos: u32
-    );
+    /// How long a peer may stay silent before it is removed.
+    ///
+    /// Default 2600 ms (node-discovery: 2 s). Shorter detects a crash
+    /// sooner; longer survives more lost hellos.
+    ///
+    /// **Set explicitly, it is the deadline.** A peer that says hello at
+    /// least as often as this node is removed `node_timeout` after its last
+    /// hello. [`missed_hellos`](Self::missed_hellos) becomes 0 unless it is
+    /// set too, and only a peer that says hello less often than this node
+    /// is kept longer: 1.5 of *its* intervals, so that it is never dropped
+    /// between two of its hellos (a node-discovery peer at 1 s against a
+    /// node timeout of 1 s: 1.5 s). With `missed_hellos` set as well, such
+    /// a peer gets `(missed_hellos + 1.5) ×` its interval, and `build`
+    /// refuses a timeout that would cut short a peer saying hello as often
+    /// as this node: one below `hello_interval × (missed_hellos + 1.5)`
+    /// ([`ConfigError::TimeoutBelowMissedHellos`]).
+    ///
+    /// **Left unset** (with [`master_timeout`](Self::master_timeout)
+    /// unset too), it is a floor that adapts to each peer: a peer is kept
+    /// `(missed_hellos + 1.5) ×` its own interval when that is longer
+    /// (`missed_hellos` defaults to 5): 2.6 s for shoal peers at 400 ms,
+    /// 6.5 s for a node-discovery peer at 1 s.
+    ///
+    /// Limits: greater than zero, at least
+    /// [`check_interval`](Self::check_interval), at most 1 hour; set
+    /// explicitly, at least `hello_interval × (missed_hellos + 1.5)`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let s = Duration::from_secs;
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.node_timeout(), Duration::from_millis(2600));
+    ///
+    /// // node-discovery's timings: a silent peer goes after 2 s, not 6.5 s.
+    /// let config = shoal::Config::builder()
+    ///     .hello_interval(s(1))
+    ///     .node_timeout(s(2))
+    ///     .master_timeout(s(2))
+    ///     .build()?;
+    /// assert_eq!(config.missed_hellos(), 0); // the timeout alone decides
+    ///
+    /// // Five lost hellos of 1 s do not fit in 2 s.
+    /// let err = shoal::Config::builder()
+    ///     .hello_interval(s(1))
+    ///     .node_timeout(s(2))
+    ///     .master_timeout(s(2))
+    ///     .missed_hellos(5)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), "node_timeout");
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn node_timeout(mut self, timeout: Duration) -> Self {
+        self.config.node_timeout = timeout;
+        self.timings_set.node_timeout = true;
+        self
+    }
+
+    /// How long a master may stay silent before another node takes over:
+    /// a removed master still counts as one, and nobody promotes, until it
+    /// has been silent this long.
+    ///
+    /// Default 2600 ms (node-discovery: 2 s). Longer avoids two masters
+    /// when a master is only briefly unreachable; shorter fails over
+    /// sooner. A master that says goodbye is replaced at once whatever
+    /// this is.
+    ///
+    /// A master is only replaced once it has been removed (see
+    /// [`node_timeout`](Self::node_timeout)), so this is honoured the same
+    /// way: **set explicitly**, it makes
+    /// [`missed_hellos`](Self::missed_hellos) 0 unless that is set too,
+    /// and a master that says hello at least as often as this node is
+    /// replaced `master_timeout` after its last hello; **left unset** (with
+    /// `node_timeout` unset too) a master is replaced at the later of this
+    /// and its adaptive removal.
+    ///
+    /// Limits: greater than zero, at least
+    /// [`node_timeout`](Self::node_timeout), at most 1 hour; set
+    /// explicitly, at least `hello_interval × (missed_hellos + 1.5)`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.master_timeout(), Duration::from_millis(2600));
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn master_timeout(mut self, timeout: Duration) -> Self {
+        self.config.master_timeout = timeout;
+        self.timings_set.master_timeout = true;
+        self
+    }
+
+    /// How many consecutive lost hellos a peer survives: each peer is kept
+    /// at least `(missed_hellos + 1.5) ×` the interval *that peer* says
+    /// hello at (node-discovery peers: 1 s) after its last hello.
+    ///
+    /// Default 5, which with 400 ms hellos gives the 2.6 s node timeout;
+    /// with 5 % independent loss that is about 1e-4 false removals per
+    /// peer-hour (node-discovery's timings: about 4.6). Larger is more
+    /// tolerant of loss and slower to notice a crash of a slow peer.
+    /// 0 gives node-discovery's behaviour (the node timeout alone, but
+    /// never less than 1.5 of a peer's intervals).
+    ///
+    /// The default applies only when neither
+    /// [`node_timeout`](Self::node_timeout) nor
+    /// [`master_timeout`](Self::master_timeout) is set explicitly: a
+    /// timeout set explicitly makes it 0, so that the timeout means what it
+    /// says. Set both to have both; `build` then checks that
+    /// `hello_interval × (missed_hellos + 1.5)` fits in each timeout set.
+    /// Limits: at most 100.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.missed_hellos(), 5);
+    /// let config = shoal::Config::builder().node_timeout(Duration::from_secs(2)).build()?;
+    /// assert_eq!(config.missed_hellos(), 0);
+    /// let config = shoal::Config::builder()
+    ///     .node_timeout(Duration::from_secs(2))
+    ///     .missed_hellos(3) // 3 × 400 ms + 600 ms = 1.8 s fits in 2 s
+    ///     .build()?;
+    /// assert_eq!(config.missed_hellos(), 3);
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn missed_hellos(mut self, hellos: u32) -> Self {
+        self.config.missed_hellos = hellos;
+        self.timings_set.missed_hellos = true;
+        self
+    }
+
     setter!(
         /// A newly started node does not promote itself for this long, so
         /// that it hears its peers (and their master) first.
@@ -638,6 +753,11 @@ impl ConfigBuilder {
     /// check 2 s, node and master timeouts 2 s, `missed_hellos` 0, no
     /// promotion delay. They drop a peer after two lost hellos.
     ///
+    /// The timeouts and `missed_hellos` count as set explicitly (see
+    /// [`node_timeout`](Self::node_timeout)): a silent peer goes after
+    /// exactly 2 s, and a later `hello_interval` above 1333 ms, or
+    /// `missed_hellos` above 0, is refused unless the timeouts grow too.
+    ///
     /// ```
     /// let config = shoal::Config::builder().node_discovery_timings().build()?;
     /// assert_eq!(config.node_timeout(), std::time::Duration::from_secs(2));
@@ -652,6 +772,11 @@ impl ConfigBuilder {
         self.config.master_timeout = ms(2000);
         self.config.missed_hellos = 0;
         self.config.promotion_delay = Duration::ZERO;
+        self.timings_set = TimingsSet {
+            node_timeout: true,
+            master_timeout: true,
+            missed_hellos: true,
+        };
         self
     }
 
@@ -930,7 +1055,8 @@ impl ConfigBuilder {
 
     /// Validates and returns the configuration.
     pub fn build(self) -> Result<Config, ConfigError> {
-        let c = self.config;
+        let mut c = self.config;
+        let set = self.timings_set;
         for (field, value) in [
             ("hello_interval", c.hello_interval),
             ("check_interval", c.check_interval),
@@ -972,6 +1098,27 @@ impl ConfigBuilder {
                 master_timeout: c.master_timeout,
                 node_timeout: c.node_timeout,
             });
+        }
+        // A timeout the user chose is the deadline: the default loss
+        // tolerance must not stretch it (5 lost hellos of 1 s made a 2 s
+        // node timeout 6.5 s). One they also chose must fit in it.
+        if (set.node_timeout || set.master_timeout) && !set.missed_hellos {
+            c.missed_hellos = 0;
+        }
+        let needed = silence_budget(c.hello_interval, c.missed_hellos);
+        for (field, timeout, explicit) in [
+            ("node_timeout", c.node_timeout, set.node_timeout),
+            ("master_timeout", c.master_timeout, set.master_timeout),
+        ] {
+            if explicit && timeout < needed {
+                return Err(ConfigError::TimeoutBelowMissedHellos {
+                    field,
+                    timeout,
+                    hello_interval: c.hello_interval,
+                    missed_hellos: c.missed_hellos,
+                    needed,
+                });
+            }
         }
         if c.masters_required == 0 {
             return Err(ConfigError::Zero {
@@ -1061,7 +1208,6 @@ impl ConfigBuilder {
         if !has_key && (self.encryption_set || has_secure || c.legacy_key.is_some()) {
             return Err(ConfigError::NoKey(c.encryption));
         }
-        let mut c = c;
         c.secure_key = secure_key;
         if c.max_datagram_size < crate::crypto::secure::OVERHEAD + 64
             || c.max_datagram_size > 65_507
@@ -1134,14 +1280,20 @@ impl Config {
     pub fn check_interval(&self) -> Duration {
         self.check_interval
     }
-    /// See [`ConfigBuilder::node_timeout`].
+    /// See [`ConfigBuilder::node_timeout`]. The deadline of a peer that
+    /// says hello at least as often as this node, when set explicitly; a
+    /// floor that [`missed_hellos`](Self::missed_hellos) may stretch for
+    /// slower peers.
     pub fn node_timeout(&self) -> Duration {
         self.node_timeout
     }
-    /// See [`ConfigBuilder::master_timeout`].
+    /// See [`ConfigBuilder::master_timeout`]: how long a master may be
+    /// silent before another node takes over.
     pub fn master_timeout(&self) -> Duration {
         self.master_timeout
     }
+    /// The lost hellos a peer survives, as in force: the value set, else 0
+    /// if `node_timeout` or `master_timeout` was set, else the default 5.
     /// See [`ConfigBuilder::missed_hellos`].
     pub fn missed_hellos(&self) -> u32 {
         self.missed_hellos
@@ -1385,11 +1537,18 @@ mod tests {
             .node_timeout(ms(3_600_000))
             .master_timeout(ms(3_600_000))
             .promotion_delay(ms(3_600_000))
-            .missed_hellos(100)
             .masters_required(64)
             .multicast_ttl(255)
             .max_nodes(1_000_000)
             .event_capacity(1_000_000));
+        // 100 lost hellos fit in the adaptive default, and in an explicit
+        // timeout that holds them (10 ms × 101.5).
+        ok(Config::builder().missed_hellos(100));
+        ok(Config::builder()
+            .hello_interval(ms(10))
+            .check_interval(ms(10))
+            .node_timeout(ms(1015))
+            .missed_hellos(100));
         ok(Config::builder().multicast_ttl(0));
         // Binding the address the node listens on is fine.
         ok(Config::builder()
@@ -1503,6 +1662,99 @@ mod tests {
             !shown.contains("legacy-words") && !shown.contains("abab"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn explicit_timeouts_are_deadlines_not_floors() {
+        // Neither timeout set: the adaptive default stays.
+        let c = Config::builder().hello_interval(ms(1000)).build().unwrap();
+        assert_eq!((c.node_timeout, c.missed_hellos), (ms(2600), 5));
+        // A timeout set without missed_hellos: the timeout alone decides.
+        let c = Config::builder()
+            .hello_interval(ms(1000))
+            .node_timeout(ms(2000))
+            .master_timeout(ms(2000))
+            .build()
+            .unwrap();
+        assert_eq!((c.node_timeout, c.missed_hellos), (ms(2000), 0));
+        // The master timeout alone is honoured the same way.
+        let c = Config::builder().master_timeout(ms(3000)).build().unwrap();
+        assert_eq!((c.master_timeout, c.missed_hellos), (ms(3000), 0));
+        // missed_hellos alone keeps the default node timeout as a floor.
+        let c = Config::builder().missed_hellos(10).build().unwrap();
+        assert_eq!((c.node_timeout, c.missed_hellos), (ms(2600), 10));
+        // Both set and compatible: 3 × 400 ms + 600 ms = 1.8 s ≤ 1.8 s.
+        let c = Config::builder()
+            .node_timeout(ms(1800))
+            .master_timeout(ms(1800))
+            .missed_hellos(3)
+            .build()
+            .unwrap();
+        assert_eq!((c.node_timeout, c.missed_hellos), (ms(1800), 3));
+    }
+
+    #[test]
+    fn an_explicit_timeout_that_contradicts_missed_hellos_is_refused() {
+        let err = Config::builder()
+            .hello_interval(ms(1000))
+            .node_timeout(ms(2000))
+            .master_timeout(ms(2000))
+            .missed_hellos(5)
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::TimeoutBelowMissedHellos {
+                field: "node_timeout",
+                timeout: ms(2000),
+                hello_interval: ms(1000),
+                missed_hellos: 5,
+                needed: ms(6500),
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "node_timeout (2s) is shorter than hello_interval (1s) × (missed_hellos (5) + 1.5) \
+             = 6.5s, the silence a peer that says hello as often as this node must survive: \
+             lengthen node_timeout, or lower missed_hellos or hello_interval"
+        );
+        // The edge: 1.8 s is accepted above, 1 ms less is not.
+        let err = Config::builder()
+            .node_timeout(ms(1799))
+            .master_timeout(ms(1799))
+            .missed_hellos(3)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "node_timeout");
+        // Without missed_hellos, a timeout must still outlast one interval
+        // and its jitter (1.5 × 1 s), or peers drop between two hellos.
+        let err = Config::builder()
+            .hello_interval(ms(1000))
+            .node_timeout(ms(1499))
+            .master_timeout(ms(1499))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "node_timeout");
+        assert!(Config::builder()
+            .hello_interval(ms(1000))
+            .node_timeout(ms(1500))
+            .master_timeout(ms(1500))
+            .build()
+            .is_ok());
+        // An explicit master timeout is checked too.
+        let err = Config::builder()
+            .hello_interval(ms(2000))
+            .master_timeout(ms(2999))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "master_timeout");
+        // The preset counts as explicit: 5 lost hellos do not fit in 2 s.
+        let err = Config::builder()
+            .node_discovery_timings()
+            .missed_hellos(5)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "node_timeout");
     }
 
     #[test]

@@ -58,17 +58,21 @@ impl Shared {
 /// afterwards the commands of every clone return [`Error::Closed`] and every
 /// stream ends.
 ///
-/// ```no_run
-/// # async fn run() -> Result<(), shoal::Error> {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), shoal::Error> {
 /// use shoal::{Config, Discovery, Event};
 ///
-/// let config = Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(40_001).build()?;
-/// let node = Discovery::start(config).await?;
+/// // This host only; on a real LAN, `Config::builder().build()?`.
+/// let config = || Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(40_001);
+/// let node = Discovery::start(config().build()?).await?;
 /// node.advertise(&serde_json::json!({"role": "worker"}))?;
 /// let mut events = node.events();
+/// # let other = Discovery::start(config().build()?).await?;
 /// while let Some(event) = events.recv().await {
 ///     if let Event::Added(peer) = event {
 ///         println!("found {} at {}", peer.id, peer.addr);
+///         # break;
 ///     }
 /// }
 /// # Ok(()) }
@@ -92,11 +96,17 @@ impl Discovery {
     ///
     /// Must be called from within a tokio runtime.
     ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), shoal::Error> {
-    /// let config = shoal::Config::builder().port(12345).build()?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// // On a real LAN: shoal::Config::builder().build()? (255.255.255.255:12345).
+    /// let config = shoal::Config::builder()
+    ///     .broadcast("127.255.255.255".parse().unwrap()) // this host only
+    ///     .port(47_610)
+    ///     .build()?;
     /// let node = shoal::Discovery::start(config).await?;
     /// println!("listening on {}", node.local_addr());
+    /// assert_eq!(node.local_addr().port(), 47_610);
     /// # Ok(()) }
     /// ```
     pub async fn start(config: Config) -> Result<Discovery, Error> {
@@ -140,26 +150,54 @@ impl Discovery {
         self.shared().capacity
     }
 
-    /// Our instance id (node-discovery's `iid`).
+    /// Our instance id (node-discovery's `iid`), as peers see it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47623).build()?).await?;
+    /// println!("I am {}", node.id());
+    /// assert_eq!(node.me().id, node.id());
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> NodeId {
         self.shared().core().id().clone()
     }
 
     /// The local address the socket is bound to.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47624).build()?).await?;
+    /// assert_eq!(node.local_addr().port(), 47_624);
+    /// # Ok(()) }
+    /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.shared().local_addr
     }
 
     /// Our own election state and advertised value.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47625).build()?).await?;
+    /// let me = node.me();
+    /// println!("{me}");
+    /// assert!(me.is_master_eligible);
+    /// # Ok(()) }
+    /// ```
     pub fn me(&self) -> LocalState {
         self.shared().core().local()
     }
 
     /// A snapshot of the live peer table.
     ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), shoal::Error> {
-    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47611).build()?).await?;
     /// let masters = node.nodes().into_iter().filter(|p| p.is_master).count();
     /// println!("{masters} master(s), we are master: {}", node.me().is_master);
     /// # Ok(()) }
@@ -169,6 +207,15 @@ impl Discovery {
     }
 
     /// Traffic and drop counters.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47626).build()?).await?;
+    /// let stats = node.stats();
+    /// println!("{} packets out, {} dropped", stats.packets_out, stats.dropped.total());
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> Stats {
         let mut stats = self.shared().core().stats().clone();
         stats.events_lost += self.shared().events.lost().load(Ordering::Relaxed);
@@ -184,12 +231,15 @@ impl Discovery {
     /// the oldest ones and is told so with [`Event::Lagged`]. The protocol
     /// never waits for a consumer.
     ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), shoal::Error> {
-    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47612).build()?).await?;
     /// use tokio_stream::StreamExt; // or call events.recv().await
     /// let mut events = node.events();
-    /// while let Some(event) = events.next().await {
+    /// # let closer = node.clone();
+    /// # tokio::spawn(async move { closer.shutdown().await });
+    /// while let Some(event) = events.next().await { // ends when the node shuts down
     ///     println!("{event}");
     /// }
     /// # Ok(()) }
@@ -203,9 +253,10 @@ impl Discovery {
     /// ([`Error::NonFiniteNumber`], path from `info`), as in
     /// [`send`](Self::send).
     ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), shoal::Error> {
-    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47613).build()?).await?;
     /// node.advertise(&serde_json::json!({"name": "web", "port": 8080, "ready": true}))?;
     /// # Ok(()) }
     /// ```
@@ -220,9 +271,10 @@ impl Discovery {
     /// ([`demote(true)`](Self::demote)) refuses with
     /// [`Error::PermanentlyDemoted`].
     ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), shoal::Error> {
-    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47614).build()?).await?;
     /// node.promote()?;
     /// assert!(node.me().is_master);
     /// # Ok(()) }
@@ -235,9 +287,10 @@ impl Discovery {
     /// good: neither the election nor [`promote`](Self::promote) makes it
     /// master again.
     ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), shoal::Error> {
-    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47615).build()?).await?;
     /// node.demote(true)?; // never be elected again
     /// assert!(!node.me().is_master_eligible);
     /// # Ok(()) }
@@ -259,9 +312,10 @@ impl Discovery {
     /// it, so send your own types (or maps, tuples, numbers) to have NaN
     /// caught.
     ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), shoal::Error> {
-    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47616).build()?).await?;
     /// node.send("jobs", &serde_json::json!({"task": 7}))?;
     /// # Ok(()) }
     /// ```
@@ -270,6 +324,14 @@ impl Discovery {
     }
 
     /// How packets are protected now (`None`: plaintext, no key).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47620).build()?).await?;
+    /// assert_eq!(node.encryption(), None); // built without a key
+    /// # Ok(()) }
+    /// ```
     pub fn encryption(&self) -> Option<crate::Encryption> {
         self.shared().core().encryption()
     }
@@ -277,13 +339,16 @@ impl Discovery {
     /// Switches protection at run time: the steps of a rolling enablement
     /// (see SECURITY.md). Secure modes need a key.
     ///
-    /// ```no_run
-    /// # async fn demo(node: shoal::Discovery) -> Result<(), shoal::Error> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47621).build()?).await?;
     /// use shoal::{Encryption, Key};
-    /// node.install_key(Key::from_passphrase("correct horse battery staple"))?;
+    /// node.install_key(Key::from_hex(&"5e".repeat(32))?)?;
     /// node.set_encryption(Some(Encryption::PlaintextAcceptSecure))?; // on every node, then:
     /// node.set_encryption(Some(Encryption::SecureAcceptPlaintext))?; // on every node, then:
     /// node.set_encryption(Some(Encryption::Secure))?;
+    /// assert_eq!(node.encryption(), Some(Encryption::Secure));
     /// # Ok(()) }
     /// ```
     pub fn set_encryption(&self, mode: Option<crate::Encryption>) -> Result<(), Error> {
@@ -295,31 +360,72 @@ impl Discovery {
     /// node, then [`use_key`](Self::use_key) it on every node, then
     /// [`remove_key`](Self::remove_key) the old one on every node.
     ///
-    /// ```no_run
-    /// # async fn demo(node: shoal::Discovery) -> Result<(), shoal::Error> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47622).build()?).await?;
     /// use shoal::Key;
+    /// # node.install_key(Key::from_hex(&"cd".repeat(32))?)?;
     /// let new = Key::from_hex(&"ab".repeat(32))?;
     /// let (new_id, old_id) = (new.id(), node.key_ids()[0]);
     /// node.install_key(new)?; // 1. everywhere
     /// node.use_key(new_id)?; // 2. everywhere
     /// node.remove_key(old_id)?; // 3. everywhere
+    /// assert_eq!(node.key_ids(), vec![new_id]);
     /// # Ok(()) }
     /// ```
     pub fn install_key(&self, key: crate::crypto::key::Key) -> Result<(), Error> {
         self.command(|core| core.install_key(key))
     }
 
-    /// Sends under an installed key from now on.
+    /// Sends under an installed key from now on; see
+    /// [`install_key`](Self::install_key) for a whole rotation.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47627).build()?).await?;
+    /// let key = shoal::Key::from_hex(&"ab".repeat(32))?;
+    /// let id = key.id();
+    /// node.install_key(key)?;
+    /// node.use_key(id)?;
+    /// assert_eq!(node.key_ids()[0], id);
+    /// # Ok(()) }
+    /// ```
     pub fn use_key(&self, id: crate::crypto::key::KeyId) -> Result<(), Error> {
         self.command(|core| core.use_key(id))
     }
 
-    /// Stops accepting a (non-primary) key.
+    /// Stops accepting a (non-primary) key; see
+    /// [`install_key`](Self::install_key) for a whole rotation.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47628).build()?).await?;
+    /// use shoal::Key;
+    /// let (old, new) = (Key::from_hex(&"ab".repeat(32))?, Key::from_hex(&"cd".repeat(32))?);
+    /// let (old_id, new_id) = (old.id(), new.id());
+    /// node.install_key(old)?; // the first key installed is the sending key
+    /// node.install_key(new)?;
+    /// assert!(node.remove_key(old_id).is_err()); // still the sending key
+    /// node.use_key(new_id)?;
+    /// node.remove_key(old_id)?;
+    /// # Ok(()) }
+    /// ```
     pub fn remove_key(&self, id: crate::crypto::key::KeyId) -> Result<(), Error> {
         self.command(|core| core.remove_key(id))
     }
 
-    /// The installed key ids, primary first.
+    /// The installed key ids, primary (the sending key) first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47629).build()?).await?;
+    /// assert!(node.key_ids().is_empty()); // built without a key
+    /// # Ok(()) }
+    /// ```
     pub fn key_ids(&self) -> Vec<crate::crypto::key::KeyId> {
         self.shared().core().key_ids()
     }
@@ -328,11 +434,14 @@ impl Discovery {
     /// received on it, until [`leave`](Self::leave) or shutdown. Several
     /// subscriptions to one channel each get every message.
     ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), shoal::Error> {
-    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47617).build()?).await?;
     /// let mut jobs = node.join("jobs")?;
-    /// while let Some(message) = jobs.recv().await {
+    /// # let closer = node.clone();
+    /// # tokio::spawn(async move { closer.shutdown().await });
+    /// while let Some(message) = jobs.recv().await { // ends when the node shuts down
     ///     println!("{} from {}: {}", message.channel, message.from, message.data);
     /// }
     /// # Ok(()) }
@@ -354,9 +463,10 @@ impl Discovery {
 
     /// Unsubscribes from `channel`: every subscription to it ends.
     ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), shoal::Error> {
-    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47618).build()?).await?;
     /// let mut jobs = node.join("jobs")?;
     /// node.leave("jobs");
     /// assert!(jobs.recv().await.is_none());
@@ -372,9 +482,10 @@ impl Discovery {
     /// Returns once all that is done. Any clone may call it, any number of
     /// times; afterwards commands on every clone return [`Error::Closed`].
     ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), shoal::Error> {
-    /// # let node = shoal::Discovery::start(shoal::Config::builder().build()?).await?;
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47619).build()?).await?;
     /// let worker = node.clone();
     /// tokio::spawn(async move {
     ///     while worker.send("jobs", &serde_json::json!({"task": 7})).is_ok() {

@@ -4,7 +4,9 @@
 //! configuration. Each node broadcasts (or multicasts) a small *hello*
 //! (every 400 ms by default) carrying its election weight and whatever it
 //! advertises; every node
-//! keeps a table of live peers and drops those that fall silent; the nodes
+//! keeps a table of live peers and drops those silent for the node timeout
+//! (2.6 s by default; a timeout you set is the deadline, see
+//! [`ConfigBuilder::node_timeout`]); the nodes
 //! elect one master (or `masters_required` of them) by weight; and they
 //! exchange JSON messages on named channels.
 //!
@@ -167,7 +169,8 @@ pub use service::{ServiceBuilder, ServiceDiscovery};
 #[cfg(feature = "runtime")]
 pub use stream::{EventStream, StreamEvent, Subscription};
 
-/// Compiles the README's Rust examples as doctests.
+/// Runs the README's Rust snippets as doctests (on loopback, to the end), so
+/// the first code a newcomer reads compiles, runs and finishes.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;

@@ -334,6 +334,12 @@ fn epoch_of(hello: &HelloRef<'_>, old: Option<&Epoch>) -> Option<Epoch> {
 /// How long a peer may stay silent: the configured node timeout, or longer
 /// for a peer that says hello less often, so that every peer is allowed
 /// `missed_hellos` lost hellos plus half an interval of jitter.
+///
+/// `missed_hellos` is the value `ConfigBuilder::build` settled on: 0 when a
+/// timeout was set explicitly and `missed_hellos` was not, so that the
+/// timeout is exact for peers that say hello at least as often as we do and
+/// a slower peer gets only 1.5 of its intervals, enough not to be dropped
+/// between two of its hellos.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timeouts {
     pub node_timeout: Duration,
@@ -345,11 +351,19 @@ pub(crate) struct Timeouts {
 
 impl Timeouts {
     pub(crate) fn for_interval(&self, interval: Duration) -> Duration {
-        let budget = interval
-            .saturating_mul(self.missed_hellos.saturating_add(1))
-            .saturating_add(interval / 2);
-        self.node_timeout.max(budget)
+        self.node_timeout
+            .max(silence_budget(interval, self.missed_hellos))
     }
+}
+
+/// The silence a peer that says hello every `interval` survives:
+/// `missed_hellos` lost hellos, the interval to its next one, and half an
+/// interval of jitter, `(missed_hellos + 1.5) × interval`. `build` checks an
+/// explicit timeout against the same formula, so the two cannot disagree.
+pub(crate) fn silence_budget(interval: Duration, missed_hellos: u32) -> Duration {
+    interval
+        .saturating_mul(missed_hellos.saturating_add(1))
+        .saturating_add(interval / 2)
 }
 
 /// node-discovery does not announce its interval; by default it sends every
@@ -828,6 +842,12 @@ mod deadline_tests {
         assert_eq!(
             compat.for_interval(Duration::from_secs(1)),
             Duration::from_secs(2)
+        );
+        // A peer slower than the timeout allows is still not dropped
+        // between two of its hellos: 1.5 of its intervals.
+        assert_eq!(
+            compat.for_interval(Duration::from_secs(2)),
+            Duration::from_secs(3)
         );
     }
 }

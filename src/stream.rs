@@ -55,15 +55,23 @@ impl StreamEvent for Event {
 /// The stream of a node's [`Event`]s ([`Discovery::events`](crate::Discovery::events)),
 /// or of a service layer's [`ServiceEvent`](crate::ServiceEvent)s.
 ///
-/// ```no_run
-/// # async fn demo(node: shoal::Discovery) {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), shoal::Error> {
+/// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47632).build()?).await?;
+/// # let (closer, other) = (node.clone(), shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47632).build()?).await?);
+/// # tokio::spawn(async move {
+/// #     for n in 0..3 { other.send("chat", &n).unwrap(); other.send("jobs", &n).unwrap(); }
+/// #     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+/// #     closer.shutdown().await; // ends the loops below
+/// # });
 /// let mut events = node.events();
 /// while let Some(event) = events.recv().await {
 ///     if let shoal::Event::Lagged(n) = event {
 ///         eprintln!("consumer too slow: {n} events lost");
 ///     }
 /// }
-/// # }
+/// # Ok::<(), shoal::Error>(()) }
 /// ```
 pub struct EventStream<E: StreamEvent = Event> {
     inner: BroadcastStream<E>,
@@ -88,8 +96,16 @@ impl<E: StreamEvent> EventStream<E> {
     /// tells the two apart). Use it to handle a burst before doing
     /// something once per burst.
     ///
-    /// ```no_run
-    /// # async fn demo(node: shoal::Discovery) {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47633).build()?).await?;
+    /// # let (closer, other) = (node.clone(), shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47633).build()?).await?);
+    /// # tokio::spawn(async move {
+    /// #     for n in 0..3 { other.send("chat", &n).unwrap(); other.send("jobs", &n).unwrap(); }
+    /// #     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    /// #     closer.shutdown().await; // ends the loops below
+    /// # });
     /// let mut events = node.events();
     /// while let Some(first) = events.recv().await {
     ///     let mut burst = vec![first];
@@ -98,7 +114,7 @@ impl<E: StreamEvent> EventStream<E> {
     ///     }
     ///     println!("{} events", burst.len());
     /// }
-    /// # }
+    /// # Ok::<(), shoal::Error>(()) }
     /// ```
     pub fn try_recv(&mut self) -> Option<E> {
         poll_now(self)
@@ -123,8 +139,16 @@ impl<E: StreamEvent> Stream for EventStream<E> {
 
 /// The messages of one channel; see [`Discovery::join`](crate::Discovery::join).
 ///
-/// ```no_run
-/// # async fn demo(node: shoal::Discovery) -> Result<(), shoal::Error> {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), shoal::Error> {
+/// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47634).build()?).await?;
+/// # let (closer, other) = (node.clone(), shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47634).build()?).await?);
+/// # tokio::spawn(async move {
+/// #     for n in 0..3 { other.send("chat", &n).unwrap(); other.send("jobs", &n).unwrap(); }
+/// #     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+/// #     closer.shutdown().await; // ends the loops below
+/// # });
 /// let mut chat = node.join("chat")?;
 /// while let Some(message) = chat.recv().await {
 ///     println!("{}: {}", message.from, message.data);
@@ -160,8 +184,16 @@ impl Subscription {
     /// ([`recv`](Self::recv) tells the two apart). Use it to handle a burst
     /// before doing something once per burst, like flushing output:
     ///
-    /// ```no_run
-    /// # async fn demo(node: shoal::Discovery) -> Result<(), shoal::Error> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47635).build()?).await?;
+    /// # let (closer, other) = (node.clone(), shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47635).build()?).await?);
+    /// # tokio::spawn(async move {
+    /// #     for n in 0..3 { other.send("chat", &n).unwrap(); other.send("jobs", &n).unwrap(); }
+    /// #     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    /// #     closer.shutdown().await; // ends the loops below
+    /// # });
     /// use std::io::Write;
     /// let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     /// let mut jobs = node.join("jobs")?;

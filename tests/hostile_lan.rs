@@ -190,7 +190,7 @@ impl Outcome {
 fn attacked(keyed: bool, settle: impl FnOnce(&[Proc], f64)) -> Outcome {
     let lan = Lan::new(4).expect("create lan");
     let spawn = |i: usize| {
-        let mut args = vec!["--broadcast", "255.255.255.255", "--join", "chat"];
+        let mut args = vec!["--lan", "--join", "chat"]; // 255.255.255.255:12345
         args.extend_from_slice(&TIMING);
         args.extend_from_slice(&["--weight", WEIGHTS[i]]);
         if keyed {

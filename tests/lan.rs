@@ -21,19 +21,23 @@ use support::{Lan, Proc};
 /// Bound for one expected event once its cause is under way. Generous for a
 /// loaded 2-core machine; the happy path never waits it out.
 const STEP: Duration = Duration::from_secs(10);
-/// Short timers (hello < check <= node timeout <= master timeout).
+/// Short timers (hello < check <= node timeout <= master timeout). The
+/// timeouts are 6.5 hellos (5 lost hellos and half an interval of jitter):
+/// the deadline these tests always ran with, when `missed_hellos` stretched
+/// a 600 ms timeout to it; an explicit timeout is now exact, and three
+/// hellos leave a loaded machine too little margin.
 const TIMING: [&str; 8] = [
     "--hello-interval",
     "200",
     "--check-interval",
     "600",
     "--node-timeout",
-    "600",
+    "1300",
     "--master-timeout",
-    "600",
+    "1300",
 ];
 const CHECK_INTERVAL: Duration = Duration::from_millis(600);
-const NODE_TIMEOUT: Duration = Duration::from_millis(600);
+const NODE_TIMEOUT: Duration = Duration::from_millis(1300);
 const PORT: u16 = 12345;
 
 const IDS: [&str; 3] = ["n0", "n1", "n2"];
@@ -72,7 +76,7 @@ struct Cluster {
 fn elected(args: &[&str]) -> Cluster {
     let lan = Lan::new(3).expect("create lan");
     let spawn = |i: usize| {
-        let all = [args, &TIMING[..], &["--weight", WEIGHTS[i]]].concat();
+        let all = [args, &TIMING[..], &["--weight", WEIGHTS[i], "--lan"]].concat();
         spawn_peer(Impl::Shoal, lan.host(i), IDS[i], &all)
     };
     let first = spawn(0);
@@ -169,7 +173,7 @@ fn channel_messages(extra: &[&str]) {
     let lan = Lan::new(3).expect("create lan");
     let count = 5u64;
     let broadcast = Lan::SUBNET_BROADCAST.to_string();
-    let base = [extra, &["--broadcast", &broadcast][..]].concat();
+    let base = [extra, &["--broadcast", &broadcast, "--lan"][..]].concat();
     let rx = spawn_peer(
         Impl::Shoal,
         lan.host(0),
@@ -313,7 +317,7 @@ fn sigterm_exits_promptly() {
     require_netns!();
     let lan = Lan::new(2).expect("create lan");
     let spawn = |i: usize| {
-        let all = [&TIMING[..], &["--weight", WEIGHTS[i]]].concat();
+        let all = [&TIMING[..], &["--weight", WEIGHTS[i], "--lan"]].concat();
         spawn_peer(Impl::Shoal, lan.host(i), IDS[i], &all)
     };
     let mut nodes = [spawn(0), spawn(1)];

@@ -292,7 +292,14 @@ fn lossy_cluster(quiet: Duration) {
 
     // Start n0 first and let it be master, then the others.
     let ids = ids();
-    let spawn = |i: usize| spawn_peer(Impl::Shoal, lan.host(i), &ids[i], &["--weight", &weight(i)]);
+    let spawn = |i: usize| {
+        spawn_peer(
+            Impl::Shoal,
+            lan.host(i),
+            &ids[i],
+            &["--weight", &weight(i), "--lan"],
+        )
+    };
     let mut nodes = vec![spawn(0)];
     nodes[0]
         .wait_event("ready", STEP)

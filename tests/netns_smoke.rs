@@ -32,7 +32,7 @@ const TIMING: [&str; 8] = [
 const CHECK_INTERVAL: Duration = Duration::from_millis(1200);
 
 fn spawn_node(lan: &Lan, host: usize, id: &str, args: &[&str]) -> Proc {
-    let mut all = vec!["--id", id];
+    let mut all = vec!["--id", id, "--port", "12345"];
     all.extend_from_slice(args);
     Proc::spawn(id, node_peer(lan.host(host), &all)).expect("spawn node peer")
 }
@@ -217,12 +217,12 @@ fn channel_messages(extra: &[&str]) {
 
 #[test]
 fn channel_messages_plain() {
-    channel_messages(&[]);
+    channel_messages(&["--broadcast", "255.255.255.255"]);
 }
 
 #[test]
 fn channel_messages_keyed() {
-    channel_messages(&["--key", "shoal smoke key"]);
+    channel_messages(&["--key", "shoal smoke key", "--broadcast", "255.255.255.255"]);
 }
 
 /// The harness itself: namespaces are gone after drop (also when the test

@@ -13,8 +13,12 @@ fn loopback(port: u16) -> ConfigBuilder {
         .broadcast("127.255.255.255".parse().unwrap())
         .hello_interval(Duration::from_millis(100))
         .check_interval(Duration::from_millis(300))
-        .node_timeout(Duration::from_millis(300))
-        .master_timeout(Duration::from_millis(300))
+        // 6.5 hellos: the deadline these tests always ran with, when
+        // missed_hellos stretched a 300 ms timeout to it (an explicit
+        // timeout is now exact, and three hellos are too few on a loaded
+        // machine).
+        .node_timeout(Duration::from_millis(650))
+        .master_timeout(Duration::from_millis(650))
 }
 
 async fn provider(port: u16, name: &str, extra: serde_json::Value) -> Discovery {

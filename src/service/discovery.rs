@@ -156,15 +156,18 @@ struct Shared {
 /// The node's own calls (its id, peer table, election, channels) are made
 /// on [`discovery`](Self::discovery):
 ///
-/// ```no_run
-/// # async fn demo() -> Result<(), shoal::Error> {
-/// let web = shoal::ServiceDiscovery::builder(shoal::Config::builder().build()?)
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), shoal::Error> {
+/// # let config = shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47_630).build()?;
+/// let web = shoal::ServiceDiscovery::builder(config)
 ///     .need("kv")
 ///     .start()
 ///     .await?;
 /// let node = web.discovery();
 /// println!("{} sees {} peers", node.id(), node.nodes().len());
 /// node.send("jobs", &serde_json::json!({"task": 7}))?;
+/// # web.shutdown().await;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

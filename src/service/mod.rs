@@ -7,11 +7,15 @@
 //! A service is whatever a node advertises with a string `name`:
 //! `{"name": "kv", "port": 7000}`.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), shoal::Error> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), shoal::Error> {
 //! use shoal::{Config, ServiceDiscovery, ServiceEvent};
 //!
-//! let web = ServiceDiscovery::builder(Config::builder().build()?)
+//! # let config = || Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47_631);
+//! # let kv = shoal::Discovery::start(config().advertise(serde_json::json!({"name": "kv", "port": 7000})).build()?).await?;
+//! # let queue = shoal::Discovery::start(config().advertise(serde_json::json!({"name": "queue"})).build()?).await?;
+//! let web = ServiceDiscovery::builder(config().build()?)
 //!     .advertise(serde_json::json!({"name": "web", "ready": false}))
 //!     .need("queue")
 //!     .setup("kv", |kv| async move {
@@ -25,11 +29,14 @@
 //! println!("ready with {:?}", services.keys().collect::<Vec<_>>());
 //! web.advertise(&serde_json::json!({"name": "web", "ready": true}))?;
 //! let mut events = web.events();
+//! # queue.shutdown().await;
 //! while let Some(event) = events.recv().await {
 //!     if let ServiceEvent::NotReady(name) = event {
 //!         println!("lost every {name}: stop taking new work");
+//!         # break;
 //!     }
 //! }
+//! # kv.shutdown().await;
 //! # Ok(()) }
 //! ```
 

@@ -1,0 +1,203 @@
+//! The examples are safe to try: without flags they stay on this host.
+//!
+//! * `--print-config` shows each example's settings and exits before it
+//!   opens a socket, so these checks send nothing at all: without network
+//!   flags, discovery broadcasts to 127.255.255.255 on the example's own
+//!   port and its TCP servers listen on 127.0.0.1; `--lan` gives the
+//!   library's real-LAN defaults (255.255.255.255, port 12345); explicit
+//!   flags win over either.
+//! * `--help` says so, naming `--lan`.
+//! * In a private virtual LAN (network namespaces, root only), `node`
+//!   without network flags finds a node on its own host and none on
+//!   another host. Even a regression there could reach only that private
+//!   LAN. Every line it prints carries `t`, ms since the Unix epoch.
+
+mod support;
+
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::netns::run_bounded;
+use support::peer::build_example;
+use support::proc::dump_all;
+use support::{Lan, Proc};
+
+/// Bound for one process run or expected step; generous for a loaded machine.
+const STEP: Duration = Duration::from_secs(15);
+
+/// Each example, the arguments it needs anyway, and its own port on this host.
+const EXAMPLES: [(&str, &[&str], u16); 3] = [
+    ("node", &["--id", "x"], 40_123),
+    ("event_emitter", &["--id", "x"], 47_320),
+    ("service_readiness", &["--role", "kv"], 47_500),
+];
+
+/// Runs `example` with `args` and `--print-config`; returns its `config` line.
+fn print_config(example: &str, args: &[&str]) -> Value {
+    let mut cmd = Command::new(build_example(example));
+    cmd.args(args).arg("--print-config");
+    let out = run_bounded(cmd, STEP).unwrap_or_else(|e| panic!("{example}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{example} {args:?}: {}\n{stdout}",
+        out.status
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    for line in &lines {
+        assert!(line["t"].as_f64().is_some(), "{example}: no t in {line}");
+    }
+    let config = lines.iter().find(|v| v["event"] == "config");
+    let config = config.unwrap_or_else(|| panic!("{example}: no config line\n{stdout}"));
+    // Neither a node nor a server was started.
+    for event in ["ready", "listening", "hub"] {
+        assert!(
+            lines.iter().all(|v| v["event"] != event),
+            "{example}: {event}\n{stdout}"
+        );
+    }
+    config.clone()
+}
+
+/// The TCP listening address in `config`, whichever example printed it.
+fn tcp_addr(example: &str, config: &Value) -> Value {
+    match example {
+        "event_emitter" => config["hub_bind"].clone(),
+        "service_readiness" => config["listen"].clone(),
+        _ => json!(null), // node has no TCP server
+    }
+}
+
+#[test]
+fn every_example_defaults_to_this_host_only() {
+    for (example, needed, port) in EXAMPLES {
+        let config = print_config(example, needed);
+        assert_eq!(
+            config["broadcast"], "127.255.255.255",
+            "{example}: {config}"
+        );
+        assert_eq!(config["multicast"], Value::Null, "{example}: {config}");
+        assert_eq!(config["port"], port, "{example}: {config}");
+        assert_eq!(config["host_only"], true, "{example}: {config}");
+        if example != "node" {
+            assert_eq!(tcp_addr(example, &config), "127.0.0.1", "{example}");
+        }
+    }
+}
+
+#[test]
+fn lan_gives_the_library_defaults_and_explicit_flags_win() {
+    for (example, needed, _) in EXAMPLES {
+        let lan = print_config(example, &[needed, &["--lan"]].concat());
+        assert_eq!(lan["broadcast"], "255.255.255.255", "{example}: {lan}");
+        assert_eq!(lan["port"], 12345, "{example}: {lan}");
+        assert_eq!(lan["host_only"], false, "{example}: {lan}");
+        if example != "node" {
+            assert_eq!(tcp_addr(example, &lan), "0.0.0.0", "{example}");
+        }
+
+        let explicit = ["--broadcast", "10.9.8.255", "--port", "40999"];
+        for with in [&[][..], &["--lan"]] {
+            let config = print_config(example, &[needed, with, &explicit].concat());
+            assert_eq!(config["broadcast"], "10.9.8.255", "{example}: {config}");
+            assert_eq!(config["port"], 40999, "{example}: {config}");
+            assert_eq!(config["host_only"], false, "{example}: {config}");
+        }
+
+        // Multicast is explicit too: it replaces broadcast, and reaches the LAN.
+        let multicast = print_config(example, &[needed, &["--multicast", "239.255.7.7"]].concat());
+        assert_eq!(
+            multicast["multicast"], "239.255.7.7",
+            "{example}: {multicast}"
+        );
+        assert_eq!(
+            multicast["broadcast"],
+            Value::Null,
+            "{example}: {multicast}"
+        );
+        assert_eq!(multicast["host_only"], false, "{example}: {multicast}");
+    }
+}
+
+#[test]
+fn help_names_lan_and_the_loopback_default() {
+    for (example, _, port) in EXAMPLES {
+        let mut cmd = Command::new(build_example(example));
+        cmd.arg("--help");
+        let out = run_bounded(cmd, STEP).unwrap_or_else(|e| panic!("{example}: {e}"));
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{example}: {}", out.status);
+        for needle in [
+            "--lan",
+            "127.255.255.255",
+            "255.255.255.255",
+            "12345",
+            &port.to_string(),
+        ] {
+            assert!(
+                help.contains(needle),
+                "{example} --help lacks {needle:?}:\n{help}"
+            );
+        }
+    }
+}
+
+/// Two `node`s on host 0 and one on host 1, none with network flags: the
+/// two on host 0 find each other; nobody finds the one on host 1.
+#[test]
+fn node_without_network_flags_stays_on_its_host() {
+    require_netns!();
+    let lan = Lan::new(2).expect("create lan");
+    let node = build_example("node");
+    // Short timers only: not one network flag.
+    let timing = [
+        "--hello-interval",
+        "100",
+        "--check-interval",
+        "300",
+        "--node-timeout",
+        "300",
+        "--master-timeout",
+        "300",
+    ];
+    let spawn = |host: usize, id: &str| {
+        let args = [&["--id", id][..], &timing].concat();
+        Proc::spawn(id, lan.host(host).command(&node, &args)).expect("spawn node")
+    };
+    let procs = [spawn(0, "a"), spawn(0, "b"), spawn(1, "c")];
+    let all = || dump_all(procs.iter());
+    for p in &procs {
+        let config = p
+            .wait_event("config", STEP)
+            .unwrap_or_else(|| panic!("{}", all()));
+        assert_eq!(config["broadcast"], "127.255.255.255", "{}", all());
+        assert_eq!(config["port"], 40_123, "{}", all());
+    }
+    let [a, b, c] = &procs;
+    for (p, other) in [(a, "b"), (b, "a")] {
+        p.wait_for(|v| v["event"] == "added" && v["peer"] == other, STEP)
+            .unwrap_or_else(|| panic!("{} never found {other}\n{}", p.name(), all()));
+    }
+    // Ten hello intervals more: c would have been heard by now.
+    thread::sleep(Duration::from_secs(1));
+    for p in &procs {
+        let added: Vec<Value> = p.events("added");
+        let expected = match p.name() {
+            "c" => 0,
+            _ => 1,
+        };
+        assert_eq!(added.len(), expected, "{}: {added:?}\n{}", p.name(), all());
+        for line in p.lines() {
+            assert!(line["t"].as_f64().is_some(), "{}: no t in {line}", p.name());
+        }
+    }
+    assert!(c.events("added").is_empty());
+    for mut p in procs {
+        p.stop(STEP);
+    }
+}
