@@ -441,6 +441,23 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
                 ),
                 Event::Promotion(_) => o.emit("promotion", None, json!({})),
                 Event::Demotion(_) => o.emit("demotion", None, json!({})),
+                // A peer we cannot authenticate (another key, none, forged):
+                // rate-limited by the core to one line per address per 10 s.
+                Event::Unauthenticated {
+                    from,
+                    key_id,
+                    dropped,
+                    error,
+                } => o.emit(
+                    "unauthenticated",
+                    None,
+                    json!({
+                        "from": from.to_string(),
+                        "key_id": key_id.map(|k| k.to_string()),
+                        "dropped": dropped,
+                        "error": error.to_string(),
+                    }),
+                ),
                 Event::Lagged(n) => o.emit(
                     "error",
                     None,
