@@ -58,6 +58,14 @@ fn the_tour_ends_with_one_master_after_failover() {
         3,
         "the master leaves with a goodbye:\n{stdout}"
     );
+    // The highest weight (bravo, 0.9) is elected; when it leaves, the next
+    // in rank (charlie, 0.7) takes over.
+    assert_eq!(count("is a master;"), 2, "{stdout}");
+    assert!(
+        stdout.contains("bravo    is a master; knows alpha, charlie, delta"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("charlie  is a master; 2 peers"), "{stdout}");
     assert!(
         stdout.contains("exactly one master after failover"),
         "{stdout}"
