@@ -130,6 +130,7 @@ pub struct Config {
     pub(crate) event_capacity: usize,
     pub(crate) host_name: Option<String>,
     pub(crate) info: Option<serde_json::Value>,
+    pub(crate) registry: crate::registry::RegistryLimits,
 }
 
 impl Default for Config {
@@ -157,6 +158,7 @@ impl Default for Config {
             event_capacity: 1024,
             host_name: None,
             info: None,
+            registry: crate::registry::RegistryLimits::default(),
         }
     }
 }
@@ -1035,6 +1037,26 @@ impl ConfigBuilder {
         self
     }
 
+    /// How much of the LAN's registry this node holds at most: see
+    /// [`RegistryLimits`](crate::registry::RegistryLimits). Each must be at
+    /// least 1 and `per_owner` at most `total`; a registration must also fit
+    /// in one message ([`max_message_size`](Self::max_message_size)).
+    ///
+    /// ```
+    /// use shoal::registry::RegistryLimits;
+    ///
+    /// let limits = RegistryLimits { total: 100_000, ..RegistryLimits::default() };
+    /// let config = shoal::Config::builder().registry_limits(limits).build()?;
+    /// assert_eq!(config.registry_limits().total, 100_000);
+    /// let limits = RegistryLimits { per_owner: 0, ..RegistryLimits::default() };
+    /// assert!(shoal::Config::builder().registry_limits(limits).build().is_err());
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn registry_limits(mut self, limits: crate::registry::RegistryLimits) -> Self {
+        self.config.registry = limits;
+        self
+    }
+
     /// Most incomplete multi-datagram messages held at once, and the bytes
     /// they may hold together. Past either limit a new message's first
     /// datagram is dropped and counted (`dropped.reassembly_full`).
@@ -1238,6 +1260,13 @@ impl ConfigBuilder {
                 });
             }
         }
+        let r = c.registry;
+        if r.per_owner == 0 || r.total == 0 || r.meta_bytes == 0 || r.per_owner > r.total {
+            return Err(ConfigError::Limit {
+                field: "registry_limits",
+                reason: "each must be at least 1, and per_owner at most total",
+            });
+        }
         if c.reassembly.max_pending == 0 || c.reassembly.max_pending_bytes == 0 {
             return Err(ConfigError::Limit {
                 field: "reassembly_limits",
@@ -1386,6 +1415,10 @@ impl Config {
     /// The configured host name; see [`ConfigBuilder::host_name`].
     pub fn host_name(&self) -> Option<&str> {
         self.host_name.as_deref()
+    }
+    /// See [`ConfigBuilder::registry_limits`].
+    pub fn registry_limits(&self) -> crate::registry::RegistryLimits {
+        self.registry
     }
     /// See [`ConfigBuilder::max_message_size`].
     pub fn max_message_size(&self) -> usize {

@@ -63,6 +63,10 @@ pub enum Error {
         /// The number.
         value: f64,
     },
+    /// The registry refused a command: an invalid registration, a limit,
+    /// an unusable time to live, or an id this node does not hold.
+    #[error("registry: {0}")]
+    Registry(#[from] crate::registry::RegistryError),
     /// The encoded message is larger than the configured maximum message
     /// size. Nothing was sent; an advertised value that does not fit is
     /// refused and the previous one stays.

@@ -119,6 +119,7 @@ mod membership;
 mod packet;
 pub mod protocol;
 mod reassembly;
+pub mod registry;
 pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -158,6 +159,7 @@ pub use crypto::secure::SecureError;
 pub use error::{AdvertiseError, Error};
 pub use event::{ChannelMessage, Event, LocalState, Removal};
 pub use membership::{Epoch, NodeId, Peer};
+pub use registry::{Registration, RegistryEvent};
 pub use service::{ServiceEvent, ServiceInstance, Services};
 pub use stats::{Drops, Stats};
 pub use wire::{DecodeError, EnvelopeError};

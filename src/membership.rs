@@ -740,6 +740,7 @@ mod tests {
             seq: None,
             epoch: None,
             epoch_master: None,
+            reg: None,
         }
     }
 
@@ -879,6 +880,7 @@ mod lazy_index_tests {
             seq: Some(seq),
             epoch: None,
             epoch_master: None,
+            reg: None,
         };
         let mut now = t0;
         let mut refiled = 0;
@@ -927,6 +929,7 @@ mod first_guess_tests {
             seq,
             epoch: None,
             epoch_master: None,
+            reg: None,
         };
         for (own, expect) in [(250, 250), (400, 400), (5000, 1000)] {
             let mut m = Membership::new(
@@ -973,6 +976,7 @@ mod seq_tests {
             seq: Some(seq),
             epoch: None,
             epoch_master: None,
+            reg: None,
         };
         observe_owned(&mut m, t0, "a", "p", "h", addr, hello(1, "one"));
         observe_owned(&mut m, t0, "a", "p", "h", addr, hello(3, "three"));
@@ -1034,6 +1038,7 @@ mod master_index_tests {
             seq,
             epoch: None,
             epoch_master: None,
+            reg: None,
         }
     }
 
@@ -1238,6 +1243,7 @@ pub(crate) mod display_tests {
             seq: Some(7),
             epoch: None,
             epoch_master: None,
+            reg: None,
         };
         let mut m = Membership::new(
             4,

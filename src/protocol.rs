@@ -37,6 +37,8 @@ use crate::election::{self, Rank};
 use crate::event::{ChannelMessage, Event, LocalState, Removal};
 use crate::membership::{Epoch, Membership, NodeId, Observed, Peer, Timeouts};
 use crate::packet::{self, Decoded, Incoming, PacketCodec};
+use crate::registry::replica::{self, Refusal, Replica};
+use crate::registry::{Filter, Registration, RegistryError, RegistryEvent};
 use crate::stats::Stats;
 use crate::unauthenticated::UnauthenticatedSenders;
 pub use crate::wire::envelope::Sender;
@@ -46,8 +48,8 @@ use crate::wire::{DecodeError, EnvelopeError};
 use crate::Error;
 
 /// Event names that cannot be used as channels: node-discovery's six, and
-/// shoal's goodbye.
-pub const RESERVED_CHANNELS: [&str; 7] = [
+/// shoal's goodbye and registry.
+pub const RESERVED_CHANNELS: [&str; 8] = [
     "promotion",
     "demotion",
     "added",
@@ -55,6 +57,7 @@ pub const RESERVED_CHANNELS: [&str; 7] = [
     "master",
     "hello",
     GOODBYE,
+    replica::CHANNEL,
 ];
 
 /// The event a leaving node sends. node-discovery has no listener for it and
@@ -129,6 +132,8 @@ pub struct Protocol {
     stats: Stats,
     /// Senders whose packets failed authentication, reported lately.
     unauthenticated: UnauthenticatedSenders,
+    /// The LAN's registrations, ours included.
+    registry: Replica,
 }
 
 /// Checks a channel name against the reserved names.
@@ -170,6 +175,7 @@ impl Protocol {
     pub fn new(config: &Config, sender: Sender, now: Instant, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let weight = config.weight.unwrap_or_else(|| rng.gen::<f64>());
+        let sender_iid = sender.iid.clone();
         Protocol {
             id: NodeId::new(&sender.iid),
             codec: PacketCodec::new(config, &sender.iid, now),
@@ -186,6 +192,7 @@ impl Protocol {
                 seq: Some(0),
                 epoch: None,
                 epoch_master: None,
+                reg: None,
             },
             peers: Membership::new(
                 config.max_nodes,
@@ -209,6 +216,12 @@ impl Protocol {
             events: VecDeque::new(),
             stats: Stats::default(),
             unauthenticated: UnauthenticatedSenders::default(),
+            registry: Replica::new(
+                NodeId::new(&sender_iid),
+                config.registry,
+                config.reassembly.max_message,
+                now,
+            ),
             config: config.clone(),
         }
     }
@@ -261,6 +274,7 @@ impl Protocol {
     /// this at start; a simulation gives every node the same origin.
     pub fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
         self.codec.set_wall_clock(now, unix_ms);
+        self.registry.set_wall_clock(now, unix_ms);
     }
 
     /// How packets are protected now (`None`: plaintext only, no key).
@@ -331,6 +345,8 @@ impl Protocol {
     /// [`poll_timeout`](Self::poll_timeout) passes.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire(now);
+        self.registry.handle_timeout(now);
+        self.flush_registry(now);
         // Check before hello: a promotion says hello itself, and one hello
         // carrying the new state beats two a network could deliver out of order.
         if now >= self.next_check {
@@ -362,6 +378,7 @@ impl Protocol {
             self.early_hello,
             self.peers.next_deadline(),
             self.codec.next_deadline(),
+            self.registry.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -489,6 +506,89 @@ impl Protocol {
         self.transmit(now, json)
     }
 
+    // ----- the registry -------------------------------------------------
+
+    /// Registers `registration`, owned by this node, on every node of the
+    /// cluster, for `ttl` unless refreshed ([`refresh`](Self::refresh)) or
+    /// registered again. Registering an id again refreshes it, and
+    /// replaces its metadata if that changed. See [`crate::registry`].
+    pub fn register(
+        &mut self,
+        now: Instant,
+        registration: Registration,
+        ttl: Duration,
+    ) -> Result<(), RegistryError> {
+        self.registry.register(now, registration, ttl)?;
+        self.flush_registry(now);
+        Ok(())
+    }
+
+    /// Starts the time to live of our registration `id` again.
+    pub fn refresh(&mut self, now: Instant, id: &str) -> Result<(), RegistryError> {
+        self.registry.refresh(now, id)
+    }
+
+    /// Removes our registration `id` from every node.
+    pub fn deregister(&mut self, now: Instant, id: &str) -> Result<(), RegistryError> {
+        self.registry.deregister(id)?;
+        self.flush_registry(now);
+        Ok(())
+    }
+
+    /// The live registrations `filter` covers, one per id, in id order.
+    pub fn registrations(&self, filter: &Filter) -> Vec<Registration> {
+        self.registry.registrations(filter)
+    }
+
+    /// One live registration, by id (`/name/version/host/port`).
+    pub fn registration(&self, id: &str) -> Option<Registration> {
+        self.registry.registration(id)
+    }
+
+    /// How many registrations (ids) are live.
+    pub fn registration_count(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// The next registry event, if any.
+    pub fn poll_registry_event(&mut self) -> Option<RegistryEvent> {
+        self.registry.poll_event()
+    }
+
+    /// Sends what the registry queued: deltas to the cluster, pulls and
+    /// repairs to one peer. Says hello too if our table's version moved,
+    /// so that a node that missed the delta pulls without waiting.
+    fn flush_registry(&mut self, now: Instant) {
+        while let Some(out) = self.registry.poll_outgoing() {
+            let json = match envelope::encode(replica::CHANNEL, &out.data, &self.sender) {
+                Ok(json) => json,
+                Err(error) => {
+                    tracing::warn!(%error, "registry message not encoded");
+                    continue;
+                }
+            };
+            if let Err(error) = self.transmit_to(now, out.to, json) {
+                tracing::warn!(%error, "registry message not sent");
+            }
+        }
+    }
+
+    /// A message on the registry channel.
+    fn on_registry(&mut self, now: Instant, from: SocketAddr, iid: &str, data: &str) {
+        // Only nodes in the table, at their address, are heard: their
+        // number is bounded, and a pull's answer goes where hellos come from.
+        let known = self.peers.get(iid).is_some_and(|p| p.addr == from);
+        let result = self
+            .registry
+            .on_message(now, iid, from, known, data, &mut self.stats);
+        match result {
+            Ok(()) => {}
+            Err(Refusal::Invalid) => self.stats.dropped.registry_invalid += 1,
+            Err(Refusal::UnknownOwner) => self.stats.dropped.registry_unknown += 1,
+        }
+        self.flush_registry(now);
+    }
+
     // ----- internals ----------------------------------------------------
 
     /// Handles one whole message (JSON envelope bytes). `sealed_by` is the
@@ -528,6 +628,7 @@ impl Protocol {
                 Err(error) => self.drop_packet(from, error),
             },
             GOODBYE => self.on_goodbye(now, &env.iid),
+            replica::CHANNEL => self.on_registry(now, from, &env.iid, data.get()),
             name if RESERVED_CHANNELS.contains(&name) => self.stats.dropped.reserved += 1,
             name if !self.joined.contains(name) => self.stats.dropped.not_joined += 1,
             name => match serde_json::from_str(data.get()) {
@@ -629,6 +730,11 @@ impl Protocol {
                 self.events.push_back(Event::Master(peer));
             }
         }
+        if hello.reg.is_some() {
+            self.registry
+                .on_hello(now, iid, from, hello.reg, &mut self.stats);
+            self.flush_registry(now);
+        }
     }
 
     fn my_rank(&self) -> Rank<'_> {
@@ -658,6 +764,7 @@ impl Protocol {
                 let until = (peer.last_seen + self.config.master_timeout).max(now);
                 self.masters_gone.push(until);
             }
+            self.registry.owner_removed(peer.id.as_str());
             self.events
                 .push_back(Event::Removed(peer, Removal::Timeout));
         }
@@ -665,6 +772,7 @@ impl Protocol {
 
     fn on_goodbye(&mut self, now: Instant, id: &str) {
         if let Some(peer) = self.peers.remove(id) {
+            self.registry.owner_removed(id);
             let was_master = peer.is_master;
             self.events
                 .push_back(Event::Removed(peer, Removal::Goodbye));
@@ -756,18 +864,29 @@ impl Protocol {
         self.next_hello = now + self.config.hello_interval;
         self.early_hello = None;
         self.me.seq = self.me.seq.map(|seq| seq.wrapping_add(1));
+        self.me.reg = self.registry.version();
         let json = envelope::encode("hello", &self.me, &self.sender).map_err(Error::Encode)?;
         self.transmit(now, json)
     }
 
     /// Protects one message and queues its datagrams for the whole cluster.
     fn transmit(&mut self, now: Instant, json: Vec<u8>) -> Result<(), Error> {
+        self.transmit_to(now, Destination::Cluster, json)
+    }
+
+    /// Protects one message and queues its datagrams for `destination`.
+    fn transmit_to(
+        &mut self,
+        now: Instant,
+        destination: Destination,
+        json: Vec<u8>,
+    ) -> Result<(), Error> {
         let (stats, transmits) = (&mut self.stats, &mut self.transmits);
         self.codec.encode(now, json, &mut self.rng, |payload| {
             stats.packets_out += 1;
             stats.bytes_out += payload.len() as u64;
             transmits.push_back(Transmit {
-                destination: Destination::Cluster,
+                destination,
                 payload,
             });
         })?;

@@ -32,6 +32,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::event::Event;
 use crate::protocol::{Destination, Protocol, Transmit};
+use crate::registry::RegistryEvent;
 use crate::wire::envelope::Sender;
 use crate::Config;
 
@@ -49,6 +50,8 @@ pub struct SimNode {
     pub alive: bool,
     /// Every event it emitted, with the simulated time since the start of the run.
     pub events: Vec<(Duration, Event)>,
+    /// Every registry event it emitted, likewise.
+    pub registry_events: Vec<(Duration, RegistryEvent)>,
     /// Its partition group; nodes only hear nodes of the same group.
     pub group: u32,
     timer: Option<Instant>,
@@ -130,6 +133,7 @@ impl SimNet {
             addr,
             alive: true,
             events: Vec::new(),
+            registry_events: Vec::new(),
             group: 0,
             timer: None,
         });
@@ -320,6 +324,9 @@ impl SimNet {
         let elapsed = self.now - self.start;
         while let Some(event) = self.nodes[i].protocol.poll_event() {
             self.nodes[i].events.push((elapsed, event));
+        }
+        while let Some(event) = self.nodes[i].protocol.poll_registry_event() {
+            self.nodes[i].registry_events.push((elapsed, event));
         }
         while let Some(transmit) = self.nodes[i].protocol.poll_transmit() {
             self.schedule(i, transmit);

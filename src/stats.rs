@@ -35,6 +35,13 @@ pub struct Stats {
     pub dropped: Drops,
     /// Events a slow consumer lost (summed over event streams and subscriptions).
     pub events_lost: u64,
+    /// Registry: pulls sent (a copy of an owner's table was behind).
+    pub registry_pulls: u64,
+    /// Registry: datagrams sent answering other nodes' pulls.
+    pub registry_repairs: u64,
+    /// Registry: answers to pulls cut short by the repair budget (the
+    /// puller asks again).
+    pub registry_repairs_deferred: u64,
 }
 
 /// Dropped packets, by reason.
@@ -89,6 +96,14 @@ pub struct Drops {
     pub unknown_version: u64,
     /// Secure mode: plaintext packets refused because we accept only sealed ones.
     pub unauthenticated: u64,
+    /// Registry: remote registrations refused by a
+    /// [`RegistryLimits`](crate::registry::RegistryLimits) limit.
+    pub registry_limit: u64,
+    /// Registry: malformed registry messages or registrations.
+    pub registry_invalid: u64,
+    /// Registry: messages from a node not in the peer table (or not at its
+    /// address).
+    pub registry_unknown: u64,
 }
 
 impl Drops {
@@ -111,6 +126,9 @@ impl Drops {
             + self.unknown_key
             + self.unknown_version
             + self.unauthenticated
+            + self.registry_limit
+            + self.registry_invalid
+            + self.registry_unknown
     }
 
     pub(crate) fn count_secure(&mut self, error: &crate::crypto::secure::SecureError) {

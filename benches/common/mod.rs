@@ -88,6 +88,7 @@ pub fn typical_hello() -> Hello {
         seq: Some(12_345),
         epoch: Some(3),
         epoch_master: Some(format!("{:032x}", 0xabcd_u128)),
+        reg: None,
     }
 }
 

@@ -64,6 +64,10 @@ pub struct Hello {
     /// shoal: the master that set that epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch_master: Option<String>,
+    /// shoal: the version of the sender's registry table, once it has
+    /// registered something (see [`crate::registry`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reg: Option<u64>,
 }
 
 impl Hello {
@@ -127,6 +131,9 @@ pub struct HelloRef<'a> {
     /// shoal: the master that set that epoch.
     #[serde(borrow, default)]
     pub epoch_master: Option<Cow<'a, str>>,
+    /// shoal: the version of the sender's registry table.
+    #[serde(default)]
+    pub reg: Option<u64>,
 }
 
 impl HelloRef<'_> {
@@ -289,6 +296,7 @@ mod tests {
             seq: None,
             epoch: None,
             epoch_master: None,
+            reg: None,
         }
     }
 
@@ -337,6 +345,7 @@ mod tests {
                 seq: Some(12),
                 epoch: Some(7),
                 epoch_master: Some("ab".repeat(16)),
+                reg: None,
                 ..hello()
             },
         ] {

@@ -106,14 +106,15 @@ const HELLO_KEYS: &[&str] = &[
     "seq",
     "epoch",
     "epochMaster",
+    "reg",
 ];
 
 /// The `data` object of a hello.
 fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
     c.eat(b'{')?;
     let (mut is_master, mut eligible, mut weight, mut address) = (None, None, None, None);
-    let (mut info, mut interval, mut seq, mut epoch, mut epoch_master) =
-        (None, None, None, None, None);
+    let (mut info, mut interval, mut seq, mut epoch, mut epoch_master, mut reg) =
+        (None, None, None, None, None, None);
     let mut hint = 0;
     loop {
         let key = c.key(HELLO_KEYS, &mut hint)?;
@@ -128,6 +129,7 @@ fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
             6 /* seq */ if seq.is_none() => seq = Some(c.unsigned()?),
             7 /* epoch */ if epoch.is_none() => epoch = Some(c.unsigned()?),
             8 /* epochMaster */ if epoch_master.is_none() => epoch_master = Some(c.string()?),
+            9 /* reg */ if reg.is_none() => reg = Some(c.unsigned()?),
             _ => return None,
         }
         if !c.next_member()? {
@@ -145,6 +147,7 @@ fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
         seq,
         epoch,
         epoch_master: epoch_master.map(Cow::Borrowed),
+        reg,
     })
 }
 
@@ -401,6 +404,7 @@ mod tests {
             seq: h.seq,
             epoch: h.epoch,
             epoch_master: h.epoch_master.as_ref().map(|m| m.to_string()),
+            reg: h.reg,
         };
         (
             fast.pid.to_owned(),
@@ -447,6 +451,7 @@ mod tests {
             seq: Some(123_456),
             epoch: Some(3),
             epoch_master: Some("ab".repeat(16)),
+            reg: None,
         }
     }
 
@@ -573,6 +578,7 @@ mod tests {
             ],
             interval in proptest::option::of(any::<u64>()),
             seq in proptest::option::of(any::<u64>()),
+            reg in proptest::option::of(any::<u64>()),
             epoch in proptest::option::of((any::<u64>(), "[0-9a-f]{0,40}")),
             host in ".{0,12}",
         ) {
@@ -586,6 +592,7 @@ mod tests {
                 seq,
                 epoch: epoch.as_ref().map(|e| e.0),
                 epoch_master: epoch.map(|e| e.1),
+                reg,
             };
             let s = Sender { host_name: host, ..sender() };
             if let Ok(bytes) = envelope::encode("hello", &hello, &s) {

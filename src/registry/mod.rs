@@ -1,0 +1,290 @@
+//! A service registry with no server: Thalassa's registrations, replicated
+//! on every node of the LAN.
+//!
+//! A [`Registration`] is a name, a version, a host, a port and a JSON
+//! object of metadata; its id is Thalassa's `/name/version/host/port`. The
+//! node that registers one owns it and keeps it alive by refreshing it
+//! within its time to live; every node holds every live registration, so
+//! any node answers any query and fires `Online` / `Offline` for it.
+//!
+//! A registration leaves every node when
+//! - its time to live lapses at its owner ([`OfflineReason::Expired`]),
+//! - its owner deregisters it ([`OfflineReason::Deregistered`]),
+//! - or its owner leaves the cluster ([`OfflineReason::OwnerGone`]): at
+//!   once on a goodbye, within the node timeout after a crash.
+//!
+//! **The same id from two owners.** Two nodes may register the same id
+//! (two sidecars for one app, say). The id is then online while at least
+//! one owner holds it: `Online` when the first owner registers it,
+//! `Offline` only when the last one lets it go, with that owner's reason.
+//! Queries return the id once, with the metadata of the registration
+//! registered last (`meta.registered`, then the owner id, break ties), and
+//! an [`Updated`](RegistryEvent::Updated) event says when that changes.
+//!
+//! **How it replicates** (the `replica` module, sans-IO like the rest of
+//! the core). Each owner numbers the states of its own table: a version
+//! that grows with every change. Its hellos carry that version (one
+//! number: a hello stays one datagram whatever the number of
+//! registrations). A change is broadcast at once as a delta on the
+//! reserved channel `shoal.registry`. A node whose copy of an owner's
+//! table is not at the version the owner's hello announces asks the owner
+//! for what it misses (a *pull*, unicast): the owner answers with the
+//! deltas since, from a log of its last 64, or with its whole table in
+//! pages of one datagram each. So a lost delta is repaired within one
+//! hello interval, a newcomer gets every table within a few milliseconds
+//! of its first hellos, and in steady state the registry costs a number
+//! in each hello, whatever the number of registrations. Repair is bounded:
+//! a node pulls from one owner at most every 250 ms, and answers pulls
+//! with at most 2,000 datagrams per second (burst 2,000); a pull it could
+//! not answer in full is asked again.
+//!
+//! node-discovery peers ignore all of it: they have no listener for
+//! `shoal.registry`, and ignore the unknown `reg` field of a hello.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use shoal::registry::{Filter, Registration, RegistryEvent};
+//! use shoal::protocol::{Protocol, Sender};
+//!
+//! let config = shoal::Config::builder().build().unwrap();
+//! let me = Sender { pid: "p".repeat(32), iid: "a".repeat(32), host_name: "h".into() };
+//! let now = Instant::now();
+//! let mut node = Protocol::new(&config, me, now, 1);
+//!
+//! let kv = Registration::builder("kv", "1.0.0", "10.0.0.5", 7000)
+//!     .meta("zone", "eu")
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(kv.id(), "/kv/1.0.0/10.0.0.5/7000");
+//! node.register(now, kv.clone(), Duration::from_secs(30)).unwrap();
+//! assert!(matches!(node.poll_registry_event(), Some(RegistryEvent::Online(r)) if r.id() == kv.id()));
+//! assert_eq!(node.registrations(&Filter::name("kv")).len(), 1);
+//!
+//! // Not refreshed within its time to live: it expires.
+//! node.handle_timeout(now + Duration::from_secs(30));
+//! assert!(matches!(node.poll_registry_event(), Some(RegistryEvent::Offline { .. })));
+//! assert!(node.registrations(&Filter::All).is_empty());
+//! ```
+
+mod registration;
+pub(crate) mod replica;
+
+pub use registration::{Registration, RegistrationBuilder, RegistrationError};
+
+use std::fmt;
+
+/// Why a registration went offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum OfflineReason {
+    /// Its owner deregistered it.
+    Deregistered,
+    /// Its owner did not refresh it within its time to live.
+    Expired,
+    /// Its owner left the cluster: said goodbye, or was not heard for the
+    /// node timeout.
+    OwnerGone,
+}
+
+impl fmt::Display for OfflineReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OfflineReason::Deregistered => "deregistered",
+            OfflineReason::Expired => "expired",
+            OfflineReason::OwnerGone => "owner gone",
+        })
+    }
+}
+
+/// What a registry watch yields.
+///
+/// ```
+/// use shoal::registry::{OfflineReason, Registration, RegistryEvent};
+///
+/// let kv = Registration::builder("kv", "1.0.0", "10.0.0.5", 7000).build().unwrap();
+/// let event = RegistryEvent::Offline { registration: kv, reason: OfflineReason::Expired };
+/// assert_eq!(event.to_string(), "offline /kv/1.0.0/10.0.0.5/7000 (expired)");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RegistryEvent {
+    /// A registration is live on the LAN (its first owner registered it).
+    Online(Registration),
+    /// A live registration changed: new metadata, or, for an id held by
+    /// two owners, the one that counts changed.
+    Updated(Registration),
+    /// A registration left: the last owner holding it let it go.
+    Offline {
+        /// The registration, as it was last known.
+        registration: Registration,
+        /// Why.
+        reason: OfflineReason,
+    },
+    /// This watch fell behind and lost `n` events: query again to resync.
+    Lagged(u64),
+}
+
+impl RegistryEvent {
+    /// The registration the event is about (`None` for `Lagged`).
+    pub fn registration(&self) -> Option<&Registration> {
+        match self {
+            RegistryEvent::Online(r) | RegistryEvent::Updated(r) => Some(r),
+            RegistryEvent::Offline { registration, .. } => Some(registration),
+            RegistryEvent::Lagged(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for RegistryEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryEvent::Online(r) => write!(f, "online {}", r.id()),
+            RegistryEvent::Updated(r) => write!(f, "updated {}", r.id()),
+            RegistryEvent::Offline {
+                registration,
+                reason,
+            } => write!(f, "offline {} ({reason})", registration.id()),
+            RegistryEvent::Lagged(n) => write!(f, "lagged: {n} events lost"),
+        }
+    }
+}
+
+/// Which registrations a query or a watch covers: all, one name, or one
+/// name and version (Thalassa's three).
+///
+/// ```
+/// use shoal::registry::{Filter, Registration};
+///
+/// let kv = Registration::builder("kv", "1.0.0", "10.0.0.5", 7000).build().unwrap();
+/// assert!(Filter::All.matches(&kv));
+/// assert!(Filter::name("kv").matches(&kv));
+/// assert!(!Filter::version("kv", "2.0.0").matches(&kv));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Filter {
+    /// Every registration.
+    #[default]
+    All,
+    /// Registrations with this name.
+    Name(String),
+    /// Registrations with this name and version.
+    NameVersion(String, String),
+}
+
+impl Filter {
+    /// Registrations named `name`.
+    pub fn name(name: impl Into<String>) -> Filter {
+        Filter::Name(name.into())
+    }
+
+    /// Registrations named `name` at `version`.
+    pub fn version(name: impl Into<String>, version: impl Into<String>) -> Filter {
+        Filter::NameVersion(name.into(), version.into())
+    }
+
+    /// Whether `registration` is covered.
+    pub fn matches(&self, registration: &Registration) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Name(n) => registration.name() == n,
+            Filter::NameVersion(n, v) => registration.name() == n && registration.version() == v,
+        }
+    }
+
+    /// The id prefix every covered registration has (ids are
+    /// `/name/version/host/port` and no part holds a `/`).
+    pub(crate) fn id_prefix(&self) -> String {
+        match self {
+            Filter::All => "/".to_owned(),
+            Filter::Name(n) => format!("/{n}/"),
+            Filter::NameVersion(n, v) => format!("/{n}/{v}/"),
+        }
+    }
+}
+
+/// How much of the registry one node holds at most. Beyond these, a local
+/// `register` fails with an error naming the limit, and a remote
+/// registration is refused and counted ([`Drops::registry_limit`](crate::Drops::registry_limit)).
+///
+/// The defaults bound a node's registry memory to about 100 MB in the
+/// worst case (every registration at the metadata limit) and about
+/// 10 MB for 20,000 typical ones.
+///
+/// ```
+/// use shoal::registry::RegistryLimits;
+///
+/// let limits = RegistryLimits { per_owner: 500, ..RegistryLimits::default() };
+/// let config = shoal::Config::builder().registry_limits(limits).build().unwrap();
+/// assert_eq!(config.registry_limits().per_owner, 500);
+/// assert_eq!(config.registry_limits().total, 20_000);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegistryLimits {
+    /// Registrations one owner may hold (1,000).
+    pub per_owner: usize,
+    /// Registrations held in all, every owner's together (20,000).
+    pub total: usize,
+    /// Bytes of one registration's metadata, as JSON (4,096).
+    pub meta_bytes: usize,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        RegistryLimits {
+            per_owner: 1_000,
+            total: 20_000,
+            meta_bytes: 4_096,
+        }
+    }
+}
+
+/// Why the registry refused a local command.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use shoal::protocol::{Protocol, Sender};
+/// use shoal::registry::{Registration, RegistryError, RegistryLimits};
+///
+/// let limits = RegistryLimits { per_owner: 1, ..RegistryLimits::default() };
+/// let config = shoal::Config::builder().registry_limits(limits).build().unwrap();
+/// let me = Sender { pid: "p".into(), iid: "i".into(), host_name: "h".into() };
+/// let now = Instant::now();
+/// let mut node = Protocol::new(&config, me, now, 1);
+/// let reg = |port| Registration::builder("kv", "1", "10.0.0.5", port).build().unwrap();
+/// node.register(now, reg(1), Duration::from_secs(9)).unwrap();
+/// let err = node.register(now, reg(2), Duration::from_secs(9)).unwrap_err();
+/// assert!(matches!(err, RegistryError::TooMany { limit: "per_owner", max: 1 }));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The registration is not valid (see [`RegistrationError`]).
+    #[error(transparent)]
+    Invalid(#[from] RegistrationError),
+    /// Registering it would go over a [`RegistryLimits`] count.
+    #[error("registry full: {limit} is {max} registrations")]
+    TooMany {
+        /// `per_owner` or `total`.
+        limit: &'static str,
+        /// The limit.
+        max: usize,
+    },
+    /// Its metadata is over [`RegistryLimits::meta_bytes`].
+    #[error("metadata of {bytes} bytes is over the limit of {max} (registry_limits.meta_bytes)")]
+    MetaTooLarge {
+        /// The metadata's size as JSON.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The time to live is zero, or over a day.
+    #[error("ttl must be between 1 ms and 24 h")]
+    Ttl,
+    /// This node holds no registration with this id (to refresh or
+    /// deregister).
+    #[error("not registered here: {0}")]
+    NotRegistered(String),
+}
