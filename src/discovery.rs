@@ -17,6 +17,7 @@ use crate::stream::{EventStream, Subscription};
 use crate::event::{ChannelMessage, Event, LocalState};
 use crate::membership::{NodeId, Peer};
 use crate::protocol::{check_channel, Protocol};
+use crate::registry::{Filter, Registration, Registry, RegistryEvent};
 use crate::transport::UdpTransport;
 use crate::wire::envelope::Sender;
 use crate::{Config, Error, Stats};
@@ -33,6 +34,9 @@ struct Shared {
     wake: Notify,
     /// Closed when the driver stops, so that every event stream ends.
     events: Events<Event>,
+    /// Registry events, for watches (published under the core lock, so
+    /// that a watch's snapshot and its first event never overlap).
+    registry_events: Events<RegistryEvent>,
     channels: Mutex<HashMap<String, broadcast::Sender<ChannelMessage>>>,
     capacity: usize,
     local_addr: SocketAddr,
@@ -133,6 +137,12 @@ impl Discovery {
             core: Mutex::new(core),
             wake: Notify::new(),
             events: Events::new(config.event_capacity),
+            registry_events: {
+                let events = Events::new(config.event_capacity);
+                // Watches start from a snapshot, not from the node's start.
+                drop(events.stream());
+                events
+            },
             channels: Mutex::new(HashMap::new()),
             capacity: config.event_capacity,
             local_addr,
@@ -219,6 +229,7 @@ impl Discovery {
     pub fn stats(&self) -> Stats {
         let mut stats = self.shared().core().stats().clone();
         stats.events_lost += self.shared().events.lost().load(Ordering::Relaxed);
+        stats.events_lost += self.shared().registry_events.lost().load(Ordering::Relaxed);
         stats
     }
 
@@ -500,7 +511,45 @@ impl Discovery {
         self.handle.shutdown().await;
     }
 
-    fn command<R>(&self, f: impl FnOnce(&mut Protocol) -> Result<R, Error>) -> Result<R, Error> {
+    /// The service registry replicated by this node: see [`Registry`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let node = shoal::Discovery::start(shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47649).build()?).await?;
+    /// let kv = shoal::Registration::builder("kv", "1.0.0", "10.0.0.5", 7000).build()?;
+    /// node.registry().register(kv, std::time::Duration::from_secs(30)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn registry(&self) -> Registry {
+        Registry::lan(self)
+    }
+
+    /// Reads the core if the node runs.
+    pub(crate) fn query<R>(&self, f: impl FnOnce(&Protocol) -> R) -> Result<R, Error> {
+        let core = self.shared().core();
+        self.handle.ensure_running()?;
+        Ok(f(&core))
+    }
+
+    /// The registrations `filter` covers and a stream of registry events
+    /// from that very moment.
+    pub(crate) fn registry_watch(
+        &self,
+        filter: &Filter,
+    ) -> Result<(Vec<Registration>, EventStream<RegistryEvent>), Error> {
+        let core = self.shared().core();
+        self.handle.ensure_running()?;
+        Ok((
+            core.registrations(filter),
+            self.shared().registry_events.stream(),
+        ))
+    }
+
+    pub(crate) fn command<R>(
+        &self,
+        f: impl FnOnce(&mut Protocol) -> Result<R, Error>,
+    ) -> Result<R, Error> {
         let shared = self.shared();
         let result = {
             let mut core = shared.core();
@@ -580,6 +629,7 @@ async fn run(shared: Arc<Shared>, transport: UdpTransport, mut stop: StopSignal)
     // Streams end when their senders go.
     shared.channels().clear();
     shared.events.close();
+    shared.registry_events.close();
 }
 
 /// Reads what the socket holds, under one lock, until it would block (which
@@ -611,6 +661,23 @@ struct Outbox {
     events: Vec<Event>,
 }
 
+/// Hands the core's registry events to the watches. Called under the core
+/// lock, so that a watch's snapshot and its events never overlap (see
+/// `Discovery::registry_watch`).
+fn publish_registry_events(shared: &Shared, core: &mut Protocol) {
+    if let Some(first) = core.poll_registry_event() {
+        let sender = shared.registry_events.sender();
+        if let Some(sender) = &*sender {
+            let _ = sender.send(first);
+            while let Some(event) = core.poll_registry_event() {
+                let _ = sender.send(event);
+            }
+        } else {
+            while core.poll_registry_event().is_some() {}
+        }
+    }
+}
+
 /// Sends what the core queued and hands out its events; returns the core's
 /// next deadline (read under the same lock).
 async fn flush(shared: &Shared, transport: &UdpTransport, outbox: &mut Outbox) -> Option<Instant> {
@@ -622,6 +689,7 @@ async fn flush(shared: &Shared, transport: &UdpTransport, outbox: &mut Outbox) -
         outbox
             .events
             .extend(std::iter::from_fn(|| core.poll_event()));
+        publish_registry_events(shared, &mut core);
         core.poll_timeout()
     };
     for transmit in outbox.transmits.drain(..) {

@@ -135,3 +135,9 @@ pub enum AdvertiseError {
     #[error("a service must advertise a JSON object with a string \"name\"")]
     NoServiceName,
 }
+
+impl From<crate::registry::RegistrationError> for Error {
+    fn from(error: crate::registry::RegistrationError) -> Self {
+        Error::Registry(error.into())
+    }
+}

@@ -167,6 +167,8 @@ pub use wire::{DecodeError, EnvelopeError};
 #[cfg(feature = "runtime")]
 pub use discovery::Discovery;
 #[cfg(feature = "runtime")]
+pub use registry::Registry;
+#[cfg(feature = "runtime")]
 pub use service::{ServiceBuilder, ServiceDiscovery};
 #[cfg(feature = "runtime")]
 pub use stream::{EventStream, StreamEvent, Subscription};

@@ -66,12 +66,212 @@
 //! assert!(node.registrations(&Filter::All).is_empty());
 //! ```
 
+#[cfg(feature = "runtime")]
+mod backend;
+#[cfg(feature = "runtime")]
+mod lan;
 mod registration;
 pub(crate) mod replica;
+#[cfg(feature = "runtime")]
+mod watch;
 
+#[cfg(feature = "runtime")]
+pub use backend::{BoxFuture, RegistryBackend};
 pub use registration::{Registration, RegistrationBuilder, RegistrationError};
+#[cfg(feature = "runtime")]
+pub use watch::Watch;
 
 use std::fmt;
+#[cfg(feature = "runtime")]
+use std::sync::Arc;
+#[cfg(feature = "runtime")]
+use std::time::Duration;
+
+/// The registry: register, refresh and deregister this process's
+/// registrations, query and watch everyone's.
+///
+/// [`Registry::lan`] (or [`Discovery::registry`](crate::Discovery::registry))
+/// gives the registry replicated by a running node, shoal's own; another
+/// store plugs in through [`RegistryBackend`] and [`Registry::new`] with
+/// the same API. A `Registry` is a cheap handle: clones share the backend.
+///
+/// Registrations are leases, as in Thalassa and hera: one that is not
+/// refreshed ([`refresh`](Self::refresh), or registered again) within its
+/// time to live expires everywhere. Tie refreshing to the health of what
+/// is registered.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), shoal::Error> {
+/// use std::time::Duration;
+/// use shoal::registry::{Filter, Registration, RegistryEvent};
+/// use shoal::{Config, Discovery};
+///
+/// # let config = || Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47_640);
+/// let node = Discovery::start(config().build()?).await?; // on a LAN: Config::builder().build()?
+/// let registry = node.registry();
+/// let mut watch = registry.watch(Filter::name("kv")).await?;
+///
+/// let kv = Registration::builder("kv", "1.0.0", "10.0.0.5", 7000).build()?;
+/// registry.register(kv.clone(), Duration::from_secs(30)).await?;
+/// assert!(matches!(watch.recv().await, Some(RegistryEvent::Online(r)) if r.id() == kv.id()));
+///
+/// let found = registry.query(&Filter::version("kv", "1.0.0")).await?;
+/// assert_eq!(found[0].port(), 7000);
+/// registry.refresh(kv.id()).await?; // within every 30 s, while kv is healthy
+/// registry.deregister(kv.id()).await?;
+/// assert!(matches!(watch.recv().await, Some(RegistryEvent::Offline { .. })));
+/// # node.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "runtime")]
+#[derive(Clone)]
+pub struct Registry {
+    backend: Arc<dyn RegistryBackend>,
+}
+
+#[cfg(feature = "runtime")]
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "runtime")]
+impl Registry {
+    /// The registry replicated over the LAN by `node` (the same as
+    /// [`Discovery::registry`](crate::Discovery::registry)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let config = shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47_642).build()?;
+    /// let node = shoal::Discovery::start(config).await?;
+    /// let registry = shoal::registry::Registry::lan(&node);
+    /// assert!(registry.query(&shoal::registry::Filter::All).await?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn lan(node: &crate::Discovery) -> Registry {
+        Registry::new(lan::Lan { node: node.clone() })
+    }
+
+    /// A registry kept by another store (see [`RegistryBackend`]).
+    pub fn new(backend: impl RegistryBackend) -> Registry {
+        Registry {
+            backend: Arc::new(backend),
+        }
+    }
+
+    /// Registers `registration`, owned by this process, for `ttl` (1 ms to
+    /// 24 h) unless refreshed. Registering an id again refreshes it and
+    /// replaces its metadata. Fails with [`Error::Registry`] (an invalid
+    /// registration, a [`RegistryLimits`] limit) or [`Error::Closed`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let config = shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47_643).build()?;
+    /// # let node = shoal::Discovery::start(config).await?;
+    /// use std::time::Duration;
+    /// let web = shoal::Registration::builder("web", "2.1.0", "10.0.0.7", 8080).meta("zone", "eu").build()?;
+    /// node.registry().register(web, Duration::from_secs(60)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn register(
+        &self,
+        registration: Registration,
+        ttl: Duration,
+    ) -> Result<(), crate::Error> {
+        self.backend.register(registration, ttl).await
+    }
+
+    /// Starts the time to live of our registration `id` again.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let config = shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47_644).build()?;
+    /// # let node = shoal::Discovery::start(config).await?;
+    /// let registry = node.registry();
+    /// assert!(registry.refresh("/web/2.1.0/10.0.0.7/8080").await.is_err()); // not registered here
+    /// # Ok(()) }
+    /// ```
+    pub async fn refresh(&self, id: &str) -> Result<(), crate::Error> {
+        self.backend.refresh(id).await
+    }
+
+    /// Removes our registration `id` everywhere ([`OfflineReason::Deregistered`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let config = shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47_645).build()?;
+    /// # let node = shoal::Discovery::start(config).await?;
+    /// let registry = node.registry();
+    /// let web = shoal::Registration::builder("web", "2.1.0", "10.0.0.7", 8080).build()?;
+    /// registry.register(web.clone(), std::time::Duration::from_secs(60)).await?;
+    /// registry.deregister(web.id()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn deregister(&self, id: &str) -> Result<(), crate::Error> {
+        self.backend.deregister(id).await
+    }
+
+    /// The live registrations `filter` covers, one per id, in id order:
+    /// everyone's, this process's included.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let config = shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47_646).build()?;
+    /// # let node = shoal::Discovery::start(config).await?;
+    /// use shoal::registry::Filter;
+    /// for r in node.registry().query(&Filter::name("kv")).await? {
+    ///     println!("kv {} at {}:{}", r.version(), r.host(), r.port());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn query(&self, filter: &Filter) -> Result<Vec<Registration>, crate::Error> {
+        self.backend.query(filter).await
+    }
+
+    /// The registrations `filter` covers, then their changes: see [`Watch`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let config = shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47_647).build()?;
+    /// # let node = shoal::Discovery::start(config).await?;
+    /// use shoal::registry::{Filter, RegistryEvent};
+    /// let mut watch = node.registry().watch(Filter::All).await?;
+    /// # let closer = node.clone();
+    /// # tokio::spawn(async move { closer.shutdown().await });
+    /// while let Some(event) = watch.recv().await { // ends when the node shuts down
+    ///     println!("{event}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn watch(&self, filter: Filter) -> Result<Watch, crate::Error> {
+        self.backend.watch(filter).await
+    }
+
+    /// Stops the backend; for the LAN's, shuts the node down (its
+    /// registrations go offline everywhere at once: [`OfflineReason::OwnerGone`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// # let config = shoal::Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47_648).build()?;
+    /// # let node = shoal::Discovery::start(config).await?;
+    /// let registry = node.registry();
+    /// registry.shutdown().await;
+    /// assert!(matches!(registry.query(&shoal::registry::Filter::All).await, Err(shoal::Error::Closed)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn shutdown(&self) {
+        self.backend.shutdown().await
+    }
+}
 
 /// Why a registration went offline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -221,7 +421,6 @@ impl Filter {
 /// assert_eq!(config.registry_limits().total, 20_000);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct RegistryLimits {
     /// Registrations one owner may hold (1,000).
     pub per_owner: usize,

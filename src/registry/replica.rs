@@ -600,7 +600,7 @@ impl Replica {
         }
         match message {
             Message::Delta { b, v, put, del } => {
-                self.on_delta(now, sender, from, (b, v), put, del, stats)
+                self.on_delta(now, (sender, from), (b, v), (put, del), stats)
             }
             Message::Pull {
                 have,
@@ -631,11 +631,9 @@ impl Replica {
     fn on_delta(
         &mut self,
         now: Instant,
-        owner: &str,
-        from: SocketAddr,
+        (owner, from): (&str, SocketAddr),
         (b, v): (u64, u64),
-        put: Vec<WireReg>,
-        del: Vec<(String, WireReason)>,
+        (put, del): (Vec<WireReg>, Vec<(String, WireReason)>),
         stats: &mut Stats,
     ) -> Result<(), Refusal> {
         if v <= b {
