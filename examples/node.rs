@@ -21,7 +21,10 @@
 //! `node` (our `--id`), `event` and `peer`: `start`, `config` (the
 //! discovery settings), `ready`, `added`, `removed`, `master`, `promotion`,
 //! `demotion`, `msg`, `send_start`, `send_done`, `stats`, `error`, `exit`
-//! (see tests/node/README.md).
+//! (see tests/node/README.md), and for the registry (`--register
+//! kv@1.0.0:7000`) `registered`, `deregistered`, `reg_online`,
+//! `reg_updated`, `reg_offline` (with `id` and `reason`) or, with
+//! `--registry-quiet`, `reg_count`.
 
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr};
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use serde_json::{json, Map, Value};
+use shoal::registry::{Filter, Registration, RegistryEvent};
 use shoal::{ChannelMessage, Config, Discovery, Encryption, Event, Peer, Removal, Subscription};
 
 /// Without `--lan`: broadcast on the loopback interface only.
@@ -138,6 +142,37 @@ struct Args {
     /// Print the settings as a `config` line and exit, sending nothing.
     #[arg(long)]
     print_config: bool,
+    /// Register NAME@VERSION:PORT in the LAN's registry after ready
+    /// (repeatable).
+    #[arg(long, value_name = "NAME@VERSION:PORT")]
+    register: Vec<String>,
+    /// Register this many of each --register, on ports PORT, PORT+1, ...
+    #[arg(long, default_value_t = 1)]
+    register_count: u16,
+    /// Host of the registrations.
+    #[arg(long, default_value = "127.0.0.1")]
+    register_host: String,
+    /// Time to live of the registrations, in ms.
+    #[arg(long, default_value_t = 30_000)]
+    ttl: u64,
+    /// Refresh the registrations every this many ms (default ttl/3; 0:
+    /// never, so they expire after --ttl).
+    #[arg(long)]
+    refresh: Option<u64>,
+    /// Deregister them this many ms after they were registered.
+    #[arg(long)]
+    deregister_after: Option<u64>,
+    /// Print only a `reg_count` line per 100 registry changes, not a line
+    /// per event.
+    #[arg(long)]
+    registry_quiet: bool,
+}
+
+/// Parses NAME@VERSION:PORT.
+fn registration_spec(spec: &str) -> Option<(&str, &str, u16)> {
+    let (name, rest) = spec.split_once('@')?;
+    let (version, port) = rest.rsplit_once(':')?;
+    Some((name, version, port.parse().ok()?))
 }
 
 /// Writes event lines, each flushed as soon as nothing more is pending.
@@ -468,6 +503,118 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
         }
     });
 
+    // The registry: every change as a line (`reg_online`, `reg_updated`,
+    // `reg_offline` with the id and the reason), or a count per 100.
+    let mut watch = match node.registry().watch(Filter::All).await {
+        Ok(watch) => watch,
+        Err(e) => {
+            out.emit("error", None, json!({"message": e.to_string()}));
+            return 1;
+        }
+    };
+    let (registry_out, quiet) = (out.clone(), args.registry_quiet);
+    tokio::spawn(async move {
+        let mut live: i64 = 0;
+        while let Some(event) = watch.recv().await {
+            let (name, fields) = match &event {
+                RegistryEvent::Online(r) => {
+                    live += 1;
+                    ("reg_online", json!({"id": r.id()}))
+                }
+                RegistryEvent::Updated(r) => ("reg_updated", json!({"id": r.id()})),
+                RegistryEvent::Offline {
+                    registration,
+                    reason,
+                } => {
+                    live -= 1;
+                    (
+                        "reg_offline",
+                        json!({"id": registration.id(), "reason": reason}),
+                    )
+                }
+                RegistryEvent::Lagged(n) => (
+                    "error",
+                    json!({"message": format!("registry: lost {n} events")}),
+                ),
+                _ => continue,
+            };
+            if !quiet {
+                registry_out.emit(name, None, fields);
+            } else if live % 100 == 0 {
+                registry_out.emit("reg_count", None, json!({"count": live}));
+            }
+        }
+    });
+    let mut registrations = Vec::new();
+    for spec in &args.register {
+        let Some((name, version, port)) = registration_spec(spec) else {
+            out.emit(
+                "error",
+                None,
+                json!({"message": format!("--register {spec}: expected NAME@VERSION:PORT")}),
+            );
+            return 2;
+        };
+        for i in 0..args.register_count {
+            let port = port.saturating_add(i);
+            match Registration::builder(name, version, args.register_host.as_str(), port).build() {
+                Ok(r) => registrations.push(r),
+                Err(e) => {
+                    out.emit("error", None, json!({"message": e.to_string()}));
+                    return 2;
+                }
+            }
+        }
+    }
+    let mut refresher = None;
+    if !registrations.is_empty() {
+        let registry = node.registry();
+        let ttl = Duration::from_millis(args.ttl);
+        for r in &registrations {
+            if let Err(e) = registry.register(r.clone(), ttl).await {
+                out.emit("error", None, json!({"message": e.to_string()}));
+                return 2;
+            }
+        }
+        out.emit(
+            "registered",
+            None,
+            json!({"count": registrations.len(), "ttl_ms": args.ttl}),
+        );
+        let every = args.refresh.unwrap_or(args.ttl / 3);
+        let deregister_after = args.deregister_after.map(Duration::from_millis);
+        let out = out.clone();
+        refresher = Some(tokio::spawn(async move {
+            let deregister = async {
+                match deregister_after {
+                    Some(after) => tokio::time::sleep(after).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(deregister);
+            let mut refresh = (every > 0).then(|| {
+                let every = Duration::from_millis(every);
+                tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+            });
+            loop {
+                tokio::select! {
+                    () = &mut deregister => {
+                        for r in &registrations {
+                            let _ = registry.deregister(r.id()).await;
+                        }
+                        out.emit("deregistered", None, json!({"count": registrations.len()}));
+                        return;
+                    }
+                    _ = async { refresh.as_mut().unwrap().tick().await }, if refresh.is_some() => {
+                        for r in &registrations {
+                            let _ = registry.refresh(r.id()).await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
     let mut sender = None;
     if let Some(channel) = args.send_channel.clone() {
         let (node, out, id) = (node.clone(), out.clone(), id.to_owned());
@@ -525,7 +672,7 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
     }
     // Stop the sender first: once the node is shut down its sends fail, and
     // it would report that as an error.
-    if let Some(task) = sender {
+    for task in [sender, refresher].into_iter().flatten() {
         task.abort();
         let _ = task.await;
     }

@@ -576,11 +576,11 @@ impl Protocol {
     /// A message on the registry channel.
     fn on_registry(&mut self, now: Instant, from: SocketAddr, iid: &str, data: &str) {
         // Only nodes in the table, at their address, are heard: their
-        // number is bounded, and a pull's answer goes where hellos come from.
+        // number is bounded, and a forged sender must also forge the source.
         let known = self.peers.get(iid).is_some_and(|p| p.addr == from);
         let result = self
             .registry
-            .on_message(now, iid, from, known, data, &mut self.stats);
+            .on_message(now, iid, known, data, &mut self.stats);
         match result {
             Ok(()) => {}
             Err(Refusal::Invalid) => self.stats.dropped.registry_invalid += 1,
@@ -731,8 +731,7 @@ impl Protocol {
             }
         }
         if hello.reg.is_some() {
-            self.registry
-                .on_hello(now, iid, from, hello.reg, &mut self.stats);
+            self.registry.on_hello(now, iid, hello.reg, &mut self.stats);
             self.flush_registry(now);
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use shoal::registry::{Filter, OfflineReason, Registration, RegistryEvent, RegistryLimits};
+use shoal::registry::{Filter, OfflineReason, Registration, RegistryEvent};
 use shoal::sim::SimNet;
 use shoal::Config;
 

@@ -5,7 +5,6 @@
 //! described in the [module docs](super).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +30,9 @@ const REPAIR_BURST: f64 = 2_000.0;
 /// `WRAP` blocks; sealed fragments of `max_datagram_size`) unless one
 /// registration alone is larger.
 const PAGE_BYTES: usize = 1_000;
+/// A repair broadcast this recently is not broadcast again: it serves every
+/// node that pulled meanwhile.
+const RESEND_AFTER: Duration = Duration::from_millis(100);
 /// Page numbers a pull names at most; the rest are asked next time.
 const MAX_MISSING: usize = 512;
 /// Longest time to live.
@@ -92,6 +94,8 @@ enum Message {
     /// `snap`, "I miss these pages").
     #[serde(rename = "pull")]
     Pull {
+        /// The owner asked.
+        o: String,
         have: u64,
         #[serde(default)]
         snap: Option<u64>,
@@ -123,8 +127,6 @@ pub(crate) enum Refusal {
 /// One owner's table as this node holds it.
 #[derive(Debug)]
 struct Table {
-    /// Where its hellos come from: pulls go there.
-    addr: Option<SocketAddr>,
     /// The version of the owner's table this copy is exactly (0: none).
     version: u64,
     /// The latest version the owner announced.
@@ -140,7 +142,6 @@ struct Table {
 impl Table {
     fn new(now: Instant) -> Table {
         Table {
-            addr: None,
             version: 0,
             announced: 0,
             regs: BTreeMap::new(),
@@ -187,6 +188,8 @@ pub(crate) struct Replica {
     pages: Option<(u64, Vec<Box<serde_json::value::RawValue>>)>,
     repair_tokens: f64,
     repair_at: Instant,
+    /// What repairs broadcast lately: (kind, number) -> (our version then, when).
+    resent: HashMap<(u8, u64), (u64, Instant)>,
     wall: (Instant, u64),
     out: VecDeque<Outgoing>,
     events: VecDeque<RegistryEvent>,
@@ -229,6 +232,7 @@ impl Replica {
             pages: None,
             repair_tokens: REPAIR_BURST,
             repair_at: now,
+            resent: HashMap::new(),
             wall: (now, 0),
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -544,12 +548,11 @@ impl Replica {
 
     // ----- remote input -------------------------------------------------
 
-    /// A hello from `owner` at `addr`, announcing its table's version.
+    /// A hello from `owner`, announcing its table's version.
     pub(crate) fn on_hello(
         &mut self,
         now: Instant,
         owner: &str,
-        addr: SocketAddr,
         version: Option<u64>,
         stats: &mut Stats,
     ) {
@@ -566,7 +569,6 @@ impl Replica {
                 .entry(NodeId::new(owner))
                 .or_insert_with(|| Table::new(now)),
         };
-        table.addr = Some(addr);
         if announced < table.version {
             // A version can only grow: the copy is not the owner's table.
             table.version = 0;
@@ -580,13 +582,12 @@ impl Replica {
         }
     }
 
-    /// A message on [`CHANNEL`] from `sender`, a node in the peer table at
-    /// `from` (`known`), or not.
+    /// A message on [`CHANNEL`] from `sender`, a node in the peer table
+    /// (`known`), or not.
     pub(crate) fn on_message(
         &mut self,
         now: Instant,
         sender: &str,
-        from: SocketAddr,
         known: bool,
         data: &str,
         stats: &mut Stats,
@@ -600,14 +601,17 @@ impl Replica {
         }
         match message {
             Message::Delta { b, v, put, del } => {
-                self.on_delta(now, (sender, from), (b, v), (put, del), stats)
+                self.on_delta(now, sender, (b, v), (put, del), stats)
             }
             Message::Pull {
+                o,
                 have,
                 snap,
                 missing,
             } => {
-                self.serve(now, from, have, snap, &missing, stats);
+                if o == self.me.as_str() {
+                    self.serve(now, have, snap, &missing, stats);
+                }
                 Ok(())
             }
             Message::Page {
@@ -631,7 +635,7 @@ impl Replica {
     fn on_delta(
         &mut self,
         now: Instant,
-        (owner, from): (&str, SocketAddr),
+        owner: &str,
         (b, v): (u64, u64),
         (put, del): (Vec<WireReg>, Vec<(String, WireReason)>),
         stats: &mut Stats,
@@ -640,7 +644,6 @@ impl Replica {
             return Err(Refusal::Invalid);
         }
         let table = self.table_of(now, owner);
-        table.addr.get_or_insert(from);
         table.announced = table.announced.max(v);
         if v <= table.version {
             return Ok(()); // already have it
@@ -774,6 +777,7 @@ impl Replica {
         #[derive(Serialize)]
         struct Pull<'a> {
             t: &'static str,
+            o: &'a str,
             have: u64,
             #[serde(skip_serializing_if = "Option::is_none")]
             snap: Option<u64>,
@@ -782,9 +786,6 @@ impl Replica {
         }
         let Some(table) = self.tables.get_mut(owner) else {
             return;
-        };
-        let Some(addr) = table.addr else {
-            return; // no hello yet: the first one will say where it is
         };
         if table.last_pull.is_some_and(|at| now < at + PULL_SPACING) {
             return;
@@ -798,24 +799,28 @@ impl Replica {
         });
         let data = raw(json(&Pull {
             t: "pull",
+            o: owner,
             have: table.version,
             snap: table.sync.as_ref().map(|s| s.v),
             missing: &missing,
         }));
         stats.registry_pulls += 1;
         self.out.push_back(Outgoing {
-            to: Destination::Peer(addr),
+            to: Destination::Cluster,
             data,
         });
     }
 
-    /// Answers a pull from `to`: the deltas since `have` if the log still
-    /// has them, else pages (the missing ones of a sync at our version, or
-    /// all), within the repair budget.
+    /// Answers a pull: the deltas since `have` if the log still has them,
+    /// else pages (the missing ones of a sync at our version, or all),
+    /// within the repair budget. Answers are broadcast, not unicast: nodes
+    /// on one host share the port, so a unicast reply could reach the
+    /// wrong one; and one answer serves every node that misses the same
+    /// thing (a delta or page broadcast in the last `RESEND_AFTER` is not
+    /// sent again).
     fn serve(
         &mut self,
         now: Instant,
-        to: SocketAddr,
         have: u64,
         snap: Option<u64>,
         missing: &[u32],
@@ -827,32 +832,48 @@ impl Replica {
         let elapsed = now.saturating_duration_since(self.repair_at).as_secs_f64();
         self.repair_tokens = (self.repair_tokens + elapsed * REPAIR_RATE).min(REPAIR_BURST);
         self.repair_at = now;
-        let mut answer: Vec<Box<serde_json::value::RawValue>> = Vec::new();
+        // (kind, number): a delta by its version, a page by its index.
+        let mut answer: Vec<((u8, u64), Box<serde_json::value::RawValue>)> = Vec::new();
         if let Some(start) = self.log.iter().position(|(b, _, _)| *b == have) {
-            answer.extend(self.log.iter().skip(start).map(|(_, _, d)| d.clone()));
+            answer.extend(
+                self.log
+                    .iter()
+                    .skip(start)
+                    .map(|(_, v, d)| ((0, *v), d.clone())),
+            );
         } else {
             let resume = snap == Some(self.version) && !missing.is_empty();
             let pages = self.pages();
             if resume {
-                answer.extend(
-                    missing
-                        .iter()
-                        .filter_map(|i| pages.get(*i as usize))
-                        .cloned(),
-                );
+                answer.extend(missing.iter().filter_map(|i| {
+                    let page = pages.get(*i as usize)?;
+                    Some(((1, u64::from(*i)), page.clone()))
+                }));
             } else {
-                answer.extend(pages.iter().cloned());
+                answer.extend(
+                    pages
+                        .iter()
+                        .enumerate()
+                        .map(|(i, page)| ((1, i as u64), page.clone())),
+                );
             }
         }
-        for data in answer {
+        let version = self.version;
+        self.resent
+            .retain(|_, (v, at)| *v == version && now < *at + RESEND_AFTER);
+        for (key, data) in answer {
+            if self.resent.contains_key(&key) {
+                continue; // just broadcast: whoever missed it asks again
+            }
             if self.repair_tokens < 1.0 {
                 stats.registry_repairs_deferred += 1;
                 break;
             }
             self.repair_tokens -= 1.0;
             stats.registry_repairs += 1;
+            self.resent.insert(key, (version, now));
             self.out.push_back(Outgoing {
-                to: Destination::Peer(to),
+                to: Destination::Cluster,
                 data,
             });
         }
