@@ -345,7 +345,7 @@ impl Protocol {
     /// [`poll_timeout`](Self::poll_timeout) passes.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire(now);
-        self.registry.handle_timeout(now);
+        self.registry.handle_timeout(now, &mut self.stats);
         self.flush_registry(now);
         // Check before hello: a promotion says hello itself, and one hello
         // carrying the new state beats two a network could deliver out of order.

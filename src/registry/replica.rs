@@ -20,6 +20,11 @@ pub(crate) const CHANNEL: &str = "shoal.registry";
 
 /// Deltas an owner keeps to answer pulls; a node further behind gets pages.
 const LOG_LEN: usize = 64;
+/// Deltas held per owner while an earlier one is missing.
+const REORDER_MAX: usize = 64;
+/// How long a gap in an owner's deltas may last before we pull: long
+/// enough for a reordered burst to arrive, short next to a hello interval.
+const GAP_WAIT: Duration = Duration::from_millis(20);
 /// A node pulls from one owner at most this often.
 const PULL_SPACING: Duration = Duration::from_millis(250);
 /// Datagrams a node sends per second, at most, answering pulls...
@@ -46,7 +51,7 @@ pub(crate) struct Outgoing {
 }
 
 /// A registration on the wire: short keys, no id (it is derived).
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct WireReg {
     n: String,
     v: String,
@@ -68,7 +73,7 @@ impl WireReg {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy)]
+#[derive(Debug, Serialize, Deserialize, Clone, Copy)]
 enum WireReason {
     #[serde(rename = "d")]
     Deregistered,
@@ -134,6 +139,10 @@ struct Table {
     regs: BTreeMap<String, Registration>,
     /// A page sync under way.
     sync: Option<PageSync>,
+    /// Deltas that came before the one they follow, by their from-version.
+    early: BTreeMap<u64, Delta>,
+    /// Since when our copy has had a gap (a pull is due `GAP_WAIT` later).
+    gap_since: Option<Instant>,
     last_pull: Option<Instant>,
     /// When the owner last confirmed this copy (its `lastKnown`).
     confirmed: Instant,
@@ -146,10 +155,20 @@ impl Table {
             announced: 0,
             regs: BTreeMap::new(),
             sync: None,
+            early: BTreeMap::new(),
+            gap_since: None,
             last_pull: None,
             confirmed: now,
         }
     }
+}
+
+/// A delta held until the ones before it arrive.
+#[derive(Debug)]
+struct Delta {
+    v: u64,
+    put: Vec<WireReg>,
+    del: Vec<(String, WireReason)>,
 }
 
 #[derive(Debug)]
@@ -178,6 +197,8 @@ pub(crate) struct Replica {
     tables: HashMap<NodeId, Table>,
     leases: HashMap<String, Lease>,
     deadlines: BTreeSet<(Instant, String)>,
+    /// Pulls due for gaps that did not close: (when, owner).
+    gaps: BTreeSet<(Instant, NodeId)>,
     /// Who holds each id; the registration that counts is the best of them.
     index: BTreeMap<String, Vec<NodeId>>,
     /// Registrations held, every table's together.
@@ -226,6 +247,7 @@ impl Replica {
             tables,
             leases: HashMap::new(),
             deadlines: BTreeSet::new(),
+            gaps: BTreeSet::new(),
             index: BTreeMap::new(),
             held: 0,
             log: VecDeque::new(),
@@ -265,7 +287,9 @@ impl Replica {
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(at, _)| *at)
+        let lease = self.deadlines.first().map(|(at, _)| *at);
+        let gap = self.gaps.first().map(|(at, _)| *at);
+        lease.into_iter().chain(gap).min()
     }
 
     // ----- queries ------------------------------------------------------
@@ -405,7 +429,8 @@ impl Replica {
     }
 
     /// Expires our registrations whose time to live has lapsed.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, stats: &mut Stats) {
+        self.pull_gaps(now, stats);
         let mut gone = Vec::new();
         while let Some((at, _)) = self.deadlines.first() {
             if *at > now {
@@ -649,24 +674,80 @@ impl Replica {
             return Ok(()); // already have it
         }
         if b != table.version || table.sync.is_some() {
-            // A gap: ask for what we miss rather than guess.
-            self.pull(now, owner, stats);
+            // Out of order (a burst of deltas can be reordered) or lost:
+            // hold it for a moment and pull only if the gap stays.
+            if table.early.len() < REORDER_MAX {
+                table.early.insert(b, Delta { v, put, del });
+            }
+            if table.gap_since.is_none() {
+                table.gap_since = Some(now);
+                let owner = NodeId::new(owner);
+                self.gaps.insert((now + GAP_WAIT, owner));
+            }
             return Ok(());
         }
-        table.version = v;
-        table.confirmed = now;
         let owner = NodeId::new(owner);
-        for (id, why) in del {
+        self.apply(now, &owner, b, Delta { v, put, del }, stats);
+        // Then whatever was waiting for it.
+        loop {
+            let Some(table) = self.tables.get_mut(&owner) else {
+                return Ok(());
+            };
+            let version = table.version;
+            table.early.retain(|from, _| *from >= version);
+            let Some(next) = table.early.remove(&version) else {
+                break;
+            };
+            self.apply(now, &owner, version, next, stats);
+        }
+        if let Some(table) = self.tables.get_mut(&owner) {
+            if table.early.is_empty() {
+                if let Some(since) = table.gap_since.take() {
+                    self.gaps.remove(&(since + GAP_WAIT, owner));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `owner`'s delta from version `b` (our copy's) to `delta.v`.
+    fn apply(&mut self, now: Instant, owner: &NodeId, b: u64, delta: Delta, stats: &mut Stats) {
+        let Some(table) = self.tables.get_mut(owner) else {
+            return;
+        };
+        debug_assert_eq!(table.version, b);
+        table.version = delta.v;
+        table.confirmed = now;
+        for (id, why) in delta.del {
             let reason = match why {
                 WireReason::Deregistered => OfflineReason::Deregistered,
                 WireReason::Expired => OfflineReason::Expired,
             };
-            self.remove(&owner, &id, reason);
+            self.remove(owner, &id, reason);
         }
-        for reg in put {
-            self.accept(&owner, reg, stats);
+        for reg in delta.put {
+            self.accept(owner, reg, stats);
         }
-        Ok(())
+    }
+
+    /// Pulls from the owners whose gap outlived [`GAP_WAIT`].
+    fn pull_gaps(&mut self, now: Instant, stats: &mut Stats) {
+        while let Some((at, _)) = self.gaps.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, owner)) = self.gaps.pop_first() else {
+                break;
+            };
+            let Some(table) = self.tables.get_mut(&owner) else {
+                continue;
+            };
+            table.gap_since = None;
+            if table.version < table.announced || !table.early.is_empty() {
+                table.early.clear();
+                self.pull(now, owner.as_str(), stats);
+            }
+        }
     }
 
     /// Checks a remote registration against the limits and puts it.
