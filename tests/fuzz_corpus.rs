@@ -232,10 +232,11 @@ proptest! {
     fn hello_round_trips(is_master in any::<bool>(), eligible in any::<bool>(), weight in finite(),
                          address in ".{0,16}", info in proptest::option::of(json_value()),
                          interval in any::<Option<u64>>(), seq in any::<Option<u64>>(),
-                         epoch in any::<Option<u64>>(), epoch_master in proptest::option::of("[0-9a-f]{0,40}")) {
+                         epoch in any::<Option<u64>>(), epoch_master in proptest::option::of("[0-9a-f]{0,40}"),
+                         reg in any::<Option<u64>>()) {
         let hello = Hello {
             is_master, is_master_eligible: eligible, weight, address, info,
-            interval, seq, epoch, epoch_master,
+            interval, seq, epoch, epoch_master, reg,
         };
         let sender = drivers::protocol_sender();
         let bytes = envelope::encode("hello", &hello, &sender).unwrap();
