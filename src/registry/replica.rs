@@ -1007,3 +1007,122 @@ impl Replica {
         self.held
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(limits: RegistryLimits) -> (Replica, Instant) {
+        let now = Instant::now();
+        (Replica::new(NodeId::new("me"), limits, 1 << 20, now), now)
+    }
+
+    fn wire(name: &str, port: u16) -> String {
+        format!(r#"{{"n":"{name}","v":"1","h":"h","p":{port},"m":{{}}}}"#)
+    }
+
+    fn delta(b: u64, v: u64, puts: &[String]) -> String {
+        format!(
+            r#"{{"t":"delta","b":{b},"v":{v},"put":[{}]}}"#,
+            puts.join(",")
+        )
+    }
+
+    #[test]
+    fn hostile_registry_messages_are_refused_and_hold_nothing() {
+        let (mut r, now) = replica(RegistryLimits::default());
+        let mut stats = Stats::default();
+        let mut feed =
+            |r: &mut Replica, known, data: &str| r.on_message(now, "peer", known, data, &mut stats);
+        for bad in [
+            "",
+            "null",
+            "[]",
+            r#"{"t":"nope"}"#,
+            r#"{"t":"delta","b":1,"v":1}"#,
+            r#"{"t":"delta","b":0,"v":1,"put":[{"n":"a"}]}"#,
+            r#"{"t":"page","v":1,"i":5,"n":2,"lo":null,"hi":null,"regs":[]}"#,
+            r#"{"t":"page","v":1,"i":0,"n":4000000000,"lo":null,"hi":null,"regs":[]}"#,
+            r#"{"t":"page","v":1,"i":0,"n":0,"lo":null,"hi":null,"regs":[]}"#,
+            r#"{"t":"pull","have":1}"#,
+        ] {
+            assert_eq!(feed(&mut r, true, bad), Err(Refusal::Invalid), "{bad}");
+        }
+        assert_eq!(
+            feed(&mut r, false, &delta(0, 1, &[wire("a", 1)])),
+            Err(Refusal::UnknownOwner)
+        );
+        // Registrations with a bad part are counted, not held.
+        assert_eq!(
+            feed(&mut r, true, &delta(0, 1, &[wire("a/b", 1), wire("ok", 0)])),
+            Ok(())
+        );
+        assert_eq!(r.held(), 0);
+        // Early deltas are held up to REORDER_MAX, whatever the flood.
+        for b in 10..10_000 {
+            let _ = feed(&mut r, true, &delta(b, b + 1, &[wire("x", 1)]));
+        }
+        assert!(r.tables["peer"].early.len() <= REORDER_MAX);
+        assert_eq!(r.held(), 0);
+        assert_eq!(stats.dropped.registry_invalid, 2);
+    }
+
+    #[test]
+    fn a_pull_is_answered_from_the_log_then_with_pages() {
+        let (mut r, now) = replica(RegistryLimits::default());
+        let mut stats = Stats::default();
+        for port in 1..=100 {
+            let reg =
+                Registration::new("s".into(), "1".into(), "h".into(), port, Map::new()).unwrap();
+            r.register(now, reg, Duration::from_secs(60)).unwrap();
+        }
+        while r.poll_outgoing().is_some() {}
+        // Behind by 10: the last 10 deltas.
+        r.on_message(
+            now,
+            "peer",
+            true,
+            r#"{"t":"pull","o":"me","have":90}"#,
+            &mut stats,
+        )
+        .unwrap();
+        assert_eq!(std::iter::from_fn(|| r.poll_outgoing()).count(), 10);
+        // Behind by more than the log: pages of at most PAGE_BYTES of
+        // registrations each, covering the table.
+        let later = now + Duration::from_secs(1);
+        r.on_message(
+            later,
+            "peer",
+            true,
+            r#"{"t":"pull","o":"me","have":0}"#,
+            &mut stats,
+        )
+        .unwrap();
+        let pages: Vec<String> = std::iter::from_fn(|| r.poll_outgoing())
+            .map(|o| o.data.get().to_owned())
+            .collect();
+        assert!(
+            pages.len() > 1 && pages.iter().all(|p| p.len() < PAGE_BYTES + 200),
+            "{}",
+            pages.len()
+        );
+        // A pull for another owner is not ours to answer.
+        r.on_message(
+            later,
+            "peer",
+            true,
+            r#"{"t":"pull","o":"else","have":0}"#,
+            &mut stats,
+        )
+        .unwrap();
+        assert!(r.poll_outgoing().is_none());
+
+        // The pages alone rebuild the table elsewhere, in any order.
+        let (mut copy, now) = replica(RegistryLimits::default());
+        for page in pages.iter().rev() {
+            copy.on_message(now, "me2", true, page, &mut stats).unwrap();
+        }
+        assert_eq!(copy.held(), 100);
+        assert_eq!(copy.tables["me2"].version, 100);
+    }
+}
