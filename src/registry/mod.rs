@@ -26,17 +26,27 @@
 //! that grows with every change. Its hellos carry that version (one
 //! number: a hello stays one datagram whatever the number of
 //! registrations). A change is broadcast at once as a delta on the
-//! reserved channel `shoal.registry`. A node whose copy of an owner's
-//! table is not at the version the owner's hello announces asks the owner
-//! for what it misses (a *pull*, unicast): the owner answers with the
-//! deltas since, from a log of its last 64, or with its whole table in
-//! pages of one datagram each. So a lost delta is repaired within one
-//! hello interval, a newcomer gets every table within a few milliseconds
-//! of its first hellos, and in steady state the registry costs a number
-//! in each hello, whatever the number of registrations. Repair is bounded:
-//! a node pulls from one owner at most every 250 ms, and answers pulls
-//! with at most 2,000 datagrams per second (burst 2,000); a pull it could
-//! not answer in full is asked again.
+//! reserved channel `shoal.registry`; deltas that arrive out of order are
+//! held (64 per owner) until the one before them comes. A node whose copy
+//! of an owner's table is not at the version the owner's hello announces,
+//! or that has had a gap in the owner's deltas for 20 ms, asks the owner
+//! for what it misses (a *pull*): the owner answers with the deltas since,
+//! from a log of its last 64, or with its whole table in pages of about a
+//! kilobyte (one datagram each), which a node applies in any order. Pulls
+//! and answers are broadcast like everything else: processes on one host
+//! share the port, so a unicast answer could reach the wrong one, and one
+//! answer serves every node that missed the same thing.
+//!
+//! So a lost delta is repaired within one hello interval, a newcomer gets
+//! every table within milliseconds of its first hellos, and in steady
+//! state the registry costs one number in each hello, whatever the number
+//! of registrations. Repair is bounded: a node pulls from one owner at
+//! most every 250 ms; an owner answers with at most 2,000 datagrams per
+//! second (burst 2,000) and does not repeat a delta or page it broadcast
+//! in the last 100 ms; what it could not send is asked again. A node
+//! that missed more than 64 changes of one owner resyncs from pages and
+//! reports the registrations it lost that way as deregistered (the pages
+//! do not say whether they expired).
 //!
 //! node-discovery peers ignore all of it: they have no listener for
 //! `shoal.registry`, and ignore the unknown `reg` field of a hello.
@@ -164,8 +174,8 @@ impl Registry {
 
     /// Registers `registration`, owned by this process, for `ttl` (1 ms to
     /// 24 h) unless refreshed. Registering an id again refreshes it and
-    /// replaces its metadata. Fails with [`Error::Registry`] (an invalid
-    /// registration, a [`RegistryLimits`] limit) or [`Error::Closed`].
+    /// replaces its metadata. Fails with [`Error::Registry`](crate::Error::Registry) (an invalid
+    /// registration, a [`RegistryLimits`] limit) or [`Error::Closed`](crate::Error::Closed).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
