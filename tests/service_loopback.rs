@@ -374,6 +374,18 @@ async fn a_registration_on_another_node_meets_a_need() {
     let a = Discovery::start(loopback(port).build().unwrap())
         .await
         .unwrap();
+    // Registered once web knows A: on one host every node shares the UDP
+    // port, so a pull (unicast) for a delta web missed by not knowing A
+    // yet reaches whichever socket the kernel picks; the delta is
+    // broadcast and reaches web.
+    let a_id = a.id();
+    timeout(Duration::from_secs(10), async {
+        while !web.discovery().nodes().iter().any(|p| p.id == a_id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("web sees A");
     let kv = shoal::Registration::builder("kv", "1.0.0", "127.0.0.1", 7000)
         .build()
         .unwrap();

@@ -72,6 +72,9 @@
 //!
 //! // Elsewhere on the LAN, a sidecar registers a kv it runs.
 //! let sidecar = Discovery::start(config().build()?).await?;
+//! # // On one host the nodes share a port, and a pull (unicast) for a delta
+//! # // missed may reach the wrong one: register once web knows the sidecar.
+//! # while web.discovery().nodes().is_empty() { tokio::time::sleep(Duration::from_millis(10)).await; }
 //! let kv = Registration::builder("kv", "1.0.0", "127.0.0.1", 7000).build()?;
 //! sidecar.registry().register(kv.clone(), Duration::from_secs(30)).await?;
 //!
