@@ -547,6 +547,7 @@ impl Protocol {
 
     /// The node whose copy of registration `id` counts: its owner (this
     /// node's id for our own).
+    #[cfg(feature = "runtime")]
     pub(crate) fn registration_owner(&self, id: &str) -> Option<&NodeId> {
         self.registry.owner(id)
     }

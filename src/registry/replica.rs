@@ -306,6 +306,7 @@ impl Replica {
 
     /// The owner whose copy of `id` counts (ours for our own), for the
     /// service layer, which names an instance's node.
+    #[cfg(feature = "runtime")]
     pub(crate) fn owner(&self, id: &str) -> Option<&NodeId> {
         self.best(id).map(|(owner, _)| owner)
     }
