@@ -538,8 +538,11 @@ impl Discovery {
         &self,
         filter: &Filter,
     ) -> Result<(Vec<Registration>, EventStream<RegistryEvent>), Error> {
-        let core = self.shared().core();
+        let mut core = self.shared().core();
         self.handle.ensure_running()?;
+        // Events a command queued that the driver has not yet handed out
+        // are already in the snapshot: out now, before we subscribe.
+        publish_registry_events(self.shared(), &mut core);
         Ok((
             core.registrations(filter),
             self.shared().registry_events.stream(),

@@ -545,6 +545,13 @@ impl Protocol {
         self.registry.registration(id)
     }
 
+    /// The node whose copy of registration `id` counts: its owner (this
+    /// node's id for our own).
+    #[cfg(feature = "runtime")]
+    pub(crate) fn registration_owner(&self, id: &str) -> Option<&NodeId> {
+        self.registry.owner(id)
+    }
+
     /// How many registrations (ids) are live.
     pub fn registration_count(&self) -> usize {
         self.registry.len()

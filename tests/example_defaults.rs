@@ -28,10 +28,11 @@ use support::{Lan, Proc};
 const STEP: Duration = Duration::from_secs(15);
 
 /// Each example, the arguments it needs anyway, and its own port on this host.
-const EXAMPLES: [(&str, &[&str], u16); 3] = [
+const EXAMPLES: [(&str, &[&str], u16); 4] = [
     ("node", &["--id", "x"], 40_123),
     ("event_emitter", &["--id", "x"], 47_320),
     ("service_readiness", &["--role", "kv"], 47_500),
+    ("registry", &["--register", "kv@1.0.0:7000"], 47_700),
 ];
 
 /// Runs `example` with `args` and `--print-config`; returns its `config` line.
@@ -69,7 +70,7 @@ fn tcp_addr(example: &str, config: &Value) -> Value {
     match example {
         "event_emitter" => config["hub_bind"].clone(),
         "service_readiness" => config["listen"].clone(),
-        _ => json!(null), // node has no TCP server
+        _ => json!(null), // node and registry have no TCP server
     }
 }
 
@@ -84,7 +85,7 @@ fn every_example_defaults_to_this_host_only() {
         assert_eq!(config["multicast"], Value::Null, "{example}: {config}");
         assert_eq!(config["port"], port, "{example}: {config}");
         assert_eq!(config["host_only"], true, "{example}: {config}");
-        if example != "node" {
+        if !matches!(example, "node" | "registry") {
             assert_eq!(tcp_addr(example, &config), "127.0.0.1", "{example}");
         }
     }
@@ -97,7 +98,7 @@ fn lan_gives_the_library_defaults_and_explicit_flags_win() {
         assert_eq!(lan["broadcast"], "255.255.255.255", "{example}: {lan}");
         assert_eq!(lan["port"], 12345, "{example}: {lan}");
         assert_eq!(lan["host_only"], false, "{example}: {lan}");
-        if example != "node" {
+        if !matches!(example, "node" | "registry") {
             assert_eq!(tcp_addr(example, &lan), "0.0.0.0", "{example}");
         }
 
@@ -200,4 +201,55 @@ fn node_without_network_flags_stays_on_its_host() {
     for mut p in procs {
         p.stop(STEP);
     }
+}
+
+/// The registry example on loopback, two processes: one registers kv, the
+/// other lists it after its listen, then sees it go offline when the
+/// first stops (it deregisters on SIGTERM).
+#[test]
+fn registry_example_registers_lists_and_watches_on_loopback() {
+    let bin = build_example("registry");
+    // Its own port, on this host only.
+    let net = ["--broadcast", "127.255.255.255", "--port", "47701"];
+    let spawn = |name: &str, args: &[&str]| {
+        let mut cmd = Command::new(&bin);
+        cmd.args(net).args(["--hello-interval", "100"]).args(args);
+        Proc::spawn(name, cmd).unwrap_or_else(|e| panic!("spawn {name}: {e}"))
+    };
+    // The listers first: on one host every process shares the UDP port, so
+    // the owner's unicast answers to a late joiner's pull reach whichever
+    // process the kernel picks; its broadcast delta reaches them all.
+    let mut lister = spawn("lister", &["--listen", "4000"]);
+    let mut watcher = spawn("watcher", &["--watch", "kv@1.0.0"]);
+    for p in [&lister, &watcher] {
+        p.wait_event("config", STEP)
+            .unwrap_or_else(|| panic!("{}", p.dump()));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let mut owner = spawn("owner", &["--register", "kv@1.0.0:7000", "--ttl", "5"]);
+    owner
+        .wait_event("registered", STEP)
+        .unwrap_or_else(|| panic!("{}", owner.dump()));
+    let all = |procs: [&Proc; 3]| dump_all(procs);
+    let listed = lister
+        .wait_event("registration", STEP)
+        .unwrap_or_else(|| panic!("{}", all([&owner, &lister, &watcher])));
+    assert_eq!(listed["registration"]["id"], "/kv/1.0.0/127.0.0.1/7000");
+    assert_eq!(listed["registration"]["meta"]["pid"], owner.pid());
+    let online = watcher
+        .wait_event("online", STEP)
+        .unwrap_or_else(|| panic!("{}", all([&owner, &lister, &watcher])));
+    assert_eq!(online["registration"]["name"], "kv");
+
+    owner.stop(STEP);
+    for p in [&lister, &watcher] {
+        let offline = p
+            .wait_event("offline", STEP)
+            .unwrap_or_else(|| panic!("{}", p.dump()));
+        assert_eq!(offline["reason"], "deregistered", "{}", p.dump());
+    }
+    // The lister listed kv once, and had no online for it on top.
+    assert!(lister.events("online").is_empty(), "{}", lister.dump());
+    lister.stop(STEP);
+    watcher.stop(STEP);
 }

@@ -347,3 +347,109 @@ async fn dropping_every_clone_stops_the_service_layer_then_the_node() {
     .await;
     watcher.shutdown().await;
 }
+
+/// A registration meets a need: node A registers kv on behalf of an app
+/// (say, a legacy one); B's need for kv is met by it, B's setup hook
+/// connects where the registration says, and a deregistration is NotReady.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_on_another_node_meets_a_need() {
+    let port = 47_406;
+    let seen = Arc::new(Mutex::new(Vec::<(String, Option<u16>, bool)>::new()));
+    let hook_seen = seen.clone();
+    let web = ServiceDiscovery::builder(loopback(port).build().unwrap())
+        .setup("kv", move |kv| {
+            let seen = hook_seen.clone();
+            async move {
+                let registered = kv.registration().is_some();
+                seen.lock()
+                    .unwrap()
+                    .push((kv.host().to_owned(), kv.port(), registered));
+                Ok::<(), String>(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut events = web.events();
+    let a = Discovery::start(loopback(port).build().unwrap())
+        .await
+        .unwrap();
+    // Registered once web knows A: on one host every node shares the UDP
+    // port, so a pull (unicast) for a delta web missed by not knowing A
+    // yet reaches whichever socket the kernel picks; the delta is
+    // broadcast and reaches web.
+    let a_id = a.id();
+    timeout(Duration::from_secs(10), async {
+        while !web.discovery().nodes().iter().any(|p| p.id == a_id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("web sees A");
+    let kv = shoal::Registration::builder("kv", "1.0.0", "127.0.0.1", 7000)
+        .build()
+        .unwrap();
+    a.registry()
+        .register(kv.clone(), Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let services = timeout(Duration::from_secs(10), web.ready())
+        .await
+        .expect("ready in time")
+        .unwrap();
+    let instance = &services["kv"][0];
+    assert_eq!(instance.registration().map(|r| r.id()), Some(kv.id()));
+    assert_eq!(instance.id(), &a.id(), "the owner is the instance's node");
+    assert_eq!(instance.peer.as_ref().map(|p| &p.id), Some(&a.id()));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![("127.0.0.1".to_owned(), Some(7000), true)]
+    );
+
+    a.registry().deregister(kv.id()).await.unwrap();
+    let gone = next_matching(&mut events, |e| {
+        matches!(e, ServiceEvent::InstanceGone(_) | ServiceEvent::NotReady(_))
+    })
+    .await;
+    assert!(
+        matches!(&gone, ServiceEvent::InstanceGone(i) if i.port() == Some(7000)),
+        "{gone}"
+    );
+    let e = next_matching(&mut events, |e| matches!(e, ServiceEvent::NotReady(_))).await;
+    assert_eq!(e, ServiceEvent::NotReady("kv".into()));
+    assert!(!web.is_ready());
+    a.shutdown().await;
+    web.shutdown().await;
+}
+
+/// A registration this very process owns meets its own need too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_of_this_process_meets_its_need() {
+    let port = 47_407;
+    let web = ServiceDiscovery::builder(loopback(port).build().unwrap())
+        .need("kv")
+        .start()
+        .await
+        .unwrap();
+    let kv = shoal::Registration::builder("kv", "1.0.0", "127.0.0.1", 7000)
+        .build()
+        .unwrap();
+    let registry = web.discovery().registry();
+    registry
+        .register(kv.clone(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let services = timeout(Duration::from_secs(10), web.ready())
+        .await
+        .expect("ready in time")
+        .unwrap();
+    let instance = &services["kv"][0];
+    assert_eq!(instance.id(), &web.discovery().id());
+    assert!(instance.peer.is_none(), "we are not in our own peer table");
+    assert_eq!(
+        (instance.host(), instance.port()),
+        ("127.0.0.1", Some(7000))
+    );
+    web.shutdown().await;
+}

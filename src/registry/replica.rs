@@ -332,6 +332,13 @@ impl Replica {
         Some(reg)
     }
 
+    /// The owner whose copy of `id` counts (ours for our own), for the
+    /// service layer, which names an instance's node.
+    #[cfg(feature = "runtime")]
+    pub(crate) fn owner(&self, id: &str) -> Option<&NodeId> {
+        self.best(id).map(|(owner, _)| owner)
+    }
+
     /// The holder whose copy of `id` counts: registered last, then the
     /// highest owner id.
     fn best(&self, id: &str) -> Option<(&NodeId, &Registration)> {

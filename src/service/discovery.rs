@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,10 +15,12 @@ use tokio::task::JoinHandle;
 
 use crate::event::Event;
 use crate::handle::{lock, Events, Handle, StopSignal};
+use crate::protocol::Protocol;
+use crate::registry::{Filter, RegistryEvent, Watch};
 use crate::stream::{sealed, EventStream, StreamEvent};
 use crate::{Config, Discovery, Error, Stats};
 
-use super::tracker::{Action, ServiceTracker, Ticket};
+use super::tracker::{Action, Owner, ServiceTracker, Ticket};
 use super::{ServiceEvent, ServiceInstance, Services};
 
 impl sealed::Sealed for ServiceEvent {}
@@ -116,6 +119,9 @@ impl ServiceBuilder {
         }
         let node = Discovery::start(config).await?;
         let node_events = node.events();
+        // Every registration, whatever its name: a need added later may
+        // be met by one registered now.
+        let registrations = node.registry().watch(Filter::All).await?;
         let (ready_tx, ready) = watch::channel(tracker.is_ready());
         let shared = Arc::new(Shared {
             tracker: Mutex::new(tracker),
@@ -126,7 +132,11 @@ impl ServiceBuilder {
         });
         let driver_node = node.clone();
         let handle = Handle::spawn(shared, |shared, stop| {
-            run(shared, driver_node, node_events, ready_tx, stop)
+            let streams = Streams {
+                node: node_events,
+                registrations,
+            };
+            run(shared, driver_node, streams, ready_tx, stop)
         });
         Ok(ServiceDiscovery {
             node,
@@ -319,10 +329,61 @@ impl ServiceDiscovery {
     }
 }
 
+/// What the driver feeds the tracker.
+struct Streams {
+    node: EventStream<Event>,
+    registrations: Watch,
+}
+
+/// The node whose copy of registration `id` counts, if `id` is still live
+/// (if not, its `Offline` is on its way). Called under the core lock, so
+/// the registry and the peer table agree.
+fn owner(core: &Protocol, local_addr: SocketAddr, id: &str) -> Option<Owner> {
+    let id = core.registration_owner(id)?;
+    let peer = if id == core.id() {
+        None
+    } else {
+        // An owner's registrations leave with it: a live one's owner is known.
+        Some(core.peer(id.as_str())?.clone())
+    };
+    let addr = peer.as_ref().map_or(local_addr, |p| p.addr);
+    Some(Owner {
+        id: id.clone(),
+        peer,
+        addr,
+    })
+}
+
+/// Feeds one registry event to the tracker.
+fn on_registration(shared: &Shared, node: &Discovery, event: RegistryEvent) {
+    let local_addr = node.local_addr();
+    match event {
+        RegistryEvent::Online(r) | RegistryEvent::Updated(r) => {
+            if let Ok(Some(owner)) = node.query(|core| owner(core, local_addr, r.id())) {
+                lock(&shared.tracker).registration_online(r, owner);
+            }
+        }
+        RegistryEvent::Offline { registration, .. } => {
+            lock(&shared.tracker).registration_offline(registration.id());
+        }
+        RegistryEvent::Lagged(_) => {
+            let live = node.query(|core| {
+                let all = core.registrations(&Filter::All).into_iter();
+                all.filter_map(|r| Some((owner(core, local_addr, r.id())?, r)))
+                    .map(|(owner, r)| (r, owner))
+                    .collect()
+            });
+            if let Ok(live) = live {
+                lock(&shared.tracker).reconcile_registrations(live);
+            }
+        }
+    }
+}
+
 async fn run(
     shared: Arc<Shared>,
     node: Discovery,
-    mut node_events: EventStream<Event>,
+    mut streams: Streams,
     ready_tx: watch::Sender<bool>,
     mut stop: StopSignal,
 ) {
@@ -332,10 +393,14 @@ async fn run(
         tokio::select! {
             biased;
             () = stop.requested() => break,
-            event = node_events.recv() => match event {
+            event = streams.node.recv() => match event {
                 None => break,
                 Some(Event::Lagged(_)) => lock(&shared.tracker).reconcile(&node.nodes()),
                 Some(event) => lock(&shared.tracker).handle_event(&event),
+            },
+            event = streams.registrations.recv() => match event {
+                None => break,
+                Some(event) => on_registration(&shared, &node, event),
             },
             Some((ticket, result)) = results.recv() => {
                 lock(&shared.tracker).hook_finished(ticket, result);

@@ -39,6 +39,52 @@
 //! # kv.shutdown().await;
 //! # Ok(()) }
 //! ```
+//!
+//! **Registrations are instances too.** A need is also met by a live
+//! registration of that name in the node's [registry](crate::registry),
+//! whoever owns it: another node (a sidecar that registered a legacy app
+//! on its behalf, say) or this process. A setup hook reads where to
+//! connect from [`ServiceInstance::host`] and [`ServiceInstance::port`],
+//! whichever kind the instance is (for a node, its address's IP and the
+//! `port` it advertises), and the registration itself from
+//! [`ServiceInstance::registration`]. A node instance is keyed by its node,
+//! a registration instance by the registration's id, so a node that
+//! advertises `kv` and owns registrations of `kv` gives one instance for
+//! each. A registration that goes offline (deregistered, expired, or its
+//! owner gone) is [`ServiceEvent::InstanceGone`], then
+//! [`ServiceEvent::NotReady`] if it was the last.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), shoal::Error> {
+//! use std::time::Duration;
+//! use shoal::{Config, Discovery, Registration, ServiceDiscovery};
+//!
+//! # let config = || Config::builder().broadcast("127.255.255.255".parse().unwrap()).port(47_650);
+//! let web = ServiceDiscovery::builder(config().build()?)
+//!     .setup("kv", |kv| async move {
+//!         let port = kv.port().ok_or("no port")?;
+//!         println!("connecting to kv at {}:{port}", kv.host());
+//!         Ok::<(), &str>(())
+//!     })
+//!     .start()
+//!     .await?;
+//!
+//! // Elsewhere on the LAN, a sidecar registers a kv it runs.
+//! let sidecar = Discovery::start(config().build()?).await?;
+//! # // On one host the nodes share a port, and a pull (unicast) for a delta
+//! # // missed may reach the wrong one: register once web knows the sidecar.
+//! # while web.discovery().nodes().is_empty() { tokio::time::sleep(Duration::from_millis(10)).await; }
+//! let kv = Registration::builder("kv", "1.0.0", "127.0.0.1", 7000).build()?;
+//! sidecar.registry().register(kv.clone(), Duration::from_secs(30)).await?;
+//!
+//! let services = web.ready().await?;
+//! assert_eq!(services["kv"][0].port(), Some(7000));
+//! assert_eq!(services["kv"][0].registration().map(|r| r.id()), Some(kv.id()));
+//! # sidecar.shutdown().await;
+//! # web.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 #[cfg(feature = "runtime")]
 mod discovery;
@@ -57,34 +103,115 @@ use std::net::SocketAddr;
 
 use crate::event::{write_lagged, write_local, LocalState};
 use crate::membership::{write_quoted, write_text, NodeId, Peer};
+use crate::registry::Registration;
 
 #[cfg(feature = "runtime")]
 pub use discovery::{ServiceBuilder, ServiceDiscovery};
 
-/// One instance of a service: a node advertising `{"name": <name>, ...}`.
+/// One instance of a service: a node advertising `{"name": <name>, ...}`,
+/// or a live registration named `<name>` in the node's
+/// [registry](crate::registry).
+///
+/// A setup hook connects to [`host`](Self::host) and [`port`](Self::port),
+/// whichever kind the instance is.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ServiceInstance {
     /// The service name.
     pub name: String,
-    /// The node, with everything it advertises in `peer.info`.
-    pub peer: Peer,
+    /// The node, with everything it advertises in `peer.info`: the node
+    /// advertising the service, or the owner of the registration as the
+    /// peer table knows it. `None` only for a registration this process
+    /// owns (it is not in its own peer table).
+    pub peer: Option<Peer>,
+    node: NodeId,
+    addr: SocketAddr,
+    host: String,
+    registration: Option<Registration>,
 }
 
 impl ServiceInstance {
-    /// The node's id.
+    /// An instance advertised by `peer`.
+    pub(crate) fn advertised(name: String, peer: Peer) -> ServiceInstance {
+        ServiceInstance {
+            name,
+            node: peer.id.clone(),
+            addr: peer.addr,
+            host: peer.addr.ip().to_string(),
+            peer: Some(peer),
+            registration: None,
+        }
+    }
+
+    /// An instance registered in the registry, owned by `owner`.
+    pub(crate) fn registered(registration: Registration, owner: tracker::Owner) -> ServiceInstance {
+        ServiceInstance {
+            name: registration.name().to_owned(),
+            node: owner.id,
+            addr: owner.addr,
+            host: registration.host().to_owned(),
+            peer: owner.peer,
+            registration: Some(registration),
+        }
+    }
+
+    /// The node's id: the node advertising the service, or the owner of
+    /// the registration (this node's own id for one this process owns).
     pub fn id(&self) -> &NodeId {
-        &self.peer.id
+        &self.node
     }
 
-    /// The node's address (the source of its hellos).
+    /// The node's address (the source of its hellos), as [`id`](Self::id)
+    /// names the node; for a registration this process owns, this node's
+    /// socket address. To connect to the service, use [`host`](Self::host)
+    /// and [`port`](Self::port).
     pub fn addr(&self) -> SocketAddr {
-        self.peer.addr
+        self.addr
     }
 
-    /// What the node advertises (an object with at least `name`).
+    /// What the node advertises (for an advertised service, an object
+    /// with at least `name`); `Null` for a registration this process owns.
     pub fn info(&self) -> &serde_json::Value {
-        self.peer.info.as_ref().unwrap_or(&serde_json::Value::Null)
+        self.peer
+            .as_ref()
+            .and_then(|p| p.info.as_ref())
+            .unwrap_or(&serde_json::Value::Null)
+    }
+
+    /// Where the service is served: the registration's host, or the IP
+    /// address of the node advertising it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port the service is served at: the registration's, or the
+    /// `port` the node advertises if it is a number that fits (`None`
+    /// otherwise).
+    pub fn port(&self) -> Option<u16> {
+        match &self.registration {
+            Some(r) => Some(r.port()),
+            None => self
+                .info()
+                .get("port")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok()),
+        }
+    }
+
+    /// The registration this instance is, if it is one.
+    pub fn registration(&self) -> Option<&Registration> {
+        self.registration.as_ref()
+    }
+
+    /// Writes where the instance is, as [`ServiceEvent`]'s `Display` does:
+    /// the node, or the registration's id.
+    fn write_where(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.registration, &self.peer) {
+            // Parts of an id hold no space or control character: one line.
+            (Some(r), _) => write!(f, "registration {}", r.id()),
+            (None, Some(peer)) => fmt::Display::fmt(peer, f),
+            (None, None) => fmt::Display::fmt(&self.node, f),
+        }
     }
 }
 
@@ -131,7 +258,8 @@ pub enum ServiceEvent {
 ///
 /// - `service "kv" active on 3f2a1b9c… (db-1 at 10.0.0.2:12345, weight 0.90)`,
 ///   with the node as [`Peer`]'s [`Display`](Peer#impl-Display-for-Peer)
-///   prints it;
+///   prints it, or `service "kv" active on registration /kv/1.0.0/10.0.0.5/7000`
+///   for a registration;
 /// - `ready: "kv" (2 instances), "queue" (1 instance)` (just `ready` when
 ///   nothing is needed);
 /// - `not ready: lost every "kv"`;
@@ -157,13 +285,13 @@ impl fmt::Display for ServiceEvent {
                 f.write_str("service ")?;
                 write_quoted(f, &instance.name)?;
                 f.write_str(" active on ")?;
-                fmt::Display::fmt(&instance.peer, f)
+                instance.write_where(f)
             }
             ServiceEvent::InstanceGone(instance) => {
                 f.write_str("service ")?;
                 write_quoted(f, &instance.name)?;
                 f.write_str(" gone from ")?;
-                fmt::Display::fmt(&instance.peer, f)
+                instance.write_where(f)
             }
             ServiceEvent::Ready(services) => {
                 f.write_str("ready")?;
@@ -184,7 +312,7 @@ impl fmt::Display for ServiceEvent {
                 f.write_str("setup of ")?;
                 write_quoted(f, &instance.name)?;
                 f.write_str(" failed on ")?;
-                fmt::Display::fmt(&instance.peer, f)?;
+                instance.write_where(f)?;
                 f.write_str(": ")?;
                 write_text(f, error)
             }
@@ -207,10 +335,7 @@ mod display_tests {
     fn db() -> ServiceInstance {
         let mut peer = peer(LONG_ID, false, true, 0.9);
         peer.host_name = "db-1".into();
-        ServiceInstance {
-            name: "kv".into(),
-            peer,
-        }
+        ServiceInstance::advertised("kv".into(), peer)
     }
 
     fn me() -> LocalState {
@@ -234,7 +359,7 @@ mod display_tests {
             ("queue".to_owned(), vec![db()]),
         ]
         .into();
-        let mut master = db().peer;
+        let mut master = db().peer.unwrap();
         master.is_master = true;
         let cases = [
             (

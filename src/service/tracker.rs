@@ -1,12 +1,20 @@
 //! The sans-IO heart of [`ServiceDiscovery`](super::ServiceDiscovery): which
 //! instances of which services exist, which setup hooks each still has to
-//! pass, and when the process is ready. It takes node [`Event`]s and hook
-//! results, and queues hook runs and [`ServiceEvent`]s; it runs nothing itself.
+//! pass, and when the process is ready. It takes node [`Event`]s, registry
+//! events (with the owner of each registration, which the driver looks up)
+//! and hook results, and queues hook runs and [`ServiceEvent`]s; it runs
+//! nothing itself.
+//!
+//! An instance is a node advertising a service, keyed by the node's id, or
+//! a live registration, keyed by the registration's id: one node may
+//! advertise `kv` and own registrations of `kv` too, and each counts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
 
 use crate::event::Event;
 use crate::membership::{NodeId, Peer};
+use crate::registry::Registration;
 
 use super::{ServiceEvent, ServiceInstance, Services};
 
@@ -14,7 +22,7 @@ use super::{ServiceEvent, ServiceInstance, Services};
 /// was removed (or renamed, or re-added) is recognised as stale.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
-    id: NodeId,
+    key: Key,
     generation: u64,
     index: usize,
 }
@@ -34,10 +42,32 @@ pub enum Action {
     },
 }
 
+/// What identifies an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    /// A node advertising the service.
+    Node(NodeId),
+    /// A registration, by its id (`/name/version/host/port`).
+    Registration(String),
+}
+
+/// The node that owns a registration, as the driver finds it when the
+/// registration comes online or changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owner {
+    /// Its id.
+    pub id: NodeId,
+    /// It, as the peer table knows it (`None`: this node).
+    pub peer: Option<Peer>,
+    /// Its address: `peer.addr`, or this node's socket address.
+    pub addr: SocketAddr,
+}
+
 #[derive(Debug)]
 struct Instance {
-    name: String,
-    peer: Peer,
+    /// What hooks and events get; its name never changes (a renamed node
+    /// is a new instance).
+    instance: ServiceInstance,
     generation: u64,
     /// Hooks passed so far.
     done: usize,
@@ -52,7 +82,7 @@ struct Instance {
 pub struct ServiceTracker {
     needs: BTreeSet<String>,
     hooks: HashMap<String, usize>,
-    instances: HashMap<NodeId, Instance>,
+    instances: HashMap<Key, Instance>,
     /// Active instances per service name, kept in step with every
     /// `Instance::active` change (absent means none, so the map never holds
     /// more names than there are active instances): readiness is then
@@ -107,14 +137,14 @@ impl ServiceTracker {
         *count += 1;
         let index = *count - 1;
         self.need(name);
-        let ids: Vec<NodeId> = self
+        let keys: Vec<Key> = self
             .instances
             .iter()
-            .filter(|(_, i)| i.name == name)
-            .map(|(id, _)| id.clone())
+            .filter(|(_, i)| i.instance.name == name)
+            .map(|(key, _)| key.clone())
             .collect();
-        for id in ids {
-            self.advance(&id);
+        for key in keys {
+            self.advance(&key);
         }
         index
     }
@@ -124,7 +154,7 @@ impl ServiceTracker {
         match event {
             Event::Added(peer) => self.seen(peer),
             Event::Updated(peer) => self.seen(peer),
-            Event::Removed(peer, _) => self.remove(&peer.id),
+            Event::Removed(peer, _) => self.remove(&Key::Node(peer.id.clone())),
             Event::Master(peer) => self.events.push_back(ServiceEvent::Master(peer.clone())),
             Event::Promotion(me) => self.events.push_back(ServiceEvent::Promotion(me.clone())),
             Event::Demotion(me) => self.events.push_back(ServiceEvent::Demotion(me.clone())),
@@ -137,23 +167,62 @@ impl ServiceTracker {
     /// are handled as if their events had arrived.
     pub fn reconcile(&mut self, peers: &[Peer]) {
         let live: HashMap<&NodeId, &Peer> = peers.iter().map(|p| (&p.id, p)).collect();
-        let gone: Vec<NodeId> = self
+        let gone: Vec<Key> = self
             .instances
             .keys()
-            .filter(|id| !live.contains_key(id))
+            .filter(|key| matches!(key, Key::Node(id) if !live.contains_key(id)))
             .cloned()
             .collect();
-        for id in gone {
-            self.remove(&id);
+        for key in gone {
+            self.remove(&key);
         }
         for peer in peers {
             self.seen(peer);
         }
     }
 
+    /// A registration came online, or changed (new metadata, another
+    /// owner): `owner` is the node whose copy counts now. A new one is an
+    /// instance of the service it names, set up like any other; a known
+    /// one keeps its progress and gets the new details.
+    pub fn registration_online(&mut self, registration: Registration, owner: Owner) {
+        let key = Key::Registration(registration.id().to_owned());
+        let instance = ServiceInstance::registered(registration, owner);
+        match self.instances.get_mut(&key) {
+            // The id holds the name: an update is always the same service.
+            Some(inst) => inst.instance = instance,
+            None => self.insert(key, instance),
+        }
+    }
+
+    /// A registration went offline (deregistered, expired, or its owner
+    /// left): its instance goes.
+    pub fn registration_offline(&mut self, id: &str) {
+        self.remove(&Key::Registration(id.to_owned()));
+    }
+
+    /// Brings the registration instances in line with the registry, after
+    /// its events were lost: `live` is every live registration, with its
+    /// owner.
+    pub fn reconcile_registrations(&mut self, live: Vec<(Registration, Owner)>) {
+        let ids: BTreeSet<&str> = live.iter().map(|(r, _)| r.id()).collect();
+        let gone: Vec<Key> = self
+            .instances
+            .keys()
+            .filter(|key| matches!(key, Key::Registration(id) if !ids.contains(id.as_str())))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.remove(&key);
+        }
+        for (registration, owner) in live {
+            self.registration_online(registration, owner);
+        }
+    }
+
     /// Reports the result of a hook run started by [`Action::RunHook`].
     pub fn hook_finished(&mut self, ticket: Ticket, result: Result<(), String>) {
-        let Some(inst) = self.instances.get_mut(&ticket.id) else {
+        let Some(inst) = self.instances.get_mut(&ticket.key) else {
             return;
         };
         if inst.generation != ticket.generation || !inst.running || inst.done != ticket.index {
@@ -163,19 +232,16 @@ impl ServiceTracker {
         match result {
             Ok(()) => {
                 inst.done += 1;
-                self.advance(&ticket.id);
+                self.advance(&ticket.key);
             }
             Err(error) => {
                 inst.failed = true;
-                let instance = ServiceInstance {
-                    name: inst.name.clone(),
-                    peer: inst.peer.clone(),
-                };
+                let instance = inst.instance.clone();
                 let was_active = inst.active.take().is_some();
+                let name = instance.name.clone();
                 self.events
                     .push_back(ServiceEvent::SetupFailed { instance, error });
                 if was_active {
-                    let name = self.instances[&ticket.id].name.clone();
                     self.deactivated(&name);
                 }
             }
@@ -207,13 +273,9 @@ impl ServiceTracker {
         let mut map: BTreeMap<String, Vec<(u64, ServiceInstance)>> = BTreeMap::new();
         for inst in self.instances.values() {
             if let Some(order) = inst.active {
-                map.entry(inst.name.clone()).or_default().push((
-                    order,
-                    ServiceInstance {
-                        name: inst.name.clone(),
-                        peer: inst.peer.clone(),
-                    },
-                ));
+                map.entry(inst.instance.name.clone())
+                    .or_default()
+                    .push((order, inst.instance.clone()));
             }
         }
         map.into_iter()
@@ -228,32 +290,36 @@ impl ServiceTracker {
 
     /// A peer was added or changed: track, move or drop its instance.
     fn seen(&mut self, peer: &Peer) {
+        let key = Key::Node(peer.id.clone());
         let name = service_name(peer);
-        match (self.instances.get_mut(&peer.id), name) {
-            (Some(inst), Some(name)) if inst.name == name => {
+        match (self.instances.get_mut(&key), name) {
+            (Some(inst), Some(name)) if inst.instance.name == name => {
                 // Same service: keep its progress, refresh what it advertises.
-                inst.peer = peer.clone();
+                inst.instance = ServiceInstance::advertised(name.to_owned(), peer.clone());
             }
             (Some(_), _) => {
                 // Renamed, or no longer a service: it leaves the old one...
-                self.remove(&peer.id);
+                self.remove(&key);
                 // ...and, renamed, starts over in the new one.
                 if let Some(name) = name {
-                    self.insert(name.to_owned(), peer);
+                    let instance = ServiceInstance::advertised(name.to_owned(), peer.clone());
+                    self.insert(key, instance);
                 }
             }
-            (None, Some(name)) => self.insert(name.to_owned(), peer),
+            (None, Some(name)) => {
+                let instance = ServiceInstance::advertised(name.to_owned(), peer.clone());
+                self.insert(key, instance);
+            }
             (None, None) => {}
         }
     }
 
-    fn insert(&mut self, name: String, peer: &Peer) {
+    fn insert(&mut self, key: Key, instance: ServiceInstance) {
         self.generation += 1;
         self.instances.insert(
-            peer.id.clone(),
+            key.clone(),
             Instance {
-                name,
-                peer: peer.clone(),
+                instance,
                 generation: self.generation,
                 done: 0,
                 running: false,
@@ -261,42 +327,36 @@ impl ServiceTracker {
                 active: None,
             },
         );
-        self.advance(&peer.id);
+        self.advance(&key);
     }
 
-    fn remove(&mut self, id: &NodeId) {
-        if let Some(inst) = self.instances.remove(id) {
+    fn remove(&mut self, key: &Key) {
+        if let Some(inst) = self.instances.remove(key) {
             if inst.active.is_some() {
-                let name = inst.name.clone();
+                let name = inst.instance.name.clone();
                 self.events
-                    .push_back(ServiceEvent::InstanceGone(ServiceInstance {
-                        name: inst.name,
-                        peer: inst.peer,
-                    }));
+                    .push_back(ServiceEvent::InstanceGone(inst.instance));
                 self.deactivated(&name);
             }
         }
     }
 
     /// Starts the instance's next hook, or activates it when all passed.
-    fn advance(&mut self, id: &NodeId) {
-        let Some(inst) = self.instances.get_mut(id) else {
+    fn advance(&mut self, key: &Key) {
+        let Some(inst) = self.instances.get_mut(key) else {
             return;
         };
         if inst.failed || inst.running {
             return;
         }
-        let hooks = self.hooks.get(&inst.name).copied().unwrap_or(0);
+        let hooks = self.hooks.get(&inst.instance.name).copied().unwrap_or(0);
         if inst.done < hooks {
             inst.running = true;
             self.actions.push_back(Action::RunHook {
                 index: inst.done,
-                instance: ServiceInstance {
-                    name: inst.name.clone(),
-                    peer: inst.peer.clone(),
-                },
+                instance: inst.instance.clone(),
                 ticket: Ticket {
-                    id: id.clone(),
+                    key: key.clone(),
                     generation: inst.generation,
                     index: inst.done,
                 },
@@ -304,10 +364,7 @@ impl ServiceTracker {
         } else if inst.active.is_none() {
             self.activations += 1;
             inst.active = Some(self.activations);
-            let instance = ServiceInstance {
-                name: inst.name.clone(),
-                peer: inst.peer.clone(),
-            };
+            let instance = inst.instance.clone();
             let first = match self.active.get_mut(&instance.name) {
                 Some(count) => {
                     *count += 1;
@@ -398,7 +455,7 @@ mod counter_tests {
     fn recount(t: &ServiceTracker) -> (HashMap<String, usize>, usize) {
         let mut active: HashMap<String, usize> = HashMap::new();
         for inst in t.instances.values().filter(|i| i.active.is_some()) {
-            *active.entry(inst.name.clone()).or_default() += 1;
+            *active.entry(inst.instance.name.clone()).or_default() += 1;
         }
         let met = t.needs.iter().filter(|n| active.contains_key(*n)).count();
         (active, met)
@@ -418,6 +475,28 @@ mod counter_tests {
         AddHook(u8),
         /// Reconciles with a table holding the peers whose bit is set.
         Reconcile(u8, Option<u8>),
+        /// A registration of one of [`NAMES`] online (or updated), by port.
+        RegOnline(u8, u8),
+        RegOffline(u8, u8),
+        /// Reconciles with a registry holding the registrations whose bit is set.
+        RegReconcile(u8, u8),
+    }
+
+    fn reg(name: u8, port: u8) -> (Registration, Owner) {
+        let r = Registration::builder(
+            NAMES[usize::from(name)],
+            "1",
+            "10.0.0.9",
+            1 + u16::from(port),
+        )
+        .build()
+        .unwrap();
+        let owner = Owner {
+            id: NodeId::new("owner"),
+            peer: None,
+            addr: "10.0.0.9:1".parse().unwrap(),
+        };
+        (r, owner)
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -430,6 +509,9 @@ mod counter_tests {
             1 => (0u8..3).prop_map(Op::Need),
             1 => (0u8..3).prop_map(Op::AddHook),
             1 => (any::<u8>(), name).prop_map(|(mask, n)| Op::Reconcile(mask, n)),
+            3 => (0u8..3, 0u8..4).prop_map(|(n, p)| Op::RegOnline(n, p)),
+            2 => (0u8..3, 0u8..4).prop_map(|(n, p)| Op::RegOffline(n, p)),
+            1 => (0u8..3, any::<u8>()).prop_map(|(n, mask)| Op::RegReconcile(n, mask)),
         ]
     }
 
@@ -471,6 +553,18 @@ mod counter_tests {
                             .collect();
                         t.reconcile(&peers);
                     }
+                    Op::RegOnline(n, p) => {
+                        let (r, owner) = reg(n, p);
+                        t.registration_online(r, owner);
+                    }
+                    Op::RegOffline(n, p) => t.registration_offline(reg(n, p).0.id()),
+                    Op::RegReconcile(n, mask) => {
+                        let live = (0u8..4)
+                            .filter(|p| mask & (1 << p) != 0)
+                            .map(|p| reg((n + p) % 3, p))
+                            .collect();
+                        t.reconcile_registrations(live);
+                    }
                 }
                 while let Some(Action::RunHook { ticket, .. }) = t.poll_action() {
                     pending.push(ticket);
@@ -482,5 +576,181 @@ mod counter_tests {
                 prop_assert_eq!(t.is_ready(), met == t.needs.len());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod registration_tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn kv(port: u16) -> Registration {
+        Registration::builder("kv", "1.0.0", "10.0.0.5", port)
+            .build()
+            .unwrap()
+    }
+
+    fn peer(id: &str, info: serde_json::Value) -> Peer {
+        let t0 = Instant::now();
+        Peer {
+            id: NodeId::new(id),
+            pid: "1".into(),
+            host_name: "sidecar".into(),
+            addr: "10.0.0.2:12345".parse().unwrap(),
+            is_master: false,
+            is_master_eligible: true,
+            weight: 0.5,
+            info_raw: Some(info.to_string().into()),
+            info: Some(info),
+            wire_fingerprint: 0,
+            epoch: None,
+            hello_interval: Duration::from_millis(400),
+            gaps_measured: 0,
+            hello_seq: None,
+            last_seen: t0,
+            deadline: t0,
+            indexed: t0,
+        }
+    }
+
+    /// The sidecar that registered kv on its app's behalf.
+    fn sidecar() -> Owner {
+        let peer = peer("sidecar", serde_json::json!({"name": "sidecar"}));
+        Owner {
+            id: peer.id.clone(),
+            addr: peer.addr,
+            peer: Some(peer),
+        }
+    }
+
+    fn events(t: &mut ServiceTracker) -> Vec<ServiceEvent> {
+        std::iter::from_fn(|| t.poll_event()).collect()
+    }
+
+    #[test]
+    fn a_registration_meets_a_need() {
+        let mut t = ServiceTracker::new(["kv".to_owned()]);
+        t.registration_online(kv(7000), sidecar());
+        let events = events(&mut t);
+        assert!(
+            matches!(
+                &events[..],
+                [ServiceEvent::Service(_), ServiceEvent::Ready(_)]
+            ),
+            "{events:?}"
+        );
+        assert!(t.is_ready());
+        let services = t.services();
+        let instance = &services["kv"][0];
+        assert_eq!((instance.host(), instance.port()), ("10.0.0.5", Some(7000)));
+        assert_eq!(
+            instance.registration().map(Registration::id),
+            Some("/kv/1.0.0/10.0.0.5/7000")
+        );
+        // The node is the owner, as the peer table knows it.
+        assert_eq!(instance.id().as_str(), "sidecar");
+        assert_eq!(
+            instance.peer.as_ref().map(|p| p.host_name.as_str()),
+            Some("sidecar")
+        );
+        assert_eq!(
+            ServiceEvent::Service(instance.clone()).to_string(),
+            r#"service "kv" active on registration /kv/1.0.0/10.0.0.5/7000"#
+        );
+    }
+
+    #[test]
+    fn a_setup_hook_runs_with_the_registrations_host_and_port() {
+        let mut t = ServiceTracker::new([]);
+        t.add_hook("kv");
+        t.registration_online(kv(7000), sidecar());
+        let Some(Action::RunHook {
+            instance, ticket, ..
+        }) = t.poll_action()
+        else {
+            panic!("a hook run");
+        };
+        assert_eq!((instance.host(), instance.port()), ("10.0.0.5", Some(7000)));
+        assert!(!t.is_ready(), "not active before its hook passed");
+        // New metadata while the hook runs: progress is kept, no second run.
+        let updated = Registration::builder("kv", "1.0.0", "10.0.0.5", 7000)
+            .meta("zone", "eu")
+            .build()
+            .unwrap();
+        t.registration_online(updated, sidecar());
+        assert_eq!(t.poll_action(), None);
+        t.hook_finished(ticket, Ok(()));
+        assert!(t.is_ready());
+        assert_eq!(
+            t.services()["kv"][0].registration().unwrap().meta()["zone"],
+            "eu"
+        );
+    }
+
+    #[test]
+    fn offline_removes_the_instance_and_the_last_one_is_not_ready() {
+        let mut t = ServiceTracker::new(["kv".to_owned()]);
+        t.registration_online(kv(7000), sidecar());
+        events(&mut t);
+        t.registration_offline("/kv/1.0.0/10.0.0.5/7000");
+        let events = events(&mut t);
+        match &events[..] {
+            [ServiceEvent::InstanceGone(gone), ServiceEvent::NotReady(name)] => {
+                assert_eq!(gone.port(), Some(7000));
+                assert_eq!(name, "kv");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!t.is_ready());
+        // An unknown id is no change.
+        t.registration_offline("/kv/1.0.0/10.0.0.5/7000");
+        assert!(t.poll_event().is_none());
+    }
+
+    #[test]
+    fn node_and_registration_instances_of_one_service_count_together() {
+        let mut t = ServiceTracker::new(["kv".to_owned()]);
+        // The sidecar advertises kv itself too, and owns a registration of
+        // kv: two instances, keyed apart.
+        let node = peer("sidecar", serde_json::json!({"name": "kv", "port": 7001}));
+        t.handle_event(&Event::Added(node.clone()));
+        t.registration_online(kv(7000), sidecar());
+        t.registration_online(kv(7002), sidecar());
+        let services = t.services();
+        let ports: Vec<_> = services["kv"].iter().map(ServiceInstance::port).collect();
+        assert_eq!(ports, [Some(7001), Some(7000), Some(7002)]);
+        assert_eq!(services["kv"][0].host(), "10.0.0.2");
+        assert!(services["kv"][0].registration().is_none());
+        events(&mut t);
+
+        // The node stops advertising: its registrations stay.
+        t.handle_event(&Event::Removed(node, crate::Removal::Timeout));
+        assert!(t.is_ready());
+        // A resync drops what the registry no longer holds.
+        t.reconcile_registrations(vec![(kv(7002), sidecar())]);
+        assert!(t.is_ready());
+        assert_eq!(t.services()["kv"].len(), 1);
+        t.reconcile_registrations(Vec::new());
+        let events = events(&mut t);
+        assert!(
+            matches!(events.last(), Some(ServiceEvent::NotReady(n)) if n == "kv"),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn a_registration_this_process_owns_has_no_peer() {
+        let mut t = ServiceTracker::new(["kv".to_owned()]);
+        let me = Owner {
+            id: NodeId::new("me"),
+            peer: None,
+            addr: "0.0.0.0:47650".parse().unwrap(),
+        };
+        t.registration_online(kv(7000), me);
+        let instance = t.services()["kv"][0].clone();
+        assert!(instance.peer.is_none());
+        assert_eq!(instance.id().as_str(), "me");
+        assert_eq!(instance.info(), &serde_json::Value::Null);
+        assert_eq!(instance.port(), Some(7000));
     }
 }
