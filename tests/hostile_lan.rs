@@ -514,8 +514,8 @@ impl Forged {
         Forged {
             socket,
             sender: shoal::wire::envelope::Sender {
-                pid: format!("{:032x}", 0xbad0_0000_u64 + u64::from(k)).into(),
-                iid: format!("{:032x}", 0xf1d0_0000_u64 + u64::from(k)).into(),
+                pid: format!("{:032x}", 0xbad0_0000_u64 + u64::from(k)),
+                iid: format!("{:032x}", 0xf1d0_0000_u64 + u64::from(k)),
                 host_name: "forger".into(),
             },
             label: format!("forger{k}"),
@@ -644,9 +644,9 @@ fn registry_flood(victim: std::net::SocketAddr, victim_iid: String) -> Value {
         // Pull storms: the victim's own table, over and over, from every
         // state (the repair budget bounds what it sends back), and one
         // naming 100,000 missing pages.
-        for k in 0..owners.len() {
+        for o in &mut owners {
             let pull = json!({"t": "pull", "o": victim_iid, "have": round % 3});
-            owners[k].registry(victim, &pull);
+            o.registry(victim, &pull);
             count("pull");
         }
         if round == 1 {
