@@ -1,8 +1,10 @@
 //! shoal against real, unmodified node-discovery@0.2.1-1 processes
 //! (`tests/node/peer.js`) on a private virtual LAN: discovery both ways,
 //! master election won by either implementation, failover across
-//! implementations after the master is SIGKILLed, and channel messages both
-//! ways (single- and multi-block). Every scenario runs unkeyed and keyed.
+//! implementations after the master is SIGKILLed, channel messages both
+//! ways (single- and multi-block), and shoal nodes using the registry
+//! beside node-discovery peers, which its traffic leaves undisturbed. Every
+//! scenario runs unkeyed and keyed.
 //!
 //! Rules the Node side imposes (see tests/node/README.md):
 //! * node-discovery binds without SO_REUSEADDR: every peer gets its own host;
@@ -460,4 +462,141 @@ fn messages_both_ways_plain() {
 #[test]
 fn messages_both_ways_keyed() {
     messages(true);
+}
+
+// --------------------------------------------------------------- registry
+
+/// A mixed cluster where the shoal nodes use the registry: node-discovery's
+/// master starts first, then a second Node peer and two shoal nodes that
+/// register (shoal-b three `kv`, shoal-d two `web`, which it deregisters
+/// after 3 s). Registry traffic (the `reg` field of shoal's hellos, deltas
+/// and pulls on channel `shoal.registry`, which node-discovery has no
+/// listener for) confuses no one: the Node peers add every shoal node once,
+/// keep their master, remove no one and print no error or exception, while
+/// the shoal nodes replicate each other's registrations and the
+/// deregistration.
+fn registry_in_mixed_cluster(keyed: bool) {
+    require_netns!();
+    require_node!();
+    let members = [
+        node("node-a", "0.9"),
+        shoal("shoal-b", "0.7"),
+        node("node-c", "0.5"),
+        shoal("shoal-d", "0.3"),
+    ];
+    let lan = Lan::new(members.len()).expect("create lan");
+    let extra = key_args(keyed);
+    let reg_id = |host: usize, name: &str, port: u16| {
+        format!("/{name}/1.0.0/{}/{port}", lan.host(host).addr)
+    };
+    let b_ids: Vec<String> = (7000..7003).map(|p| reg_id(1, "kv", p)).collect();
+    let d_ids: Vec<String> = (8000..8002).map(|p| reg_id(3, "web", p)).collect();
+    let (b_host, d_host) = (lan.host(1).addr.to_string(), lan.host(3).addr.to_string());
+    let registering: [Vec<&str>; 4] = [
+        vec![],
+        vec![
+            "--register",
+            "kv@1.0.0:7000",
+            "--register-count",
+            "3",
+            "--register-host",
+            &b_host,
+        ],
+        vec![],
+        vec![
+            "--register",
+            "web@1.0.0:8000",
+            "--register-count",
+            "2",
+            "--register-host",
+            &d_host,
+            "--deregister-after",
+            "3000",
+        ],
+    ];
+    let args = |i: usize| [&extra[..], &registering[i][..]].concat();
+    let first = spawn(&lan, 0, members[0], &args(0));
+    first
+        .wait_event("promotion", STEP)
+        .unwrap_or_else(|| panic!("node-a never promoted\n{}", first.dump()));
+    let mut procs = vec![first];
+    for (i, &m) in members.iter().enumerate().skip(1) {
+        procs.push(spawn(&lan, i, m, &args(i)));
+    }
+    for (p, &m) in procs.iter().zip(&members) {
+        wait_ready(p, m, || dump_all(&procs));
+    }
+    check_discovery(&lan, &members, &procs);
+    let all = || dump_all(&procs);
+    let has = |p: &Proc, event: &str, ids: &[String]| {
+        p.wait_until(
+            |lines| {
+                ids.iter()
+                    .all(|id| lines.iter().any(|v| v["event"] == event && v["id"] == *id))
+            },
+            STEP,
+        )
+    };
+    // The shoal nodes replicate: each holds both tables, then sees the
+    // deregistration.
+    let every_id: Vec<String> = b_ids.iter().chain(&d_ids).cloned().collect();
+    for i in [1, 3] {
+        assert!(has(&procs[i], "reg_online", &every_id), "{}", all());
+    }
+    assert!(has(&procs[1], "reg_offline", &d_ids), "{}", all());
+    for line in procs[1].events("reg_offline") {
+        assert_eq!(line["reason"], "deregistered", "{line}\n{}", all());
+    }
+    // Two more check rounds of hellos with a registry version in them.
+    thread::sleep(2 * CHECK_INTERVAL + Duration::from_millis(300));
+
+    for (p, m) in procs.iter().zip(&members) {
+        for bad in ["removed", "demotion", "error"] {
+            assert!(p.events(bad).is_empty(), "{}: {bad}\n{}", m.id, all());
+        }
+        for other in members.iter().filter(|o| o.id != m.id) {
+            assert_eq!(count(p, "added", other.id), 1, "{}\n{}", m.id, all());
+        }
+        let masters: Vec<Value> = p
+            .events("master")
+            .iter()
+            .map(|v| v["peer"].clone())
+            .collect();
+        let expected: &[&str] = if m.id == "node-a" { &[] } else { &["node-a"] };
+        assert_eq!(masters, expected, "{}: master reports\n{}", m.id, all());
+        if m.kind == Impl::Node {
+            // Anything node-discovery or Node itself would say about a
+            // packet it choked on (it would not be JSON, or an error line).
+            for line in p.stderr() {
+                let lower = line.to_lowercase();
+                assert!(
+                    !lower.contains("error") && !lower.contains("exception"),
+                    "{}: stderr {line}\n{}",
+                    m.id,
+                    all()
+                );
+            }
+            assert!(
+                p.lines().iter().all(|v| v.is_object()),
+                "{}: a line that is not JSON\n{}",
+                m.id,
+                all()
+            );
+            assert!(p.events("reg_online").is_empty(), "{}", all());
+        }
+    }
+    assert_eq!(procs[0].events("promotion").len(), 1, "{}", all());
+    for p in &mut procs {
+        p.stop(STEP);
+    }
+}
+
+#[test]
+fn registry_in_mixed_cluster_plain() {
+    registry_in_mixed_cluster(false);
+}
+
+#[test]
+fn registry_in_mixed_cluster_keyed() {
+    registry_in_mixed_cluster(true);
 }
