@@ -758,23 +758,29 @@ impl Replica {
     }
 
     /// Checks a remote registration against the limits and puts it.
+    ///
+    /// The cheap checks first: a flood over the limits costs a map lookup
+    /// per registration, not a validation and a serialisation.
     fn accept(&mut self, owner: &NodeId, reg: WireReg, stats: &mut Stats) {
-        let bytes = json(&reg.m).len();
+        let Some(table) = self.tables.get(owner) else {
+            return;
+        };
+        let full = table.regs.len() >= self.limits.per_owner || self.held >= self.limits.total;
+        if full {
+            let id = format!("/{}/{}/{}/{}", reg.n, reg.v, reg.h, reg.p);
+            if !table.regs.contains_key(&id) {
+                stats.dropped.registry_limit += 1;
+                return;
+            }
+        }
+        if json(&reg.m).len() > self.limits.meta_bytes {
+            stats.dropped.registry_limit += 1;
+            return;
+        }
         let Ok(reg) = Registration::new(reg.n, reg.v, reg.h, reg.p, reg.m) else {
             stats.dropped.registry_invalid += 1;
             return;
         };
-        let Some(table) = self.tables.get(owner) else {
-            return;
-        };
-        let fresh = !table.regs.contains_key(reg.id());
-        if bytes > self.limits.meta_bytes
-            || (fresh
-                && (table.regs.len() >= self.limits.per_owner || self.held >= self.limits.total))
-        {
-            stats.dropped.registry_limit += 1;
-            return;
-        }
         self.put(owner, reg);
     }
 
