@@ -695,26 +695,31 @@ impl Replica {
         }
         let owner = NodeId::new(owner);
         self.apply(now, &owner, b, Delta { v, put, del }, stats);
-        // Then whatever was waiting for it.
+        self.drain_early(now, &owner, stats);
+        Ok(())
+    }
+
+    /// Applies the held deltas that now follow our copy, and closes the
+    /// gap if none is left.
+    fn drain_early(&mut self, now: Instant, owner: &NodeId, stats: &mut Stats) {
         loop {
-            let Some(table) = self.tables.get_mut(&owner) else {
-                return Ok(());
+            let Some(table) = self.tables.get_mut(owner) else {
+                return;
             };
             let version = table.version;
             table.early.retain(|from, _| *from >= version);
             let Some(next) = table.early.remove(&version) else {
                 break;
             };
-            self.apply(now, &owner, version, next, stats);
+            self.apply(now, owner, version, next, stats);
         }
-        if let Some(table) = self.tables.get_mut(&owner) {
+        if let Some(table) = self.tables.get_mut(owner) {
             if table.early.is_empty() {
                 if let Some(since) = table.gap_since.take() {
-                    self.gaps.remove(&(since + GAP_WAIT, owner));
+                    self.gaps.remove(&(since + GAP_WAIT, owner.clone()));
                 }
             }
         }
-        Ok(())
     }
 
     /// Applies `owner`'s delta from version `b` (our copy's) to `delta.v`.
@@ -858,7 +863,13 @@ impl Replica {
             table.sync = None;
             table.version = v;
             table.confirmed = now;
-            if table.announced > v {
+            // Deltas that came during the sync may follow it.
+            self.drain_early(now, &owner, stats);
+            if self
+                .tables
+                .get(&owner)
+                .is_some_and(|t| t.announced > t.version && t.gap_since.is_none())
+            {
                 self.pull(now, owner.as_str(), stats);
             }
         }
@@ -905,8 +916,9 @@ impl Replica {
         });
     }
 
-    /// Answers a pull: the deltas since `have` if the log still has them,
-    /// else pages (the missing ones of a sync at our version, or all),
+    /// Answers a pull: the deltas since `have` if the log still has them
+    /// and the puller is not in a page sync, else pages (the missing ones
+    /// of a sync at our version, or all),
     /// within the repair budget. Answers are broadcast, not unicast: nodes
     /// on one host share the port, so a unicast reply could reach the
     /// wrong one; and one answer serves every node that misses the same
@@ -928,7 +940,13 @@ impl Replica {
         self.repair_at = now;
         // (kind, number): a delta by its version, a page by its index.
         let mut answer: Vec<((u8, u64), Box<serde_json::value::RawValue>)> = Vec::new();
-        if let Some(start) = self.log.iter().position(|(b, _, _)| *b == have) {
+        // A node in the middle of a page sync ignores deltas until it ends:
+        // answer it with pages, or it would wait for deltas forever.
+        let log_start = match snap {
+            None => self.log.iter().position(|(b, _, _)| *b == have),
+            Some(_) => None,
+        };
+        if let Some(start) = log_start {
             answer.extend(
                 self.log
                     .iter()
