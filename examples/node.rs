@@ -162,6 +162,10 @@ struct Args {
     /// Deregister them this many ms after they were registered.
     #[arg(long)]
     deregister_after: Option<u64>,
+    /// Wait this many ms after ready before registering (so that every
+    /// peer already knows this node: latency benchmarks).
+    #[arg(long, default_value_t = 0)]
+    register_delay: u64,
     /// Print only a `reg_count` line per 100 registry changes, not a line
     /// per event.
     #[arg(long)]
@@ -568,6 +572,7 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
     }
     let mut refresher = None;
     if !registrations.is_empty() {
+        tokio::time::sleep(Duration::from_millis(args.register_delay)).await;
         let registry = node.registry();
         let ttl = Duration::from_millis(args.ttl);
         for r in &registrations {
