@@ -78,7 +78,11 @@ fn a_newcomer_gets_a_thousand_registrations() {
     let new = net.add_node(Config::builder().build().unwrap());
     let start = net.elapsed();
     assert!(net.run_until(Duration::from_secs(5), |net| count(net, new) == 1000));
-    println!("newcomer synced in {:?}", net.elapsed() - start);
+    let took = net.elapsed() - start;
+    println!("newcomer synced in {took:?}");
+    // Paged at 2,000 datagrams/s, even right after the pages went to
+    // another node (they are not held back as "just sent" for it).
+    assert!(took < Duration::from_millis(300), "{took:?}");
 }
 
 fn registry_events(net: &SimNet, i: usize) -> Vec<(Duration, RegistryEvent)> {

@@ -41,9 +41,12 @@
 //! every table within milliseconds of its first hellos, and in steady
 //! state the registry costs one number in each hello, whatever the number
 //! of registrations. Repair is bounded: a node pulls from one owner at
-//! most every 250 ms; an owner answers with at most 2,000 datagrams per
-//! second (burst 2,000) and does not repeat a delta or page it broadcast
-//! in the last 100 ms; what it could not send is asked again. A node
+//! most every 100 ms, and while it stays behind with nothing coming it
+//! pulls again after 150 ms, then twice as late each time up to 5 s; an
+//! owner paces its answers at 2,000 datagrams per second (bursts of 32, so
+//! that a newcomer pulling from every owner at once does not overflow the
+//! LAN's socket buffers), queues at most 4,096, and does not repeat a
+//! delta or page it broadcast in the last 20 ms. A node
 //! that missed more than 64 changes of one owner resyncs from pages and
 //! reports the registrations it lost that way as deregistered (the pages
 //! do not say whether they expired).

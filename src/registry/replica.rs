@@ -4,7 +4,7 @@
 //! messages and removals, and sends what it queues. The mechanism is
 //! described in the [module docs](super).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -25,19 +25,29 @@ const REORDER_MAX: usize = 64;
 /// How long a gap in an owner's deltas may last before we pull: long
 /// enough for a reordered burst to arrive, short next to a hello interval.
 const GAP_WAIT: Duration = Duration::from_millis(20);
+/// A page sync that received nothing for this long asks for the rest.
+const SYNC_WAIT: Duration = Duration::from_millis(60);
+/// A pull that brought nothing is repeated after this, then twice as
+/// late each time, up to `RETRY_MAX`.
+const RETRY_MIN: Duration = Duration::from_millis(150);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 /// A node pulls from one owner at most this often.
-const PULL_SPACING: Duration = Duration::from_millis(250);
-/// Datagrams a node sends per second, at most, answering pulls...
+const PULL_SPACING: Duration = Duration::from_millis(100);
+/// Datagrams a node sends per second, at most, answering pulls (paced: a
+/// newcomer's pulls to every owner at once must not overflow the socket
+/// buffers of the whole LAN)...
 const REPAIR_RATE: f64 = 2_000.0;
-/// ...and in one burst.
-const REPAIR_BURST: f64 = 2_000.0;
+/// ...in bursts of at most this many...
+const REPAIR_BURST: f64 = 32.0;
+/// ...with at most this many waiting; the rest is asked again.
+const REPAIR_QUEUE: usize = 4_096;
 /// Registration bytes per page: a page stays one datagram (1,500-byte
 /// `WRAP` blocks; sealed fragments of `max_datagram_size`) unless one
 /// registration alone is larger.
 const PAGE_BYTES: usize = 1_000;
 /// A repair broadcast this recently is not broadcast again: it serves every
 /// node that pulled meanwhile.
-const RESEND_AFTER: Duration = Duration::from_millis(100);
+const RESEND_AFTER: Duration = Duration::from_millis(20);
 /// Page numbers a pull names at most; the rest are asked next time.
 const MAX_MISSING: usize = 512;
 /// Longest time to live.
@@ -141,9 +151,14 @@ struct Table {
     sync: Option<PageSync>,
     /// Deltas that came before the one they follow, by their from-version.
     early: BTreeMap<u64, Delta>,
-    /// Since when our copy has had a gap (a pull is due `GAP_WAIT` later).
-    gap_since: Option<Instant>,
+    /// When a pull is due if our copy is still behind: a gap in the
+    /// deltas, or a page sync that stalled (an entry of `Replica::gaps`).
+    gap_due: Option<Instant>,
     last_pull: Option<Instant>,
+    /// How long after a pull to pull again if still behind: doubles while
+    /// nothing comes (an owner that announces what it never sends costs
+    /// little), back to `RETRY_MIN` on progress.
+    retry: Duration,
     /// When the owner last confirmed this copy (its `lastKnown`).
     confirmed: Instant,
 }
@@ -156,8 +171,9 @@ impl Table {
             regs: BTreeMap::new(),
             sync: None,
             early: BTreeMap::new(),
-            gap_since: None,
+            gap_due: None,
             last_pull: None,
+            retry: RETRY_MIN,
             confirmed: now,
         }
     }
@@ -209,6 +225,10 @@ pub(crate) struct Replica {
     pages: Option<(u64, Vec<Box<serde_json::value::RawValue>>)>,
     repair_tokens: f64,
     repair_at: Instant,
+    /// Repairs waiting for the budget.
+    repair_queue: VecDeque<((u8, u64), u64, Box<serde_json::value::RawValue>)>,
+    /// The keys in `repair_queue`, with the version each was cut at.
+    queued: HashSet<((u8, u64), u64)>,
     /// What repairs broadcast lately: (kind, number) -> (our version then, when).
     resent: HashMap<(u8, u64), (u64, Instant)>,
     wall: (Instant, u64),
@@ -255,6 +275,8 @@ impl Replica {
             repair_tokens: REPAIR_BURST,
             repair_at: now,
             resent: HashMap::new(),
+            repair_queue: VecDeque::new(),
+            queued: HashSet::new(),
             wall: (now, 0),
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -289,7 +311,13 @@ impl Replica {
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let lease = self.deadlines.first().map(|(at, _)| *at);
         let gap = self.gaps.first().map(|(at, _)| *at);
-        lease.into_iter().chain(gap).min()
+        // The next repair's token.
+        let repair = (!self.repair_queue.is_empty()).then(|| {
+            let wait = (1.0 - self.repair_tokens).max(0.0) / REPAIR_RATE;
+            // Never "now" again: a rounding must not make a timer loop.
+            self.repair_at + Duration::from_secs_f64(wait).max(Duration::from_micros(50))
+        });
+        lease.into_iter().chain(gap).chain(repair).min()
     }
 
     // ----- queries ------------------------------------------------------
@@ -438,6 +466,7 @@ impl Replica {
     /// Expires our registrations whose time to live has lapsed.
     pub(crate) fn handle_timeout(&mut self, now: Instant, stats: &mut Stats) {
         self.pull_gaps(now, stats);
+        self.release(now, stats);
         let mut gone = Vec::new();
         while let Some((at, _)) = self.deadlines.first() {
             if *at > now {
@@ -610,7 +639,8 @@ impl Replica {
         if announced == table.version {
             table.confirmed = now;
         } else {
-            self.pull(now, owner, stats);
+            // Too early to pull again: the next hello asks.
+            let _ = self.pull(now, owner, stats);
         }
     }
 
@@ -686,8 +716,8 @@ impl Replica {
             if table.early.len() < REORDER_MAX {
                 table.early.insert(b, Delta { v, put, del });
             }
-            if table.gap_since.is_none() {
-                table.gap_since = Some(now);
+            if table.gap_due.is_none() {
+                table.gap_due = Some(now + GAP_WAIT);
                 let owner = NodeId::new(owner);
                 self.gaps.insert((now + GAP_WAIT, owner));
             }
@@ -715,8 +745,8 @@ impl Replica {
         }
         if let Some(table) = self.tables.get_mut(owner) {
             if table.early.is_empty() {
-                if let Some(since) = table.gap_since.take() {
-                    self.gaps.remove(&(since + GAP_WAIT, owner.clone()));
+                if let Some(due) = table.gap_due.take() {
+                    self.gaps.remove(&(due, owner.clone()));
                 }
             }
         }
@@ -730,6 +760,7 @@ impl Replica {
         debug_assert_eq!(table.version, b);
         table.version = delta.v;
         table.confirmed = now;
+        table.retry = RETRY_MIN;
         for (id, why) in delta.del {
             let reason = match why {
                 WireReason::Deregistered => OfflineReason::Deregistered,
@@ -754,10 +785,15 @@ impl Replica {
             let Some(table) = self.tables.get_mut(&owner) else {
                 continue;
             };
-            table.gap_since = None;
+            table.gap_due = None;
             if table.version < table.announced || !table.early.is_empty() {
-                table.early.clear();
-                self.pull(now, owner.as_str(), stats);
+                if table.sync.is_none() {
+                    table.early.clear(); // the pull brings them again
+                }
+                if let Some(after) = self.pull(now, owner.as_str(), stats) {
+                    // Pulled too recently: try again when allowed.
+                    self.rearm(&owner, after);
+                }
             }
         }
     }
@@ -825,6 +861,7 @@ impl Replica {
             }
         }
         table.announced = table.announced.max(v);
+        table.retry = RETRY_MIN;
         // Replace our copy of the page's range with the page.
         let in_range = |id: &str| {
             lo.as_deref().map_or(true, |lo| id >= lo) && hi.as_deref().map_or(true, |hi| id < hi)
@@ -868,17 +905,21 @@ impl Replica {
             if self
                 .tables
                 .get(&owner)
-                .is_some_and(|t| t.announced > t.version && t.gap_since.is_none())
+                .is_some_and(|t| t.announced > t.version && t.gap_due.is_none())
             {
-                self.pull(now, owner.as_str(), stats);
+                let _ = self.pull(now, owner.as_str(), stats);
             }
+        } else {
+            // Pages are paced: if they stop coming, ask for the rest.
+            self.rearm(&owner, now + SYNC_WAIT);
         }
         Ok(())
     }
 
     /// Asks `owner` for what our copy misses, at most every
     /// [`PULL_SPACING`].
-    fn pull(&mut self, now: Instant, owner: &str, stats: &mut Stats) {
+    /// Returns when it may pull again if it is too early now.
+    fn pull(&mut self, now: Instant, owner: &str, stats: &mut Stats) -> Option<Instant> {
         #[derive(Serialize)]
         struct Pull<'a> {
             t: &'static str,
@@ -889,11 +930,9 @@ impl Replica {
             #[serde(skip_serializing_if = "<[_]>::is_empty")]
             missing: &'a [u32],
         }
-        let Some(table) = self.tables.get_mut(owner) else {
-            return;
-        };
-        if table.last_pull.is_some_and(|at| now < at + PULL_SPACING) {
-            return;
+        let table = self.tables.get_mut(owner)?;
+        if let Some(at) = table.last_pull.filter(|at| now < *at + PULL_SPACING) {
+            return Some(at + PULL_SPACING);
         }
         table.last_pull = Some(now);
         let missing: Vec<u32> = table.sync.as_ref().map_or_else(Vec::new, |s| {
@@ -909,11 +948,27 @@ impl Replica {
             snap: table.sync.as_ref().map(|s| s.v),
             missing: &missing,
         }));
+        let retry = table.retry;
+        table.retry = (retry * 2).min(RETRY_MAX);
         stats.registry_pulls += 1;
         self.out.push_back(Outgoing {
             to: Destination::Cluster,
             data,
         });
+        let owner = NodeId::new(owner);
+        self.rearm(&owner, now + retry);
+        None
+    }
+
+    /// (Re)schedules the pull check of `owner` at `due`.
+    fn rearm(&mut self, owner: &NodeId, due: Instant) {
+        let Some(table) = self.tables.get_mut(owner) else {
+            return;
+        };
+        if let Some(old) = table.gap_due.replace(due) {
+            self.gaps.remove(&(old, owner.clone()));
+        }
+        self.gaps.insert((due, owner.clone()));
     }
 
     /// Answers a pull: the deltas since `have` if the log still has them
@@ -935,9 +990,6 @@ impl Replica {
         if have == self.version || self.version == 0 {
             return;
         }
-        let elapsed = now.saturating_duration_since(self.repair_at).as_secs_f64();
-        self.repair_tokens = (self.repair_tokens + elapsed * REPAIR_RATE).min(REPAIR_BURST);
-        self.repair_at = now;
         // (kind, number): a delta by its version, a page by its index.
         let mut answer: Vec<((u8, u64), Box<serde_json::value::RawValue>)> = Vec::new();
         // A node in the middle of a page sync ignores deltas until it ends:
@@ -974,16 +1026,32 @@ impl Replica {
         self.resent
             .retain(|_, (v, at)| *v == version && now < *at + RESEND_AFTER);
         for (key, data) in answer {
-            if self.resent.contains_key(&key) {
-                continue; // just broadcast: whoever missed it asks again
+            if self.resent.contains_key(&key) || self.queued.contains(&(key, version)) {
+                continue; // just sent, or waiting: it serves this pull too
             }
-            if self.repair_tokens < 1.0 {
+            if self.repair_queue.len() >= REPAIR_QUEUE {
                 stats.registry_repairs_deferred += 1;
                 break;
             }
+            self.queued.insert((key, version));
+            self.repair_queue.push_back((key, version, data));
+        }
+        self.release(now, stats);
+    }
+
+    /// Sends the queued repairs the budget allows now.
+    fn release(&mut self, now: Instant, stats: &mut Stats) {
+        let elapsed = now.saturating_duration_since(self.repair_at).as_secs_f64();
+        self.repair_tokens = (self.repair_tokens + elapsed * REPAIR_RATE).min(REPAIR_BURST);
+        self.repair_at = now;
+        while self.repair_tokens >= 1.0 {
+            let Some((key, version, data)) = self.repair_queue.pop_front() else {
+                break;
+            };
+            self.queued.remove(&(key, version));
+            self.resent.insert(key, (version, now));
             self.repair_tokens -= 1.0;
             stats.registry_repairs += 1;
-            self.resent.insert(key, (version, now));
             self.out.push_back(Outgoing {
                 to: Destination::Cluster,
                 data,
