@@ -53,41 +53,16 @@ PREFIX="sreg-$$"
 SWITCH="$PREFIX-sw"
 NET=10.253.0
 BCAST=$NET.255
-CREATED=()          # namespaces we created, in order
 declare -A PID_OF   # label -> pid of the node process
 declare -A HOST_OF  # label -> host index
 DIR=                # the current scenario's log directory
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # ------------------------------------------------------------------ cleanup
 
-# Kills whatever runs in our namespaces (only our processes can be there),
-# then deletes the namespaces by exact name, newest first.
-cleanup() {
-    local code=$? ns pid i
-    trap - EXIT INT TERM
-    for ns in "${CREATED[@]}"; do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do
-            kill -KILL "$pid" 2>/dev/null || true
-        done
-    done
-    sleep 0.2
-    for ((i = ${#CREATED[@]} - 1; i >= 0; i--)); do
-        ip netns delete "${CREATED[$i]}" 2>/dev/null ||
-            log "cleanup: could not delete namespace ${CREATED[$i]}"
-    done
-    if ip netns list 2>/dev/null | awk '{print $1}' | grep -q "^$PREFIX-"; then
-        log "cleanup: namespaces left behind:"
-        ip netns list | grep "^$PREFIX-" >&2
-        code=1
-    else
-        log "cleanup: all ${#CREATED[@]} namespaces deleted"
-    fi
-    exit "$code"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+NAME=registry_lan.sh
+# shellcheck source=benches/lan_common.sh
+source "$REPO/benches/lan_common.sh" # log, the cleanup trap, lan_build_node, lan_build, ns_of
 
 # ------------------------------------------------------------------ checks
 
@@ -97,44 +72,14 @@ for tool in ip cargo python3; do
 done
 [ "$HOSTS" -ge 2 ] && [ "$HOSTS" -le 250 ] || { echo "HOSTS must be 2..250" >&2; exit 2; }
 
-log "building examples/node (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$REPO" && cargo build --release --example node -q)
-NODE_BIN="$CARGO_TARGET_DIR/release/examples/node"
-[ -x "$NODE_BIN" ] || { echo "registry_lan.sh: $NODE_BIN missing" >&2; exit 1; }
+lan_build_node
 mkdir -p "$OUT"
 
 # ------------------------------------------------------------------ the LAN
 
-log "building the LAN: $SWITCH + $HOSTS hosts"
-ip netns add "$SWITCH"
-CREATED+=("$SWITCH")
-ip -n "$SWITCH" link set lo up
-ip -n "$SWITCH" link add name br0 type bridge mcast_snooping 0
-ip -n "$SWITCH" link set br0 up
-for ((i = 0; i < HOSTS; i++)); do
-    ns="$PREFIX-h$i"
-    ip netns add "$ns"
-    CREATED+=("$ns")
-    # Made inside the switch namespace, the peer moved straight into the
-    # host: neither end ever exists in the root namespace.
-    ip -n "$SWITCH" link add name "vh$i" type veth peer name eth0 netns "$ns"
-    ip -n "$SWITCH" link set "vh$i" master br0
-    ip -n "$SWITCH" link set "vh$i" up
-    ip -n "$ns" link set lo up
-    ip -n "$ns" addr add "$NET.$((i + 1))/24" dev eth0
-    ip -n "$ns" link set eth0 up
-done
-for ((i = 0; i < HOSTS; i++)); do
-    for _ in $(seq 100); do
-        ip -n "$PREFIX-h$i" link show dev eth0 | grep -q LOWER_UP && break
-        sleep 0.05
-    done
-done
-sleep 1 # bridge ports leave the learning state
+lan_build
 
 # ------------------------------------------------------------------ nodes
-
-ns_of() { ip netns identify "$1" 2>/dev/null || true; }
 
 # start_node HOST LABEL [flags...]: starts examples/node on host HOST,
 # logging to $DIR/LABEL.log.
