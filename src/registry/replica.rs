@@ -22,6 +22,10 @@ pub(crate) const CHANNEL: &str = "shoal.registry";
 const LOG_LEN: usize = 64;
 /// Deltas held per owner while an earlier one is missing.
 const REORDER_MAX: usize = 64;
+/// Bytes of early deltas held per owner, and in all: an honest delta is a
+/// few hundred bytes, a hostile one up to `max_message_size`.
+const EARLY_BYTES_PER_OWNER: usize = 64 * 1024;
+const EARLY_BYTES_TOTAL: usize = 4 * 1024 * 1024;
 /// How long a gap in an owner's deltas may last before we pull: long
 /// enough for a reordered burst to arrive, short next to a hello interval.
 const GAP_WAIT: Duration = Duration::from_millis(20);
@@ -185,6 +189,13 @@ struct Delta {
     v: u64,
     put: Vec<WireReg>,
     del: Vec<(String, WireReason)>,
+    /// Its size on the wire, for the bounds on what is held.
+    bytes: usize,
+}
+
+/// Bytes of early deltas one table holds.
+fn early_bytes(table: &Table) -> usize {
+    table.early.values().map(|d| d.bytes).sum()
 }
 
 #[derive(Debug)]
@@ -213,6 +224,8 @@ pub(crate) struct Replica {
     tables: HashMap<NodeId, Table>,
     leases: HashMap<String, Lease>,
     deadlines: BTreeSet<(Instant, String)>,
+    /// Bytes of early deltas held, every table's together.
+    early_bytes: usize,
     /// Pulls due for gaps that did not close: (when, owner).
     gaps: BTreeSet<(Instant, NodeId)>,
     /// Who holds each id; the registration that counts is the best of them.
@@ -267,6 +280,7 @@ impl Replica {
             tables,
             leases: HashMap::new(),
             deadlines: BTreeSet::new(),
+            early_bytes: 0,
             gaps: BTreeSet::new(),
             index: BTreeMap::new(),
             held: 0,
@@ -601,6 +615,7 @@ impl Replica {
         };
         let owner = owner.clone();
         let ids: Vec<String> = table.regs.keys().cloned().collect();
+        self.early_bytes -= early_bytes(table);
         for id in ids {
             self.remove(&owner, &id, OfflineReason::OwnerGone);
         }
@@ -663,7 +678,7 @@ impl Replica {
         }
         match message {
             Message::Delta { b, v, put, del } => {
-                self.on_delta(now, sender, (b, v), (put, del), stats)
+                self.on_delta(now, sender, (b, v), (put, del), data.len(), stats)
             }
             Message::Pull {
                 o,
@@ -700,6 +715,7 @@ impl Replica {
         owner: &str,
         (b, v): (u64, u64),
         (put, del): (Vec<WireReg>, Vec<(String, WireReason)>),
+        bytes: usize,
         stats: &mut Stats,
     ) -> Result<(), Refusal> {
         if v <= b {
@@ -713,9 +729,15 @@ impl Replica {
         if b != table.version || table.sync.is_some() {
             // Out of order (a burst of deltas can be reordered) or lost:
             // hold it for a moment and pull only if the gap stays.
-            if table.early.len() < REORDER_MAX {
-                table.early.insert(b, Delta { v, put, del });
+            let room = table.early.len() < REORDER_MAX
+                && early_bytes(table) + bytes <= EARLY_BYTES_PER_OWNER
+                && self.early_bytes + bytes <= EARLY_BYTES_TOTAL;
+            let table = self.table_of(now, owner);
+            if room && !table.early.contains_key(&b) {
+                table.early.insert(b, Delta { v, put, del, bytes });
+                self.early_bytes += bytes;
             }
+            let table = self.table_of(now, owner);
             if table.gap_due.is_none() {
                 table.gap_due = Some(now + GAP_WAIT);
                 let owner = NodeId::new(owner);
@@ -724,7 +746,7 @@ impl Replica {
             return Ok(());
         }
         let owner = NodeId::new(owner);
-        self.apply(now, &owner, b, Delta { v, put, del }, stats);
+        self.apply(now, &owner, b, Delta { v, put, del, bytes }, stats);
         self.drain_early(now, &owner, stats);
         Ok(())
     }
@@ -737,8 +759,11 @@ impl Replica {
                 return;
             };
             let version = table.version;
+            let before = early_bytes(table);
             table.early.retain(|from, _| *from >= version);
-            let Some(next) = table.early.remove(&version) else {
+            let next = table.early.remove(&version);
+            self.early_bytes -= before - early_bytes(table);
+            let Some(next) = next else {
                 break;
             };
             self.apply(now, owner, version, next, stats);
@@ -788,7 +813,9 @@ impl Replica {
             table.gap_due = None;
             if table.version < table.announced || !table.early.is_empty() {
                 if table.sync.is_none() {
-                    table.early.clear(); // the pull brings them again
+                    // The pull brings them again.
+                    self.early_bytes -= early_bytes(table);
+                    table.early.clear();
                 }
                 if let Some(after) = self.pull(now, owner.as_str(), stats) {
                     // Pulled too recently: try again when allowed.
@@ -1162,6 +1189,11 @@ mod tests {
             let _ = feed(&mut r, true, &delta(b, b + 1, &[wire("x", 1)]));
         }
         assert!(r.tables["peer"].early.len() <= REORDER_MAX);
+        assert!(r.early_bytes <= EARLY_BYTES_PER_OWNER);
+        assert_eq!(r.early_bytes, early_bytes(&r.tables["peer"]));
+        // The owner leaves: nothing is held any more.
+        r.owner_removed("peer");
+        assert_eq!(r.early_bytes, 0);
         assert_eq!(r.held(), 0);
         assert_eq!(stats.dropped.registry_invalid, 2);
     }
