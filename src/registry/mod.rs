@@ -27,7 +27,8 @@
 //! number: a hello stays one datagram whatever the number of
 //! registrations). A change is broadcast at once as a delta on the
 //! reserved channel `shoal.registry`; deltas that arrive out of order are
-//! held (64 per owner) until the one before them comes. A node whose copy
+//! held (64 and 64 KiB per owner, 4 MiB in all) until the one before them
+//! comes. A node whose copy
 //! of an owner's table is not at the version the owner's hello announces,
 //! or that has had a gap in the owner's deltas for 20 ms, asks the owner
 //! for what it misses (a *pull*): the owner answers with the deltas since,
