@@ -53,8 +53,6 @@ PREFIX="sbench-$$"
 SWITCH="$PREFIX-sw"
 NET=10.252.0
 BCAST=$NET.255
-declare -A PID_OF   # label -> pid of the node process
-declare -A HOST_OF  # label -> host index
 DIR=                # the current scenario's log directory
 VARIANT=
 
@@ -106,47 +104,6 @@ start_node() {
     PID_OF[$label]=$!
     disown "$!" # no job-status noise; reaped all the same
     HOST_OF[$label]=$h
-}
-
-# signal_node SIGNAL LABEL: signals a node we started, after checking that
-# its pid still is a process in that node's namespace.
-signal_node() {
-    local sig=$1 label=$2 pid=${PID_OF[$2]:-}
-    [ -n "$pid" ] || return 0
-    if [ "$(ns_of "$pid")" = "$PREFIX-h${HOST_OF[$label]}" ]; then
-        kill "-$sig" "$pid" 2>/dev/null || true
-    fi
-}
-
-# running PID: the process exists and is not a zombie.
-running() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [ "${stat%% *}" != Z ]
-}
-
-# wait_gone LABEL: waits up to 3 s for the node to exit, then SIGKILLs it.
-wait_gone() {
-    local label=$1 pid=${PID_OF[$1]:-} i
-    [ -n "$pid" ] || return 0
-    for i in $(seq 60); do
-        running "$pid" || break
-        sleep 0.05
-    done
-    signal_node KILL "$label"
-    unset "PID_OF[$label]"
-}
-
-stop_all() {
-    local label
-    for label in "${!PID_OF[@]}"; do signal_node TERM "$label"; done
-    for label in "${!PID_OF[@]}"; do wait_gone "$label"; done
-}
-
-pids_of() {
-    local label
-    for label in "$@"; do echo "${PID_OF[$label]}"; done
 }
 
 settle() { # seconds to let elections settle: node-discovery checks every 2 s

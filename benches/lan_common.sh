@@ -1,8 +1,10 @@
 # Shared by lan_bench.sh and registry_lan.sh (sourced, not run): the log
 # line, the cleanup trap, the release build of examples/node and the
-# namespace LAN itself. The caller sets PREFIX, SWITCH, HOSTS, NET (the
-# /24's first three octets), REPO and CARGO_TARGET_DIR, and NAME (its own
-# name, for messages), then calls lan_build_node and lan_build.
+# namespace LAN itself, and the helpers that signal and reap the nodes a
+# script started (its start_node fills PID_OF and HOST_OF). The caller sets
+# PREFIX, SWITCH, HOSTS, NET (the /24's first three octets), REPO,
+# CARGO_TARGET_DIR and NAME (its own name, for messages), then calls
+# lan_build_node and lan_build.
 #
 # The LAN: a namespace $SWITCH holding bridge br0, and HOSTS namespaces
 # $PREFIX-h<i>, each with one veth (eth0, $NET.<i+1>/24) whose other end is
@@ -10,7 +12,9 @@
 # to a real interface. On exit, also on error or ^C, whatever runs in these
 # namespaces is killed and they are deleted by exact name.
 
-CREATED=() # namespaces we created, in order
+CREATED=()         # namespaces we created, in order
+declare -A PID_OF  # label -> pid of a node process
+declare -A HOST_OF # label -> host index
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -82,3 +86,46 @@ lan_build() {
 
 # ns_of PID: the namespace a process runs in ("" if none of ours / gone).
 ns_of() { ip netns identify "$1" 2>/dev/null || true; }
+
+# The callers' start_node records each node in PID_OF and HOST_OF.
+
+# signal_node SIGNAL LABEL: signals a node we started, after checking that
+# its pid still is a process in that node's namespace.
+signal_node() {
+    local sig=$1 label=$2 pid=${PID_OF[$2]:-}
+    [ -n "$pid" ] || return 0
+    if [ "$(ns_of "$pid")" = "$PREFIX-h${HOST_OF[$label]}" ]; then
+        kill "-$sig" "$pid" 2>/dev/null || true
+    fi
+}
+
+# running PID: the process exists and is not a zombie.
+running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
+# wait_gone LABEL: waits up to 3 s for the node to exit, then SIGKILLs it.
+wait_gone() {
+    local label=$1 pid=${PID_OF[$1]:-} i
+    [ -n "$pid" ] || return 0
+    for i in $(seq 60); do
+        running "$pid" || break
+        sleep 0.05
+    done
+    signal_node KILL "$label"
+    unset "PID_OF[$label]"
+}
+
+stop_all() {
+    local label
+    for label in "${!PID_OF[@]}"; do signal_node TERM "$label"; done
+    for label in "${!PID_OF[@]}"; do wait_gone "$label"; done
+}
+
+pids_of() {
+    local label
+    for label in "$@"; do echo "${PID_OF[$label]}"; done
+}

@@ -280,24 +280,7 @@ fn attacked(keyed: bool, settle: impl FnOnce(&[Proc], f64)) -> Outcome {
     let stopping = epoch_ms();
     let mut stats = Vec::new();
     for p in &mut nodes {
-        assert!(
-            p.try_wait().expect("try_wait").is_none(),
-            "{} exited during the attack\n{}",
-            p.name(),
-            p.dump()
-        );
-        p.terminate_cleanly(STEP);
-        assert!(
-            !p.stderr().iter().any(|l| l.contains("panicked")),
-            "{} panicked\n{}",
-            p.name(),
-            p.dump()
-        );
-        let line = p
-            .wait_event("stats", Duration::ZERO)
-            .unwrap_or_else(|| panic!("{} printed no stats\n{}", p.name(), p.dump()));
-        eprintln!("{}: {}", p.name(), line["stats"]);
-        stats.push(line);
+        stats.push(stop_alive(p));
     }
     Outcome {
         nodes,
@@ -312,6 +295,29 @@ fn attacked(keyed: bool, settle: impl FnOnce(&[Proc], f64)) -> Outcome {
 }
 
 /// The chat messages from n1 in `msgs`: how many times each seq arrived.
+/// Stops a node that must have lived through the attack, checks that it
+/// never panicked, and returns its `stats` line.
+fn stop_alive(p: &mut Proc) -> Value {
+    assert!(
+        p.try_wait().expect("try_wait").is_none(),
+        "{} exited during the attack\n{}",
+        p.name(),
+        p.dump()
+    );
+    p.terminate_cleanly(STEP);
+    assert!(
+        !p.stderr().iter().any(|l| l.contains("panicked")),
+        "{} panicked\n{}",
+        p.name(),
+        p.dump()
+    );
+    let line = p
+        .wait_event("stats", Duration::ZERO)
+        .unwrap_or_else(|| panic!("{} printed no stats\n{}", p.name(), p.dump()));
+    eprintln!("{}: {}", p.name(), line["stats"]);
+    line
+}
+
 fn chat_from_n1(msgs: &[Value]) -> Vec<usize> {
     (0..CHAT_COUNT)
         .map(|seq| {
@@ -829,23 +835,7 @@ fn registry_flood_is_refused_and_bounded() {
 
     let mut stats = Vec::new();
     for p in [&mut victim, &mut honest] {
-        assert!(
-            p.try_wait().expect("try_wait").is_none(),
-            "{} exited\n{}",
-            p.name(),
-            p.dump()
-        );
-        p.terminate_cleanly(STEP);
-        assert!(
-            !p.stderr().iter().any(|l| l.contains("panicked")),
-            "{}",
-            p.dump()
-        );
-        let line = p
-            .wait_event("stats", Duration::ZERO)
-            .unwrap_or_else(|| panic!("{} printed no stats\n{}", p.name(), p.dump()));
-        eprintln!("{}: {}", p.name(), line["stats"]);
-        stats.push(line);
+        stats.push(stop_alive(p));
     }
     let dropped = |reason: &str| stats[0]["stats"]["dropped"][reason].as_u64().unwrap_or(0);
     // Per owner: 500 over the per-owner limit; overall: all but 20,000 of

@@ -430,8 +430,13 @@ mod counter_tests {
 
     fn peer(id: u8, name: Option<u8>, t0: Instant) -> Peer {
         let info = name.map(|n| serde_json::json!({ "name": NAMES[usize::from(n)] }));
+        test_peer(&format!("node-{id}"), info, t0)
+    }
+
+    /// A peer at 10.0.0.2 advertising `info`, for the tests of this file.
+    pub(super) fn test_peer(id: &str, info: Option<serde_json::Value>, t0: Instant) -> Peer {
         Peer {
-            id: NodeId::new(&format!("node-{id}")),
+            id: NodeId::new(id),
             pid: "1".into(),
             host_name: "h".into(),
             addr: "10.0.0.2:12345".parse().unwrap(),
@@ -582,7 +587,7 @@ mod counter_tests {
 #[cfg(test)]
 mod registration_tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     fn kv(port: u16) -> Registration {
         Registration::builder("kv", "1.0.0", "10.0.0.5", port)
@@ -591,26 +596,9 @@ mod registration_tests {
     }
 
     fn peer(id: &str, info: serde_json::Value) -> Peer {
-        let t0 = Instant::now();
-        Peer {
-            id: NodeId::new(id),
-            pid: "1".into(),
-            host_name: "sidecar".into(),
-            addr: "10.0.0.2:12345".parse().unwrap(),
-            is_master: false,
-            is_master_eligible: true,
-            weight: 0.5,
-            info_raw: Some(info.to_string().into()),
-            info: Some(info),
-            wire_fingerprint: 0,
-            epoch: None,
-            hello_interval: Duration::from_millis(400),
-            gaps_measured: 0,
-            hello_seq: None,
-            last_seen: t0,
-            deadline: t0,
-            indexed: t0,
-        }
+        let mut peer = super::counter_tests::test_peer(id, Some(info), Instant::now());
+        peer.host_name = "sidecar".into();
+        peer
     }
 
     /// The sidecar that registered kv on its app's behalf.
