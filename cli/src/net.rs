@@ -1,0 +1,185 @@
+//! The flags every command shares: which network, which key, which weight.
+//! They become a [`shoal::Config`], and [`NetArgs::start`] starts the node.
+//!
+//! The defaults are the library's, those of a real LAN: broadcast to
+//! 255.255.255.255 on UDP port 12345. `--loopback` keeps everything on this
+//! host (127.255.255.255). A key is read from a file (`--key-file`) or the
+//! environment (`SHOAL_KEY`), never from a bare argument, which anyone on
+//! the host could read in the process list.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shoal::{Config, ConfigBuilder, Discovery, Encryption};
+
+use crate::error::CliError;
+
+/// The environment variable that may hold the secure-mode key's text.
+pub const KEY_ENV: &str = "SHOAL_KEY";
+
+/// Network, key and election flags, accepted by every command (before or
+/// after its name).
+#[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Network and keys (every command)")]
+pub struct NetArgs {
+    /// UDP port of the cluster [default: 12345]
+    #[arg(long, global = true, env = "SHOAL_PORT", value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Broadcast address [default: 255.255.255.255, the LAN]
+    #[arg(long, global = true, env = "SHOAL_BROADCAST", value_name = "ADDR")]
+    pub broadcast: Option<Ipv4Addr>,
+    /// Send to this IPv4 multicast group instead of broadcasting
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_MULTICAST",
+        value_name = "GROUP",
+        conflicts_with = "broadcast"
+    )]
+    pub multicast: Option<Ipv4Addr>,
+    /// This host only: broadcast to 127.255.255.255 (nothing leaves the host)
+    #[arg(long, global = true, conflicts_with_all = ["broadcast", "multicast"])]
+    pub loopback: bool,
+    /// Election weight, a finite number; the heaviest nodes become masters [default: random]
+    #[arg(long, global = true, value_name = "W", allow_negative_numbers = true)]
+    pub weight: Option<f64>,
+    /// Read the secure-mode key (64 hex digits or base64 of 32 bytes) from
+    /// this file; or set SHOAL_KEY
+    #[arg(long, global = true, env = "SHOAL_KEY_FILE", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// Read a node-discovery (legacy, weak) key from this file, to join a
+    /// Node.js cluster
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "key_file")]
+    pub legacy_key_file: Option<PathBuf>,
+    /// Milliseconds between hellos [default: 400]
+    #[arg(long, global = true, value_name = "MS", hide_short_help = true)]
+    pub hello_interval: Option<u64>,
+}
+
+impl NetArgs {
+    /// The configuration these flags describe, before `build`: commands add
+    /// their own settings (what the node advertises, say).
+    pub fn builder(&self) -> Result<ConfigBuilder, CliError> {
+        let mut b = Config::builder();
+        if self.loopback {
+            b = b.broadcast(Ipv4Addr::new(127, 255, 255, 255));
+        }
+        if let Some(port) = self.port {
+            b = b.port(port);
+        }
+        if let Some(addr) = self.broadcast {
+            b = b.broadcast(addr);
+        }
+        if let Some(group) = self.multicast {
+            b = b.multicast(group);
+        }
+        if let Some(weight) = self.weight {
+            b = b.weight(weight);
+        }
+        if let Some(ms) = self.hello_interval {
+            b = b.hello_interval(Duration::from_millis(ms));
+        }
+        match (&self.key_file, std::env::var(KEY_ENV)) {
+            (Some(path), _) => b = b.secret_key(read_secret(path)?.as_str()),
+            (None, Ok(text)) if !text.trim().is_empty() => b = b.secret_key(text.trim()),
+            _ => {}
+        }
+        if let Some(path) = &self.legacy_key_file {
+            b = b
+                .legacy_key(read_secret(path)?)
+                .encryption(Encryption::LegacyNodeDiscovery);
+        }
+        Ok(b)
+    }
+
+    /// Builds the configuration, with `extra` applied, and starts the node.
+    pub async fn start(
+        &self,
+        extra: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+    ) -> Result<Discovery, CliError> {
+        let config = extra(self.builder()?).build()?;
+        tracing::debug!(
+            destination = %config.destination(),
+            encryption = ?config.encryption(),
+            "starting the node"
+        );
+        Discovery::start(config)
+            .await
+            .map_err(|e| CliError::runtime(format!("cannot start the node: {e}")))
+    }
+}
+
+/// A key file's text, trimmed.
+fn read_secret(path: &std::path::Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::usage(format!("cannot read the key file {}: {e}", path.display()))
+    })?;
+    Ok(text.trim().to_owned())
+}
+
+/// The address this host sends from towards `destination`: what other
+/// hosts of the LAN reach it at. A connected UDP socket asks the routing
+/// table and sends nothing. `None` when no route leads there.
+pub fn local_address(destination: SocketAddr) -> Option<IpAddr> {
+    let bind: SocketAddr = match destination {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(bind).ok()?;
+    socket.set_broadcast(true).ok()?;
+    socket.connect(destination).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_keeps_to_this_host_and_explicit_flags_win() {
+        let net = NetArgs {
+            loopback: true,
+            port: Some(47_890),
+            ..NetArgs::default()
+        };
+        let config = net.builder().unwrap().build().unwrap();
+        assert_eq!(
+            config.destination(),
+            "127.255.255.255:47890".parse().unwrap()
+        );
+        let config = NetArgs::default().builder().unwrap().build().unwrap();
+        assert_eq!(
+            config.destination(),
+            "255.255.255.255:12345".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_key_file_that_is_not_a_key_is_a_usage_error() {
+        let path = std::env::temp_dir().join(format!("shoal-cli-key-{}", std::process::id()));
+        std::fs::write(&path, "not a key\n").unwrap();
+        let net = NetArgs {
+            key_file: Some(path.clone()),
+            ..NetArgs::default()
+        };
+        let err = net
+            .builder()
+            .unwrap()
+            .build()
+            .map_err(CliError::from)
+            .unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            matches!(err, CliError::Usage(ref m) if m.contains("secret_key")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_local_address_towards_loopback_is_loopback() {
+        let ip = local_address("127.255.255.255:47890".parse().unwrap()).unwrap();
+        assert!(ip.is_loopback(), "{ip}");
+    }
+}
