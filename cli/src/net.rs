@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shoal::registry::RegistryLimits;
 use shoal::{Config, ConfigBuilder, Discovery, Encryption};
 
 use crate::error::CliError;
@@ -55,6 +56,11 @@ pub struct NetArgs {
     /// Milliseconds between hellos [default: 400]
     #[arg(long, global = true, value_name = "MS", hide_short_help = true)]
     pub hello_interval: Option<u64>,
+    /// Registrations one node may own (a sidecar registering for many apps
+    /// needs more); every node of the cluster must allow as many, or it
+    /// keeps only its own limit of another's [default: 1000]
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_registrations: Option<u32>,
 }
 
 impl NetArgs {
@@ -79,6 +85,15 @@ impl NetArgs {
         }
         if let Some(ms) = self.hello_interval {
             b = b.hello_interval(Duration::from_millis(ms));
+        }
+        if let Some(n) = self.max_registrations {
+            // The total must hold at least one full owner besides the rest.
+            let defaults = RegistryLimits::default();
+            b = b.registry_limits(RegistryLimits {
+                per_owner: n as usize,
+                total: defaults.total.max(2 * n as usize),
+                ..defaults
+            });
         }
         match (&self.key_file, std::env::var(KEY_ENV)) {
             (Some(path), _) => b = b.secret_key(read_secret(path)?.as_str()),
