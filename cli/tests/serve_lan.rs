@@ -128,6 +128,7 @@ fn a_post_on_host_1_is_answered_on_host_3_within_200ms() {
         });
         ready_rx.recv().expect("reader ready");
         let url = format!("{writer}/registrations/{name}/1.0.0/10.250.0.1/8080");
+        let writer = writer.clone();
         let posted = in_host(lan.host(0), move |client| async move {
             // Connect first, so that the clock starts at the request.
             let _ = client.get(format!("{writer}/status")).send().await;
