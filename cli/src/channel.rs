@@ -87,8 +87,7 @@ fn parse_channel(name: &str) -> Result<String, String> {
 
 /// The message `text` holds, or why it is not JSON.
 fn parse_message(text: &str) -> Result<Value, CliError> {
-    serde_json::from_str(text)
-        .map_err(|e| CliError::usage(format!("the message is not JSON: {e}")))
+    serde_json::from_str(text).map_err(|e| CliError::usage(format!("the message is not JSON: {e}")))
 }
 
 /// Reads the message from stdin, refusing more than [`MAX_MESSAGE`].

@@ -220,16 +220,30 @@ impl Context {
                 Err(shoal::Error::Registry(RegistryError::NotRegistered(_))) => {
                     self.register(app, "expired").await?;
                 }
-                Err(e) => return Err(CliError::runtime(format!("cannot refresh {}: {e}", app.spec))),
+                Err(e) => {
+                    return Err(CliError::runtime(format!(
+                        "cannot refresh {}: {e}",
+                        app.spec
+                    )))
+                }
             }
         }
         Ok(())
     }
 
     /// Acts on one check's outcome.
-    async fn checked(&self, app: &mut App, outcome: Outcome, failures: u32) -> Result<(), CliError> {
+    async fn checked(
+        &self,
+        app: &mut App,
+        outcome: Outcome,
+        failures: u32,
+    ) -> Result<(), CliError> {
         let ok = outcome.result.is_ok();
-        app.failures = if ok { 0 } else { app.failures.saturating_add(1) };
+        app.failures = if ok {
+            0
+        } else {
+            app.failures.saturating_add(1)
+        };
         if app.last_check != Some(ok) {
             app.last_check = Some(ok);
             let target = format!("{}:{}", self.host, app.spec.port);

@@ -107,7 +107,9 @@ fn parse_part(s: &str) -> Result<String, String> {
     if s.is_empty() {
         Err("it is empty".into())
     } else if s.contains('/') {
-        Err(format!("{s:?} contains '/', which no name or version holds"))
+        Err(format!(
+            "{s:?} contains '/', which no name or version holds"
+        ))
     } else {
         Ok(s.to_owned())
     }
@@ -159,7 +161,10 @@ fn keep_node(node: &Value, args: &NodesArgs) -> bool {
             .name
             .as_ref()
             .is_none_or(|re| re.is_match(&text("host_name")) || re.is_match(&text("id")))
-        && args.info.iter().all(|kv| kv.matches(node["info"].get(&kv.key)))
+        && args
+            .info
+            .iter()
+            .all(|kv| kv.matches(node["info"].get(&kv.key)))
 }
 
 /// The nodes as `serf members` prints its members.
@@ -186,10 +191,12 @@ fn nodes_table(nodes: &[Value], detailed: bool) -> Result<(), CliError> {
                 },
             ];
             if detailed {
-                row.push(match (n["epoch"]["n"].as_u64(), n["epoch"]["master"].as_str()) {
-                    (Some(e), Some(m)) => format!("{e} ({})", short(m, 8)),
-                    _ => "-".into(),
-                });
+                row.push(
+                    match (n["epoch"]["n"].as_u64(), n["epoch"]["master"].as_str()) {
+                        (Some(e), Some(m)) => format!("{e} ({})", short(m, 8)),
+                        _ => "-".into(),
+                    },
+                );
                 row.push(
                     n["hello_interval_ms"]
                         .as_u64()
@@ -398,12 +405,18 @@ mod tests {
     fn cells_are_safe_and_short() {
         assert_eq!(cell("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
         assert_eq!(short("abcdefghij", 4), "abcd…");
-        assert_eq!(json_cell(&serde_json::json!({"a": "\n"}), true), r#"{"a":"\n"}"#);
+        assert_eq!(
+            json_cell(&serde_json::json!({"a": "\n"}), true),
+            r#"{"a":"\n"}"#
+        );
         assert_eq!(json_cell(&Value::Null, false), "-");
         assert_eq!(weight(Some(0.5), false), "0.5");
         assert_eq!(weight(Some(0.123456), false), "0.123");
         assert_eq!(weight(Some(1.0), false), "1");
-        assert_eq!((ago(350), ago(2_100), ago(185_000)), ("350ms".into(), "2.1s".into(), "3m05s".into()));
+        assert_eq!(
+            (ago(350), ago(2_100), ago(185_000)),
+            ("350ms".into(), "2.1s".into(), "3m05s".into())
+        );
     }
 
     #[test]

@@ -104,7 +104,10 @@ fn registered_apps_are_listed_elsewhere_and_go_on_sigterm() {
     let table = String::from_utf8_lossy(&out.stdout);
     let mut rows = table.lines();
     let header = rows.next().unwrap_or_default();
-    assert!(header.starts_with("NAME") && header.contains("LAST KNOWN"), "{table}");
+    assert!(
+        header.starts_with("NAME") && header.contains("LAST KNOWN"),
+        "{table}"
+    );
     let row = rows.find(|r| r.starts_with("app ")).expect(&table);
     for cell in ["1.0.0", "10.250.0.1", "8080", r#"{"weight":3,"zone":"eu"}"#] {
         assert!(row.contains(cell), "{cell} in {row}");
@@ -116,7 +119,10 @@ fn registered_apps_are_listed_elsewhere_and_go_on_sigterm() {
         let (_, event) = watcher
             .wait(|e| offline_reason(e, id).is_some(), STEP)
             .unwrap_or_else(|| panic!("{id} offline\n{}", register.dump()));
-        assert_eq!(offline_reason(&event, id), Some(OfflineReason::Deregistered));
+        assert_eq!(
+            offline_reason(&event, id),
+            Some(OfflineReason::Deregistered)
+        );
     }
     let gone = register.events("deregistered");
     assert_eq!(gone.len(), 2, "{}", register.dump());
@@ -129,7 +135,10 @@ fn a_killed_register_loses_its_apps_at_the_node_timeout() {
     require_netns!();
     let lan = Lan::new(3).expect("lan");
     let watcher = Watcher::start(&lan, 2);
-    let cmd = shoal(lan.host(0), &["register", "app@1.0.0:8080", "--host", "10.250.0.1"]);
+    let cmd = shoal(
+        lan.host(0),
+        &["register", "app@1.0.0:8080", "--host", "10.250.0.1"],
+    );
     let mut register = Proc::spawn("register", cmd).expect("spawn");
     let id = "/app/1.0.0/10.250.0.1/8080";
     watcher
@@ -225,10 +234,17 @@ fn check_tcp_registers_an_app_only_while_its_port_accepts() {
     let failing = register
         .wait_for(|l| l["event"] == "check" && l["ok"] == false, STEP)
         .unwrap_or_else(|| panic!("a failed check\n{}", register.dump()));
-    assert!(failing["error"].as_str().unwrap().contains("refused"), "{failing}");
+    assert!(
+        failing["error"].as_str().unwrap().contains("refused"),
+        "{failing}"
+    );
     assert_eq!(failing["target"], "10.250.0.1:9100");
     std::thread::sleep(Duration::from_millis(1_000));
-    assert!(register.events("registered").is_empty(), "{}", register.dump());
+    assert!(
+        register.events("registered").is_empty(),
+        "{}",
+        register.dump()
+    );
     assert!(watcher.drain().is_empty());
     assert!(listed(&lan, 2, &[]).is_empty());
 
@@ -245,7 +261,10 @@ fn check_tcp_registers_an_app_only_while_its_port_accepts() {
     let (_, event) = watcher
         .wait(|e| offline_reason(e, id).is_some(), STEP)
         .unwrap_or_else(|| panic!("offline once the port closes\n{}", register.dump()));
-    assert_eq!(offline_reason(&event, id), Some(OfflineReason::Deregistered));
+    assert_eq!(
+        offline_reason(&event, id),
+        Some(OfflineReason::Deregistered)
+    );
     let gone = register.wait_event("deregistered", STEP).unwrap();
     assert_eq!(gone["reason"], "check failed");
 
@@ -258,7 +277,10 @@ fn check_tcp_registers_an_app_only_while_its_port_accepts() {
     let (_, event) = watcher
         .wait(|e| offline_reason(e, id).is_some(), STEP)
         .expect("offline on SIGTERM");
-    assert_eq!(offline_reason(&event, id), Some(OfflineReason::Deregistered));
+    assert_eq!(
+        offline_reason(&event, id),
+        Some(OfflineReason::Deregistered)
+    );
 }
 
 #[test]

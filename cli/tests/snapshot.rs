@@ -41,7 +41,14 @@ fn nodes_lists_every_node_with_the_master_marked() {
     // makes a command eligible), host 3's light.
     let heavy = shoal(
         lan.host(0),
-        &["--weight", "0.9", "register", "app@1.0.0:8080", "--host", "10.250.0.1"],
+        &[
+            "--weight",
+            "0.9",
+            "register",
+            "app@1.0.0:8080",
+            "--host",
+            "10.250.0.1",
+        ],
     );
     let mut heavy = Proc::spawn("heavy", heavy).expect("spawn");
     let light = shoal(lan.host(2), &["--weight", "0.1", "listen", "jobs"]);
@@ -57,24 +64,39 @@ fn nodes_lists_every_node_with_the_master_marked() {
     });
     assert_eq!(nodes.len(), 3, "{nodes:#?}");
     let one = find(&nodes, &addr(1)).unwrap();
-    assert_eq!((one["eligible"].clone(), one["weight"].clone()), (true.into(), 0.9.into()));
+    assert_eq!(
+        (one["eligible"].clone(), one["weight"].clone()),
+        (true.into(), 0.9.into())
+    );
     assert!(one["last_heard_ms"].as_u64().unwrap() < 2_000, "{one}");
     assert_eq!(one["hello_interval_ms"], 400);
     assert_eq!(one["epoch"]["master"], one["id"]);
     let three = find(&nodes, &addr(3)).unwrap();
-    assert_eq!((three["master"].clone(), three["eligible"].clone()), (false.into(), true.into()));
+    assert_eq!(
+        (three["master"].clone(), three["eligible"].clone()),
+        (false.into(), true.into())
+    );
     // Itself, marked, and not eligible: a snapshot never takes mastership.
     let me = find(&nodes, &addr(2)).expect("itself");
     assert_eq!(me["self"], true);
-    assert_eq!((me["master"].clone(), me["eligible"].clone()), (false.into(), false.into()));
+    assert_eq!(
+        (me["master"].clone(), me["eligible"].clone()),
+        (false.into(), false.into())
+    );
     assert_eq!(nodes.iter().filter(|n| n["master"] == true).count(), 1);
 
     // Filters.
     let masters = run_json(lan.host(1), &["nodes", "--format", "json", "--master"]);
     let masters = masters.as_array().unwrap();
-    assert!(masters.len() == 1 && masters[0]["addr"] == addr(1).as_str(), "{masters:?}");
+    assert!(
+        masters.len() == 1 && masters[0]["addr"] == addr(1).as_str(),
+        "{masters:?}"
+    );
     let id = one["id"].as_str().unwrap();
-    let by_id = run_json(lan.host(1), &["nodes", "--format", "json", "--name", &id[4..12]]);
+    let by_id = run_json(
+        lan.host(1),
+        &["nodes", "--format", "json", "--name", &id[4..12]],
+    );
     assert_eq!(by_id.as_array().unwrap().len(), 1, "{by_id}");
 
     // The table: a header and a row per node, the master's marked.
@@ -89,10 +111,18 @@ fn nodes_lists_every_node_with_the_master_marked() {
         ["ID", "HOST", "ADDRESS", "WEIGHT", "ROLE", "LAST", "HEARD", "INFO"],
         "{table}"
     );
-    let row = |a: &str| *lines.iter().find(|l| l.contains(a)).unwrap_or_else(|| panic!("{a}: {table}"));
+    let row = |a: &str| {
+        *lines
+            .iter()
+            .find(|l| l.contains(a))
+            .unwrap_or_else(|| panic!("{a}: {table}"))
+    };
     let master_row = row(&addr(1));
     assert!(master_row.starts_with(&id[..8]), "{master_row}");
-    assert!(master_row.contains(" 0.9 ") && master_row.contains(" master "), "{master_row}");
+    assert!(
+        master_row.contains(" 0.9 ") && master_row.contains(" master "),
+        "{master_row}"
+    );
     assert!(row(&addr(3)).contains(" eligible "), "{table}");
     assert!(row(&addr(2)).contains(" self "), "{table}");
 
@@ -106,7 +136,10 @@ fn an_empty_cluster_is_an_empty_list_and_exit_zero() {
     for (args, want) in [
         (&["nodes", "--format", "json", "--master"][..], "[]\n"),
         (&["registrations", "--format", "json"], "[]\n"),
-        (&["registrations", "web", "2.1.0", "--format", "json"], "[]\n"),
+        (
+            &["registrations", "web", "2.1.0", "--format", "json"],
+            "[]\n",
+        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
             .args(["--loopback", "--port", "47865"])
@@ -119,7 +152,14 @@ fn an_empty_cluster_is_an_empty_list_and_exit_zero() {
     }
     // A table with nothing in it is its header.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["--loopback", "--port", "47866", "registrations", "--listen", "300"])
+        .args([
+            "--loopback",
+            "--port",
+            "47866",
+            "registrations",
+            "--listen",
+            "300",
+        ])
         .output()
         .expect("run shoal");
     assert!(out.status.success());

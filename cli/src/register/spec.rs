@@ -132,7 +132,10 @@ mod tests {
             parse_apps("myapp@1.0.0:8080,other@2.1.0:9090").unwrap(),
             vec![app("myapp", "1.0.0", 8080), app("other", "2.1.0", 9090)]
         );
-        assert_eq!(parse_apps("a@1:2:65535").unwrap(), vec![app("a", "1:2", 65535)]);
+        assert_eq!(
+            parse_apps("a@1:2:65535").unwrap(),
+            vec![app("a", "1:2", 65535)]
+        );
         assert_eq!(parse_apps(" a@1:1 , b@2:2").unwrap().len(), 2);
     }
 
@@ -164,7 +167,10 @@ mod tests {
     #[test]
     fn meta_values_are_json_when_they_parse_else_strings() {
         let kv: KeyValue = "zone=eu-west".parse().unwrap();
-        assert_eq!((kv.key.as_str(), kv.value.clone()), ("zone", Value::from("eu-west")));
+        assert_eq!(
+            (kv.key.as_str(), kv.value.clone()),
+            ("zone", Value::from("eu-west"))
+        );
         let kv: KeyValue = "weight=3".parse().unwrap();
         assert_eq!(kv.value, Value::from(3));
         let kv: KeyValue = r#"tags=["a","b"]"#.parse().unwrap();
