@@ -135,10 +135,8 @@ fn a_killed_register_loses_its_apps_at_the_node_timeout() {
     require_netns!();
     let lan = Lan::new(3).expect("lan");
     let watcher = Watcher::start(&lan, 2);
-    let cmd = shoal(
-        lan.host(0),
-        &["register", "app@1.0.0:8080", "--host", "10.250.0.1"],
-    );
+    // No --host: the default is this host's address towards the cluster.
+    let cmd = shoal(lan.host(0), &["register", "app@1.0.0:8080"]);
     let mut register = Proc::spawn("register", cmd).expect("spawn");
     let id = "/app/1.0.0/10.250.0.1/8080";
     watcher
