@@ -3,9 +3,9 @@
 //! A message is broadcast once to whoever listens on the channel at that
 //! moment, as in node-discovery: no queue, no retry, no receipt. A node
 //! delivers a message from a sender it has never heard of, so `shoal send`
-//! need not wait to be known before sending; and since a node's first
-//! hello goes out as it starts, before the message, receivers know the
-//! sender's host name by the time the message arrives. The sending node
+//! need not wait to be known before sending. It waits only until its
+//! first hello is out, so that receivers know the sender's host name by
+//! the time the message arrives. The sending node
 //! says goodbye right after (it is not eligible for mastership, unless
 //! `--weight` is given, so it never disturbs the election).
 
@@ -113,6 +113,7 @@ pub async fn send(net: &NetArgs, args: SendArgs) -> Result<(), CliError> {
     };
     let data = parse_message(&text)?;
     let node = net.start(|b| net.bystander(b)).await?;
+    first_hello_out(&node).await;
     let sent = node.send(&args.channel, &data);
     // Shutting down sends what is queued, the message included, then the
     // goodbye: once it returns, the message is out.
@@ -123,6 +124,17 @@ pub async fn send(net: &NetArgs, args: SendArgs) -> Result<(), CliError> {
         | shoal::Error::InvalidChannel { .. } => CliError::usage(e),
         e => CliError::runtime(format!("cannot send: {e}")),
     })
+}
+
+/// Waits until the node's first hello is out (its first packet), at most
+/// a second: the driver sends it on its first turn, which may come after
+/// a message queued at once, and a receiver that hears the message first
+/// does not know the sender's host name.
+async fn first_hello_out(node: &Discovery) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while node.stats().packets_out == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Runs `shoal listen`.
