@@ -71,8 +71,12 @@ fn registered_apps_are_listed_elsewhere_and_go_on_sigterm() {
     }
     let started = register.wait_event("start", STEP).expect("start");
     assert_eq!(started["host"], "10.250.0.1");
+    // The line follows the registration, which may reach host 3 first.
+    let two = |lines: &[serde_json::Value]| {
+        lines.iter().filter(|l| l["event"] == "registered").count() == 2
+    };
+    assert!(register.wait_until(two, STEP), "{}", register.dump());
     let lines = register.events("registered");
-    assert_eq!(lines.len(), 2, "{}", register.dump());
     assert_eq!(lines[0]["registration"]["id"], app);
 
     // Listed on host 3, in Thalassa's shape.
