@@ -67,12 +67,15 @@ pub struct Args {
     /// JSON (3, true, {"a":1}), else a string
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     meta: Vec<KeyValue>,
-    /// How long a registration outlives a silent owner: seconds, or a
-    /// duration such as 30s or 2m (1 s to 24 h); refreshed every third of it
+    /// Each registration's time to live unless refreshed (this command
+    /// refreshes every third of it): seconds, or a duration such as 30s or
+    /// 2m, 1 s to 24 h. If this command is killed, its registrations go
+    /// sooner, at the node timeout
     #[arg(long, value_name = "TTL", default_value = "30s", value_parser = parse_ttl)]
     ttl: Duration,
     /// How to check each app before registering it: none, or tcp (a TCP
-    /// connect to HOST:PORT, registered only while it succeeds)
+    /// connect to the registered host and port, as a client elsewhere would
+    /// make; registered only while it succeeds)
     #[arg(long, value_enum, default_value_t = Check::None)]
     check: Check,
     /// Time between checks, in seconds or as a duration (100ms to 1h)
