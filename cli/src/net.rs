@@ -108,6 +108,18 @@ impl NetArgs {
         Ok(b)
     }
 
+    /// `builder` for a node that does no master's work (a snapshot, a
+    /// sidecar, a one-off message): not eligible for mastership, so that a
+    /// command run for a moment never takes mastership from the apps that
+    /// do that work, unless `--weight` asks for a place in the election.
+    pub fn bystander(&self, builder: ConfigBuilder) -> ConfigBuilder {
+        if self.weight.is_some() {
+            builder
+        } else {
+            builder.master_eligible(false)
+        }
+    }
+
     /// Builds the configuration, with `extra` applied, and starts the node.
     pub async fn start(
         &self,
