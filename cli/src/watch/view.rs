@@ -94,17 +94,14 @@ fn draw_header(frame: &mut Frame, model: &Model, header: &Header, area: Rect) {
     let mut spans = vec![
         Span::styled("shoal watch", Style::new().bold()),
         Span::raw(format!(
-            "  {} nodes, {} master{}",
-            model.node_count(),
-            model.master_count(),
-            if model.master_count() == 1 { "" } else { "s" },
+            "  {}, {}",
+            count(model.node_count(), "node"),
+            count(model.master_count(), "master"),
         )),
     ];
     if model.selection().shows_registrations() {
-        spans.push(Span::raw(format!(
-            ", {} registrations",
-            model.registration_count()
-        )));
+        let registrations = count(model.registration_count(), "registration");
+        spans.push(Span::raw(format!(", {registrations}")));
     }
     spans.push(Span::raw(format!("  on {}", header.destination)));
     if let Some(name) = &model.selection().name {
@@ -115,6 +112,15 @@ fn draw_header(frame: &mut Frame, model: &Model, header: &Header, area: Rect) {
     }
     spans.push(Span::styled("  q quits", Style::new().dim()));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// `1 node`, `3 nodes`.
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// A section's title: `Nodes (3)`, or `Nodes (40, 12 not shown)`.
