@@ -97,21 +97,15 @@ fn json_lines_report_joins_masters_goodbyes_and_timeouts_and_filters_pick_them()
     );
 
     let node = node_binary();
-    let peer = |i: usize, id: &str, weight: &str| {
-        let args = [
-            "--id",
-            id,
-            "--lan",
-            "--broadcast",
-            &broadcast,
-            "--weight",
-            weight,
-        ];
+    let peer = |i: usize, id: &str, weight: &str, extra: &[&str]| {
+        let mut args = vec!["--id", id, "--lan", "--broadcast", &broadcast];
+        args.extend_from_slice(&["--weight", weight]);
+        args.extend_from_slice(extra);
         Proc::spawn(id, lan.host(i).command(&node, args)).expect("spawn peer")
     };
-    let mut a = peer(1, "a", "0.9");
-    let _b = peer(2, "b", "0.5");
-    let mut c = peer(3, "c", "0.1");
+    let mut a = peer(1, "a", "0.9", &["--register", "kv@1.0.0:7000"]);
+    let _b = peer(2, "b", "0.5", &[]);
+    let mut c = peer(3, "c", "0.1", &[]);
 
     for id in ["a", "b", "c"] {
         let join = wait_about(&all, "join", id);
@@ -125,6 +119,9 @@ fn json_lines_report_joins_masters_goodbyes_and_timeouts_and_filters_pick_them()
     }
     let master = wait_about(&all, "master", "a");
     assert_eq!(master["node"]["master"], true);
+    let kv = |l: &Value| l["registration"]["id"] == "/kv/1.0.0/127.0.0.1/7000";
+    all.wait_for(|l| l["event"] == "online" && kv(l), LONG)
+        .unwrap_or_else(|| panic!("kv never online\n{}", all.dump()));
 
     // A goodbye is reported as such, at once.
     c.terminate().expect("SIGTERM c");
@@ -136,6 +133,10 @@ fn json_lines_report_joins_masters_goodbyes_and_timeouts_and_filters_pick_them()
     assert_eq!(leave["reason"], "timeout");
     assert_eq!(leave["node"]["master"], true, "it left as master");
     wait_about(&all, "master", "b");
+    let offline = all
+        .wait_for(|l| l["event"] == "offline" && kv(l), LONG)
+        .unwrap_or_else(|| panic!("kv never offline\n{}", all.dump()));
+    assert_eq!(offline["reason"], "ownerGone");
 
     // --master: the masters' news only.
     wait_about(&masters, "master", "a");
@@ -148,14 +149,21 @@ fn json_lines_report_joins_masters_goodbyes_and_timeouts_and_filters_pick_them()
         masters.dump()
     );
     assert!(!lines.iter().any(|l| about(l, "c")), "{}", masters.dump());
+    assert!(
+        !lines.iter().any(|l| l.get("registration").is_some()),
+        "--master shows no registrations\n{}",
+        masters.dump()
+    );
 
     // --name b: b's news only.
     wait_about(&named, "join", "b");
     wait_about(&named, "master", "b");
     let lines = named.lines();
     assert!(
-        !lines.iter().any(|l| about(l, "a") || about(l, "c")),
-        "--name b shows only b\n{}",
+        !lines
+            .iter()
+            .any(|l| about(l, "a") || about(l, "c") || l.get("registration").is_some()),
+        "--name b shows only b (and no registration: none is named b)\n{}",
         named.dump()
     );
 
@@ -176,8 +184,12 @@ fn once_prints_a_snapshot_as_json_or_tables_and_exits_0() {
         PORT,
         &["--weight", "0.9", "--register", "kv@1.0.0:7000"],
     );
-    kv.wait_event("registered", LONG)
-        .unwrap_or_else(|| panic!("not registered\n{}", kv.dump()));
+    // Registered, and master (alone, it promotes itself): the snapshot
+    // has both to show.
+    for event in ["registered", "promotion"] {
+        kv.wait_event(event, LONG)
+            .unwrap_or_else(|| panic!("no {event}\n{}", kv.dump()));
+    }
 
     let once = |format: &[&str]| {
         let mut args = vec!["--loopback", "--port", &port, "watch", "--once"];
@@ -239,7 +251,7 @@ fn once_prints_a_snapshot_as_json_or_tables_and_exits_0() {
 }
 
 #[test]
-fn channel_messages_are_json_lines_and_the_live_view_needs_a_terminal() {
+fn messages_and_registrations_are_json_lines_and_the_live_view_needs_a_terminal() {
     const PORT: u16 = 47_803;
     let port = PORT.to_string();
     let mut cmd = Command::new(shoal());
@@ -267,6 +279,49 @@ fn channel_messages_are_json_lines_and_the_live_view_needs_a_terminal() {
         watcher.dump()
     );
     let messages = watcher.events("message");
+    let offline = |id: &str| {
+        watcher
+            .wait_for(
+                |l| l["event"] == "offline" && l["registration"]["id"] == id,
+                LONG,
+            )
+            .unwrap_or_else(|| panic!("{id} never offline\n{}", watcher.dump()))
+    };
+    let _dereg = loopback_peer(
+        "dereg",
+        PORT,
+        &["--register", "kv@1.0.0:7000", "--deregister-after", "500"],
+    );
+    let _lapse = loopback_peer(
+        "lapse",
+        PORT,
+        &[
+            "--register",
+            "tmp@1.0.0:7001",
+            "--ttl",
+            "500",
+            "--refresh",
+            "0",
+        ],
+    );
+    assert_eq!(
+        offline("/kv/1.0.0/127.0.0.1/7000")["reason"],
+        "deregistered"
+    );
+    assert_eq!(offline("/tmp/1.0.0/127.0.0.1/7001")["reason"], "expired");
+    let lines = watcher.lines();
+    for id in ["/kv/1.0.0/127.0.0.1/7000", "/tmp/1.0.0/127.0.0.1/7001"] {
+        let at = |event: &str| {
+            lines
+                .iter()
+                .position(|l| l["event"] == event && l["registration"]["id"] == id)
+        };
+        assert!(
+            at("online").is_some() && at("online") < at("offline"),
+            "{}",
+            watcher.dump()
+        );
+    }
     assert!(messages
         .iter()
         .all(|m| m["channel"] == "jobs" && m["data"]["from"] == "sender"));
@@ -495,10 +550,14 @@ fn the_live_view_shows_nodes_masters_registrations_and_departures() {
 fn the_live_view_gives_the_terminal_back_on_esc_ctrl_c_and_sigterm() {
     const PORT: u16 = 47_804;
     let port = PORT.to_string();
-    let _peer = loopback_peer("p", PORT, &[]);
+    // Its advertisement holds a right-to-left override, which the view
+    // must show escaped rather than let it reorder the line.
+    let _peer = loopback_peer("p", PORT, &["--advertise", r#"{"note":"ab\u202ecd"}"#]);
     for how in ["Esc", "^C", "SIGTERM"] {
         let mut tty = Tty::spawn(&["--loopback", "--port", &port, "watch"]);
-        tty.wait("the peer", |t| t.contains(r#"{"id":"p"}"#));
+        tty.wait("the peer, its override escaped", |t| {
+            t.contains(r#""id":"p""#) && t.contains(r#"ab\u{202e}cd"#) && !t.contains('\u{202e}')
+        });
         eprintln!("quitting by {how}");
         match how {
             "Esc" => tty.send(b"\x1b"),

@@ -364,7 +364,11 @@ impl Model {
         peers.sort_by(|a, b| {
             (!a.is_master, &a.host_name, &a.id).cmp(&(!b.is_master, &b.host_name, &b.id))
         });
-        rows.extend(peers.into_iter().map(|p| NodeRow {
+        rows.truncate(limit);
+        // Only the rows that will be drawn are formatted (a LAN may hold
+        // thousands of nodes; the screen shows a few dozen).
+        let room = limit - rows.len();
+        rows.extend(peers.into_iter().take(room).map(|p| NodeRow {
             id: short_id(p.id.as_str()),
             host: clean(&p.host_name),
             addr: p.addr.to_string(),
@@ -374,7 +378,6 @@ impl Model {
             heard: ago(now.saturating_duration_since(p.last_seen)),
             info: info_text(p.info.as_ref()),
         }));
-        rows.truncate(limit);
         rows
     }
 
