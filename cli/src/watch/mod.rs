@@ -104,7 +104,7 @@ pub struct Args {
     #[arg(long)]
     master: bool,
     /// Join CHANNEL and show its messages
-    #[arg(long, value_name = "CHANNEL")]
+    #[arg(long, value_name = "CHANNEL", conflicts_with = "once")]
     channel: Option<String>,
     /// Print a snapshot after one listen window, then exit
     #[arg(long)]
@@ -138,9 +138,20 @@ pub async fn run(net: &NetArgs, args: Args) -> Result<(), CliError> {
     // Before the node starts, so that an early signal is not lost.
     let mut signals = Signals::install()?;
     let destination = net.builder()?.build()?.destination();
-    let discovery = net.start(|b| b.master_eligible(false)).await?;
+    let host_name = host_name();
+    let discovery = net
+        .start(|b| {
+            // The name this node's row shows is the one its hellos carry.
+            let b = b.master_eligible(false);
+            if host_name.is_empty() {
+                b
+            } else {
+                b.host_name(host_name.clone())
+            }
+        })
+        .await?;
     let watcher = Watcher {
-        host_name: host_name(),
+        host_name,
         my_addr: crate::net::local_address(destination)
             .map(|ip| SocketAddr::new(ip, discovery.local_addr().port())),
         destination,
