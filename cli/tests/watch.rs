@@ -547,13 +547,13 @@ fn the_live_view_shows_nodes_masters_registrations_and_departures() {
 }
 
 #[test]
-fn the_live_view_gives_the_terminal_back_on_esc_ctrl_c_and_sigterm() {
+fn the_live_view_gives_the_terminal_back_on_esc_ctrl_c_sigterm_and_sighup() {
     const PORT: u16 = 47_804;
     let port = PORT.to_string();
     // Its advertisement holds a right-to-left override, which the view
     // must show escaped rather than let it reorder the line.
     let _peer = loopback_peer("p", PORT, &["--advertise", r#"{"note":"ab\u202ecd"}"#]);
-    for how in ["Esc", "^C", "SIGTERM"] {
+    for how in ["Esc", "^C", "SIGTERM", "SIGHUP"] {
         let mut tty = Tty::spawn(&["--loopback", "--port", &port, "watch"]);
         tty.wait("the peer, its override escaped", |t| {
             t.contains(r#""id":"p""#) && t.contains(r#"ab\u{202e}cd"#) && !t.contains('\u{202e}')
@@ -562,10 +562,14 @@ fn the_live_view_gives_the_terminal_back_on_esc_ctrl_c_and_sigterm() {
         match how {
             "Esc" => tty.send(b"\x1b"),
             "^C" => tty.send(b"\x03"),
-            _ => {
+            signal => {
+                let signal = match signal {
+                    "SIGTERM" => libc::SIGTERM,
+                    _ => libc::SIGHUP,
+                };
                 let pid = tty.child.process_id().expect("pid") as libc::pid_t;
                 // SAFETY: kill(2) on our own child, not yet reaped.
-                assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+                assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
             }
         }
         tty.assert_exits_restored();

@@ -57,6 +57,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use shoal::Discovery;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::error::CliError;
 use crate::net::NetArgs;
@@ -193,8 +194,8 @@ fn host_name() -> String {
         .unwrap_or_default()
 }
 
-/// Prints one JSON line per event until SIGINT, SIGTERM or a closed
-/// stdout.
+/// Prints one JSON line per event until SIGINT, SIGTERM, SIGHUP or a
+/// closed stdout.
 async fn stream(
     discovery: &Discovery,
     watcher: &Watcher,
@@ -202,6 +203,8 @@ async fn stream(
     signals: &mut Signals,
 ) -> Result<(), CliError> {
     let host = &watcher.host_name;
+    // As in the live view: a closed terminal ends the watch with a goodbye.
+    let mut hangup = signal(SignalKind::hangup())?;
     output::json_line(
         "start",
         json!({
@@ -212,6 +215,7 @@ async fn stream(
     loop {
         let input = tokio::select! {
             _ = signals.recv() => return Ok(()),
+            _ = hangup.recv() => return Ok(()),
             input = sources.next() => input,
         };
         let (event, fields) = match input {

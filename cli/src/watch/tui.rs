@@ -1,6 +1,6 @@
 //! The live view's terminal: the alternate screen in raw mode, restored on
-//! every way out (a return, an error, a panic, SIGINT or SIGTERM), and the
-//! loop that reads keys and news and redraws.
+//! every way out (a return, an error, a panic, SIGINT, SIGTERM or SIGHUP),
+//! and the loop that reads keys and news and redraws.
 //!
 //! A change is drawn within [`FRAME`] of its event, and a burst of events
 //! costs one frame per [`FRAME`], not one per event. The ages in the table
@@ -15,6 +15,7 @@ use crossterm::event::{
 use futures_util::{FutureExt, StreamExt};
 use ratatui::DefaultTerminal;
 use shoal::Discovery;
+use tokio::signal::unix::{signal, SignalKind};
 
 use super::sources::{Input, Sources};
 use super::state::Model;
@@ -69,7 +70,7 @@ fn quits(key: &KeyEvent) -> bool {
         }
 }
 
-/// Runs the live view until q, Esc, ^C, SIGINT or SIGTERM.
+/// Runs the live view until q, Esc, ^C, SIGINT, SIGTERM or SIGHUP.
 pub async fn run(
     discovery: &Discovery,
     watcher: &Watcher,
@@ -95,6 +96,9 @@ pub async fn run(
     let registry = discovery.registry();
     let filter = watcher.selection.registry_filter();
 
+    // The terminal closing (SIGHUP) ends the view like a quit: the node
+    // still says goodbye, rather than dying and timing out at its peers.
+    let mut hangup = signal(SignalKind::hangup())?;
     let mut screen = Screen::enter()?;
     let mut keys = EventStream::new();
     let mut tick = tokio::time::interval(TICK);
@@ -113,6 +117,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = signals.recv() => return Ok(()),
+            _ = hangup.recv() => return Ok(()),
             key = keys.next() => match key {
                 Some(Ok(TermEvent::Key(key))) if quits(&key) => return Ok(()),
                 Some(Ok(TermEvent::Resize(..))) => dirty = true,
