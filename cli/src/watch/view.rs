@@ -18,6 +18,8 @@ use super::text::{ago, fit};
 const FLASH_LINES: u16 = 5;
 /// Lines of channel messages shown at most.
 const MESSAGE_LINES: u16 = 6;
+/// How a master's row is marked.
+const MASTER_MARK: &str = "* master";
 /// The widest a host name or address column grows (longer ones are cut).
 const MAX_COLUMN: usize = 28;
 
@@ -93,6 +95,8 @@ pub fn draw(frame: &mut Frame, model: &Model, header: &Header, now: Instant, now
 fn draw_header(frame: &mut Frame, model: &Model, header: &Header, area: Rect) {
     let mut spans = vec![
         Span::styled("shoal watch", Style::new().bold()),
+        // Early in the line: a narrow terminal cuts the end.
+        Span::styled(" (q quits)", Style::new().dim()),
         Span::raw(format!(
             "  {}, {}",
             count(model.node_count(), "node"),
@@ -110,7 +114,6 @@ fn draw_header(frame: &mut Frame, model: &Model, header: &Header, area: Rect) {
     if model.selection().master {
         spans.push(Span::raw("  --master"));
     }
-    spans.push(Span::styled("  q quits", Style::new().dim()));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
@@ -158,7 +161,7 @@ fn draw_nodes(frame: &mut Frame, model: &Model, now: Instant, area: Rect) {
         ),
         width("ADDRESS", rows.iter().map(|r| r.addr.as_str()), MAX_COLUMN),
         width("WEIGHT", rows.iter().map(|r| r.weight.as_str()), 10),
-        "MASTER".len(),
+        MASTER_MARK.chars().count(),
         width("HEARD", rows.iter().map(|r| r.heard.as_str()), 8),
     ];
     let fixed: usize = w.iter().sum::<usize>() + w.len();
@@ -170,7 +173,7 @@ fn draw_nodes(frame: &mut Frame, model: &Model, now: Instant, area: Rect) {
             Style::new()
         };
         let master = if r.master {
-            Span::styled("* master", Style::new().bold().fg(Color::Yellow))
+            Span::styled(MASTER_MARK, Style::new().bold().fg(Color::Yellow))
         } else {
             Span::raw("")
         };
@@ -190,7 +193,7 @@ fn draw_nodes(frame: &mut Frame, model: &Model, now: Instant, area: Rect) {
         Constraint::Length(w[1] as u16),
         Constraint::Length(w[2] as u16),
         Constraint::Length(w[3] as u16),
-        Constraint::Length("* master".len() as u16),
+        Constraint::Length(w[4] as u16),
         Constraint::Length(w[5] as u16),
         Constraint::Fill(1),
     ];
@@ -348,6 +351,39 @@ mod tests {
             text.push('\n');
         }
         text
+    }
+
+    #[test]
+    fn a_long_advertisement_is_cut_with_an_ellipsis_and_the_master_marked() {
+        let mut net = shoal::sim::SimNet::new(3);
+        let long = "x".repeat(200);
+        let config = shoal::Config::builder()
+            .advertise(serde_json::json!({ "long": long }))
+            .build()
+            .unwrap();
+        net.add_node(config);
+        let watcher = net.add_node(
+            shoal::Config::builder()
+                .master_eligible(false)
+                .build()
+                .unwrap(),
+        );
+        net.run_for(std::time::Duration::from_secs(3));
+        let mut model = Model::new(Selection::default(), "me".into(), None);
+        let node = net.node(watcher);
+        model.sync_nodes(
+            node.protocol.local(),
+            node.protocol.peers().cloned().collect(),
+        );
+        let text = screen(&model, 80, 24);
+        let row = text
+            .lines()
+            .find(|l| l.contains("xxx"))
+            .expect("the peer's row");
+        assert!(row.ends_with("xx…"), "{text}");
+        assert_eq!(row.chars().count(), 80);
+        assert!(row.contains("* master"), "{text}");
+        assert!(text.lines().next().unwrap().contains("(q quits)"), "{text}");
     }
 
     #[test]
