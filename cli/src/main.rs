@@ -64,7 +64,7 @@ enum Command {
     Watch(watch::Args),
     /// The nodes of the cluster, once
     Nodes(snapshot::NodesArgs),
-    /// The live registrations, all of them or of NAME [VERSION], once
+    /// The live registrations, all of them or those of a name (and version), once
     Registrations(snapshot::RegistrationsArgs),
     /// Register apps that do not link shoal, and keep them registered while this runs
     Register(register::Args),

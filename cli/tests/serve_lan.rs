@@ -32,7 +32,15 @@ fn sidecar(host: &Host, label: &str) -> (Proc, String) {
     let bcast = Lan::SUBNET_BROADCAST.to_string();
     let cmd = host.command(
         env!("CARGO_BIN_EXE_shoal"),
-        ["--broadcast", &bcast, "--port", PORT, "serve", "--http", "127.0.0.1:0"],
+        [
+            "--broadcast",
+            &bcast,
+            "--port",
+            PORT,
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+        ],
     );
     let proc = Proc::spawn(label, cmd).expect("spawn shoal serve");
     let listening = proc
@@ -85,7 +93,10 @@ fn wait_cluster(host: &Host, base: &str, others: usize) {
             if n == others {
                 return;
             }
-            assert!(Instant::now() < deadline, "{url} sees {n} nodes, not {others}: {nodes}");
+            assert!(
+                Instant::now() < deadline,
+                "{url} sees {n} nodes, not {others}: {nodes}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
@@ -218,7 +229,11 @@ fn sse_client(
                         continue; // a keep-alive comment
                     }
                     let data = serde_json::from_str(&data).expect("data is JSON");
-                    let _ = events.send(Sse { at: Instant::now(), event, data });
+                    let _ = events.send(Sse {
+                        at: Instant::now(),
+                        event,
+                        data,
+                    });
                 }
             }
         };
@@ -253,7 +268,12 @@ fn an_event_stream_on_host_3_sees_online_expiry_and_a_killed_owner() {
 
     let (tx, events) = mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let client = sse_client(lan.host(2), format!("{watcher_url}/events?name=svc"), tx, stop_rx);
+    let client = sse_client(
+        lan.host(2),
+        format!("{watcher_url}/events?name=svc"),
+        tx,
+        stop_rx,
+    );
 
     let post = |path: &'static str, body: Value| {
         let url = format!("{owner_url}{path}");
@@ -266,19 +286,37 @@ fn an_event_stream_on_host_3_sees_online_expiry_and_a_killed_owner() {
     };
 
     // Another name first: the filter must keep it out of the stream.
-    post("/registrations/other/1.0.0/10.250.0.1/9000", json!({"secondsToExpire": 60}));
-    post("/registrations/svc/1.0.0/10.250.0.1/8080", json!({"secondsToExpire": 1}));
+    post(
+        "/registrations/other/1.0.0/10.250.0.1/9000",
+        json!({"secondsToExpire": 60}),
+    );
+    post(
+        "/registrations/svc/1.0.0/10.250.0.1/8080",
+        json!({"secondsToExpire": 1}),
+    );
     let online = next(&events, Duration::from_secs(5), "online");
     assert_eq!(online.event, "online", "{online:?}");
-    assert_eq!(registration(&online.data)["id"], "/svc/1.0.0/10.250.0.1/8080");
+    assert_eq!(
+        registration(&online.data)["id"],
+        "/svc/1.0.0/10.250.0.1/8080"
+    );
     let expired = next(&events, Duration::from_secs(5), "offline on expiry");
     assert_eq!(expired.event, "offline", "{expired:?}");
     assert_eq!(expired.data["reason"], "expired", "{expired:?}");
-    assert_eq!(registration(&expired.data)["id"], "/svc/1.0.0/10.250.0.1/8080");
+    assert_eq!(
+        registration(&expired.data)["id"],
+        "/svc/1.0.0/10.250.0.1/8080"
+    );
     let lived = expired.at.duration_since(online.at);
-    assert!(lived >= Duration::from_millis(900), "it expired after {lived:?}, before its 1 s");
+    assert!(
+        lived >= Duration::from_millis(900),
+        "it expired after {lived:?}, before its 1 s"
+    );
 
-    post("/registrations/svc/2.0.0/10.250.0.1/8080", json!({"secondsToExpire": 60}));
+    post(
+        "/registrations/svc/2.0.0/10.250.0.1/8080",
+        json!({"secondsToExpire": 60}),
+    );
     let online = next(&events, Duration::from_secs(5), "online");
     assert_eq!(online.event, "online", "{online:?}");
     assert_eq!(registration(&online.data)["version"], "2.0.0");
@@ -293,7 +331,10 @@ fn an_event_stream_on_host_3_sees_online_expiry_and_a_killed_owner() {
     assert_eq!(registration(&gone.data)["version"], "2.0.0");
     let after = gone.at.duration_since(killed);
     eprintln!("offline {after:?} after SIGKILL");
-    assert!(after <= Duration::from_millis(2_600 + 1_000), "offline {after:?} after SIGKILL");
+    assert!(
+        after <= Duration::from_millis(2_600 + 1_000),
+        "offline {after:?} after SIGKILL"
+    );
 
     let _ = stop_tx.send(());
     client.join().expect("SSE client");
