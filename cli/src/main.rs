@@ -11,6 +11,7 @@ mod register;
 mod serve;
 mod signals;
 mod snapshot;
+mod text;
 mod watch;
 
 use std::io::IsTerminal;

@@ -41,15 +41,33 @@ pub fn now_ms() -> f64 {
 }
 
 /// Prints `{"t": …, "event": event, …fields}` as one line on stdout and
-/// flushes it.
+/// flushes it. `t` and `event` come first, whatever their names sort as,
+/// so that a person reading the stream sees when and what at a glance.
 pub fn json_line(event: &str, fields: Value) -> io::Result<()> {
-    let mut line = json!({"t": now_ms(), "event": event});
-    if let (Some(line), Value::Object(fields)) = (line.as_object_mut(), fields) {
-        line.extend(fields);
-    }
+    let line = line_text(now_ms(), event, fields);
     let mut out = io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()
+}
+
+/// The text of one JSON line: `t`, `event`, then `fields` (an object; any
+/// other value is ignored) without any `t` or `event` of their own.
+fn line_text(t: f64, event: &str, fields: Value) -> String {
+    let mut text = json!({"t": t}).to_string();
+    text.pop(); // the closing brace
+    text.push_str(",\"event\":");
+    text.push_str(&Value::from(event).to_string());
+    if let Value::Object(mut fields) = fields {
+        fields.remove("t");
+        fields.remove("event");
+        if !fields.is_empty() {
+            let rest = Value::Object(fields).to_string();
+            text.push(',');
+            text.push_str(&rest[1..rest.len() - 1]);
+        }
+    }
+    text.push('}');
+    text
 }
 
 /// Prints rows as left-aligned columns under `header`, two spaces apart,
@@ -117,4 +135,28 @@ pub fn me_json(me: &shoal::LocalState, host_name: &str) -> Value {
 
 fn epoch_json(epoch: &shoal::Epoch) -> Value {
     json!({"n": epoch.n, "master": epoch.master.as_str()})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_starts_with_t_and_event_and_is_one_json_object() {
+        let text = line_text(
+            1.5,
+            "join",
+            json!({"node": {"id": "a"}, "alpha": 1, "t": 9}),
+        );
+        assert_eq!(
+            text,
+            r#"{"t":1.5,"event":"join","alpha":1,"node":{"id":"a"}}"#
+        );
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["node"]["id"], "a");
+        assert_eq!(
+            line_text(2.0, "x\"y", Value::Null),
+            r#"{"t":2.0,"event":"x\"y"}"#
+        );
+    }
 }

@@ -26,6 +26,7 @@ use crate::error::CliError;
 use crate::net::{self, NetArgs};
 use crate::output::{self, Format};
 use crate::register::spec::KeyValue;
+use crate::text;
 
 const NODES_HELP: &str = "\
 Examples:
@@ -168,7 +169,7 @@ fn keep_node(node: &Value, args: &NodesArgs) -> bool {
 }
 
 /// The nodes as `serf members` prints its members.
-fn nodes_table(nodes: &[Value], detailed: bool) -> Result<(), CliError> {
+pub(crate) fn nodes_table(nodes: &[Value], detailed: bool) -> Result<(), CliError> {
     let mut header = vec!["ID", "HOST", "ADDRESS", "WEIGHT", "ROLE", "LAST HEARD"];
     if detailed {
         header.extend(["EPOCH", "HELLO"]);
@@ -179,9 +180,13 @@ fn nodes_table(nodes: &[Value], detailed: bool) -> Result<(), CliError> {
         .map(|n| {
             let id = n["id"].as_str().unwrap_or_default();
             let mut row = vec![
-                if detailed { cell(id) } else { short(id, 8) },
+                if detailed {
+                    text::clean(id)
+                } else {
+                    text::short_id(id)
+                },
                 short(n["host_name"].as_str().unwrap_or_default(), 32),
-                n["addr"].as_str().map_or("-".into(), cell),
+                n["addr"].as_str().map_or("-".into(), text::clean),
                 weight(n["weight"].as_f64(), detailed),
                 role(n).into(),
                 if n["self"] == true {
@@ -221,53 +226,24 @@ fn role(node: &Value) -> &'static str {
     }
 }
 
-/// A weight: in full with `--detailed`, else to three decimals.
+/// A weight: in full with `--detailed`, else short ([`text::weight`]).
 fn weight(w: Option<f64>, detailed: bool) -> String {
     match w {
         None => "-".into(),
         Some(w) if detailed => w.to_string(),
-        Some(w) => {
-            let s = format!("{w:.3}");
-            let s = s.trim_end_matches('0').trim_end_matches('.');
-            s.to_owned()
-        }
+        Some(w) => text::weight(w),
     }
 }
 
-/// How long ago, in ms: `350ms`, `2.1s`, `3m05s`.
+/// How long ago, given in ms ([`text::ago`]).
 fn ago(ms: u64) -> String {
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
-        _ => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
-    }
+    text::ago(std::time::Duration::from_millis(ms))
 }
 
-/// Text from the network made safe for a terminal: control characters
-/// (an escape sequence in a host name, say) are shown escaped.
-fn cell(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_debug().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
-}
-
-/// [`cell`], cut to `max` characters with `…`.
+/// Text from the network, made safe for a terminal ([`text::clean`]) and
+/// cut to `max` characters with `…`.
 fn short(s: &str, max: usize) -> String {
-    let s = cell(s);
-    if s.chars().count() <= max {
-        s
-    } else {
-        let mut cut: String = s.chars().take(max).collect();
-        cut.push('…');
-        cut
-    }
+    text::fit(&text::clean(s), max)
 }
 
 /// A JSON value in one cell: compact (JSON escapes every control
@@ -325,7 +301,7 @@ const BUILT_IN_META: [&str; 3] = ["hostname", "pid", "registered"];
 
 /// The registrations as `consul catalog services` would, with Thalassa's
 /// parts.
-fn registrations_table(found: &[Registration], detailed: bool) -> Result<(), CliError> {
+pub(crate) fn registrations_table(found: &[Registration], detailed: bool) -> Result<(), CliError> {
     let mut header = vec!["NAME", "VERSION", "HOST", "PORT", "HOSTNAME", "LAST KNOWN"];
     if detailed {
         header.push("ID");
@@ -347,7 +323,7 @@ fn registrations_table(found: &[Registration], detailed: bool) -> Result<(), Cli
                 ago(now_ms.saturating_sub(r.last_known())),
             ];
             if detailed {
-                row.push(cell(r.id()));
+                row.push(text::clean(r.id()));
                 row.push(Value::Object(r.meta().clone()).to_string());
             } else {
                 let mut meta = r.meta().clone();
@@ -403,8 +379,8 @@ mod tests {
 
     #[test]
     fn cells_are_safe_and_short() {
-        assert_eq!(cell("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
-        assert_eq!(short("abcdefghij", 4), "abcd…");
+        assert_eq!(short("a\u{1b}[2Jb", 20), "a\\u{1b}[2Jb");
+        assert_eq!(short("abcdefghij", 4), "abc…");
         assert_eq!(
             json_cell(&serde_json::json!({"a": "\n"}), true),
             r#"{"a":"\n"}"#
@@ -414,8 +390,8 @@ mod tests {
         assert_eq!(weight(Some(0.123456), false), "0.123");
         assert_eq!(weight(Some(1.0), false), "1");
         assert_eq!(
-            (ago(350), ago(2_100), ago(185_000)),
-            ("350ms".into(), "2.1s".into(), "3m05s".into())
+            (ago(400), ago(2_100), ago(185_000)),
+            ("0.4s".into(), "2.1s".into(), "3m05s".into())
         );
     }
 

@@ -47,7 +47,6 @@ mod once;
 mod select;
 mod sources;
 mod state;
-mod text;
 mod tui;
 mod view;
 

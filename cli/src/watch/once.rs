@@ -9,26 +9,23 @@
 //! JSON is one document, `{"nodes": [...], "registrations": [...]}`: this
 //! node first (`me_json`, with `"self": true`), then the others in
 //! `peer_json`'s shape, then the registrations in Thalassa's shape
-//! (`registrations` is empty with `--master`). A table is two tables,
-//! nodes then registrations, as `serf members` prints.
+//! (`registrations` is empty with `--master`). A table is the two tables
+//! `shoal nodes` and `shoal registrations` print, nodes then registrations.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shoal::Discovery;
 
-use super::state::{registration_row, Model};
-use super::text::fit;
 use super::Watcher;
 use crate::error::CliError;
 use crate::net::NetArgs;
 use crate::output::{self, Format};
 use crate::signals::Signals;
+use crate::snapshot;
 
 /// The default window.
 const DEFAULT_WINDOW: Duration = Duration::from_millis(1500);
-/// Characters of an advertisement a table row shows.
-const INFO_CHARS: usize = 60;
 
 /// How long to listen: `--listen`, or the default for this hello interval.
 pub fn window(listen: Option<u64>, net: &NetArgs) -> Duration {
@@ -60,17 +57,17 @@ pub async fn run(
         None => Vec::new(),
     };
     let me = discovery.me();
-    let peers = discovery.nodes();
     let now = Instant::now();
+    let mut nodes = Vec::new();
+    if selection.me(&me, &watcher.host_name) {
+        nodes.push(output::me_json(&me, &watcher.host_name));
+    }
+    let mut peers = discovery.nodes();
+    peers.retain(|p| selection.peer(p));
+    peers.sort_by(|a, b| a.id.cmp(&b.id));
+    nodes.extend(peers.iter().map(|p| output::peer_json(p, now)));
     match format {
         Format::Json => {
-            let mut nodes = Vec::new();
-            if selection.me(&me, &watcher.host_name) {
-                nodes.push(output::me_json(&me, &watcher.host_name));
-            }
-            let mut peers: Vec<_> = peers.iter().filter(|p| selection.peer(p)).collect();
-            peers.sort_by(|a, b| a.id.cmp(&b.id));
-            nodes.extend(peers.into_iter().map(|p| output::peer_json(p, now)));
             let registrations: Vec<_> = registrations
                 .iter()
                 .map(super::json::registration)
@@ -78,55 +75,12 @@ pub async fn run(
             let doc = json!({"nodes": nodes, "registrations": registrations});
             println_flushed(&doc.to_string())?;
         }
+        // The tables `shoal nodes` and `shoal registrations` print.
         Format::Table => {
-            let mut model = Model::new(
-                selection.clone(),
-                watcher.host_name.clone(),
-                watcher.my_addr,
-            );
-            model.sync_nodes(me, peers);
-            let rows: Vec<Vec<String>> = model
-                .node_rows(now, usize::MAX)
-                .into_iter()
-                .map(|r| {
-                    let master = if r.master { "*" } else { "" };
-                    vec![
-                        r.id,
-                        r.host,
-                        r.addr,
-                        r.weight,
-                        master.to_owned(),
-                        r.heard,
-                        fit(&r.info, INFO_CHARS),
-                    ]
-                })
-                .collect();
-            output::table(
-                &[
-                    "ID",
-                    "HOST",
-                    "ADDRESS",
-                    "WEIGHT",
-                    "MASTER",
-                    "HEARD",
-                    "ADVERTISES",
-                ],
-                &rows,
-            )?;
+            snapshot::nodes_table(&nodes, false)?;
             if selection.shows_registrations() {
                 println_flushed("")?;
-                let now_ms = output::now_ms() as u64;
-                let rows: Vec<Vec<String>> = registrations
-                    .iter()
-                    .map(|r| {
-                        let r = registration_row(r, now_ms);
-                        vec![r.name, r.version, r.addr, r.owner, r.last_known]
-                    })
-                    .collect();
-                output::table(
-                    &["NAME", "VERSION", "ADDRESS", "OWNER", "LAST KNOWN"],
-                    &rows,
-                )?;
+                snapshot::registrations_table(&registrations, false)?;
             }
         }
     }

@@ -17,7 +17,7 @@
 use shoal::registry::{Filter, Registration, RegistryEvent};
 use shoal::{Event, LocalState, Peer};
 
-use super::text::SHORT_ID_LEN;
+use crate::text::SHORT_ID_LEN;
 
 /// The `--name` and `--master` filters.
 #[derive(Debug, Clone, Default)]

@@ -16,7 +16,7 @@ use shoal::registry::{Registration, RegistryEvent};
 use shoal::{ChannelMessage, Event, LocalState, Peer, Removal};
 
 use super::select::Selection;
-use super::text::{ago, clean, fit, host_port, short_id, weight};
+use crate::text::{ago, clean, fit, host_port, short_id, weight};
 
 /// How long an event stays in the list of recent events: long enough to
 /// be read at a glance, short enough that the list shows what is new.

@@ -12,7 +12,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::state::{Kind, Model, NodeRow, RegistrationRow};
-use super::text::{ago, fit};
+use crate::text::{ago, fit};
 
 /// Lines of recent events shown at most.
 const FLASH_LINES: u16 = 5;
@@ -109,7 +109,7 @@ fn draw_header(frame: &mut Frame, model: &Model, header: &Header, area: Rect) {
     }
     spans.push(Span::raw(format!("  on {}", header.destination)));
     if let Some(name) = &model.selection().name {
-        spans.push(Span::raw(format!("  --name {}", super::text::clean(name))));
+        spans.push(Span::raw(format!("  --name {}", crate::text::clean(name))));
     }
     if model.selection().master {
         spans.push(Span::raw("  --master"));
