@@ -14,7 +14,7 @@
 //!
 //! Services and ids follow the registration rules (no `/`, space or
 //! control character, at most 255 bytes), and a service may not be one of
-//! the sidecar's own first path segments ([`RESERVED`](super::RESERVED)).
+//! the sidecar's own first path segments ([`super::RESERVED`]).
 //! Beyond hera's two routes, `GET /{service}/{id}` answers one entry's
 //! object and `DELETE /{service}/{id}` removes an entry this sidecar
 //! stored.

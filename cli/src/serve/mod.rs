@@ -31,6 +31,7 @@ mod auth;
 mod bender;
 mod error;
 mod hera;
+mod memory;
 mod metrics;
 mod thalassa;
 mod watch;
@@ -246,7 +247,9 @@ pub async fn run(net: &NetArgs, args: Args) -> Result<(), CliError> {
     let destination = net.builder()?.build()?.destination();
     let node = net.start(|b| b).await?;
     let result = serve(&node, destination, args, token, &mut signals).await;
+    tracing::debug!("shutting the node down");
     node.shutdown().await;
+    tracing::debug!("node shut down");
     result
 }
 
@@ -285,6 +288,7 @@ async fn serve(
         http_port: http.port(),
         liveness: Duration::from_secs(args.liveness),
     });
+    app.sse.spawn_trimmer();
     let mut stopped = stop_tx.subscribe();
     let server = axum::serve(listener, router(Arc::clone(&app), token))
         .with_graceful_shutdown(async move {
@@ -307,6 +311,7 @@ async fn serve(
             }
         }
     }
+    tracing::debug!("HTTP stopped; deregistering");
     for id in app.owned_ids() {
         if let Err(e) = app.registry.deregister(&id).await {
             tracing::debug!(%id, error = %e, "not deregistered on shutdown");

@@ -43,6 +43,7 @@ use futures_util::Stream;
 use shoal::registry::{Filter, Registry, RegistryEvent, Watch};
 
 use super::error::QueryMap;
+use super::memory::Trimmer;
 use super::thalassa::check_filter;
 use super::{ApiError, App};
 use crate::error::CliError;
@@ -143,27 +144,36 @@ async fn block(app: &App, query: &QueryMap) -> Result<(), ApiError> {
 
 /// The number of open event streams, for `/metrics`.
 #[derive(Debug, Default, Clone)]
-pub struct StreamGauge(Arc<AtomicI64>);
+pub struct StreamGauge {
+    open: Arc<AtomicI64>,
+    trimmer: Trimmer,
+}
 
 impl StreamGauge {
     /// How many are open.
     pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Starts giving the memory of closed streams back (see [`Trimmer`]).
+    pub fn spawn_trimmer(&self) {
+        self.trimmer.spawn();
     }
 
     /// Counts one stream open until the guard drops.
     fn open(&self) -> StreamGuard {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        StreamGuard(Arc::clone(&self.0))
+        self.open.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(self.clone())
     }
 }
 
 /// One open stream; dropped when the client goes away or the sidecar stops.
-struct StreamGuard(Arc<AtomicI64>);
+struct StreamGuard(StreamGauge);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.trimmer.closed();
     }
 }
 
