@@ -503,6 +503,19 @@ async fn bad_input_gets_a_json_4xx_and_stores_nothing() {
         );
         assert_eq!(error["field"].as_str(), field, "{what}");
     }
+    // A chunked body over the limit (no Content-Length to refuse it by).
+    let big_file = std::env::temp_dir().join(format!("shoal-serve-big-{}", std::process::id()));
+    std::fs::write(&big_file, &big).unwrap();
+    let chunked = curl(&[
+        "-XPOST",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &format!("@{}", big_file.display()),
+        &s.url("/registrations/a/1/h/1"),
+    ]);
+    std::fs::remove_file(&big_file).unwrap();
+    assert_eq!(chunked["field"], "body", "{chunked}");
     // Nothing was stored, and the server still answers.
     let (status, after) = s.get("/registrations").await;
     assert_eq!(status, 200);
@@ -827,6 +840,42 @@ async fn a_thousand_streams_from_a_client_that_vanishes_are_freed() {
     assert_eq!(list.as_array().unwrap().len(), 20);
 }
 
+/// The registry holds 1,000 registrations per owner: the 1,001st is
+/// refused with 507 and a JSON error naming the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_registry_is_507() {
+    let s = Sidecar::start(47_833, &[]);
+    let c = client();
+    for chunk in (1..=1_000u16).collect::<Vec<_>>().chunks(50) {
+        let puts = chunk.iter().map(|port| {
+            c.post(s.url(&format!("/registrations/many/1/h/{port}")))
+                .body("{}")
+                .send()
+        });
+        for r in futures_util::future::join_all(puts).await {
+            assert_eq!(r.unwrap().status(), 200);
+        }
+    }
+    let (status, error) = s.post("/registrations/many/1/h/1001", "{}").await;
+    assert_eq!(status, 507, "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("per_owner"),
+        "{error}"
+    );
+    let (status, error) = s
+        .post(
+            "/registrations",
+            r#"{"app":"b","version":"1","host":"h","port":1}"#,
+        )
+        .await;
+    assert_eq!(status, 507, "{error}");
+    // Refreshing one it holds still works.
+    let (status, _) = s.post("/registrations/many/1/h/7", "{}").await;
+    assert_eq!(status, 200);
+    let (_, list) = s.get("/registrations/many").await;
+    assert_eq!(list.as_array().unwrap().len(), 1_000);
+}
+
 #[test]
 fn a_non_loopback_bind_without_a_token_is_refused_before_binding() {
     let started = Instant::now();
@@ -987,6 +1036,11 @@ async fn metrics_nodes_and_status_describe_the_cluster() {
             "{reason}\n{text}"
         );
     }
+
+    assert!(
+        text.contains("shoal_http_requests_total{route=\"/registrations/{name}\",status=\"200\"} "),
+        "{text}"
+    );
 
     let (status, st) = b.get("/status").await;
     assert_eq!(status, 200);

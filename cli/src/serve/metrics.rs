@@ -12,15 +12,20 @@
 //!   `shoal_events_lost_total`, `shoal_registry_pulls_total`,
 //!   `shoal_registry_repairs_total`, and `shoal_drops_total{reason}` with
 //!   one series per field of [`shoal::Drops`] (`malformed`, `decrypt`,
-//!   `registry_limit`, ...).
+//!   `registry_limit`, ...);
+//! - `shoal_http_requests_total{route,status}`: the requests the sidecar
+//!   answered, by route template (`/registrations/{name}`; `unmatched` for
+//!   unknown paths, so hostile paths cannot grow the series) and status
+//!   (401s included).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prometheus_client::collector::Collector;
@@ -142,6 +147,32 @@ impl WriteRate {
     }
 }
 
+/// Requests answered, by route template and status: a bounded set, since
+/// templates are the router's and statuses the sidecar's own.
+#[derive(Debug, Default)]
+pub struct HttpCounts(Mutex<BTreeMap<(String, u16), u64>>);
+
+impl HttpCounts {
+    fn snapshot(&self) -> Vec<((String, u16), u64)> {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+/// Middleware: counts each request by route template and status.
+pub async fn count_request(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(req).await;
+    let key = (route, response.status().as_u16());
+    let mut counts = app.http.0.lock().unwrap_or_else(|e| e.into_inner());
+    *counts.entry(key).or_insert(0) += 1;
+    response
+}
+
 /// `GET /metrics`.
 pub async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let mut registry = prometheus_client::registry::Registry::default();
@@ -254,6 +285,16 @@ impl Collector for NodeCollector {
             let labels = [("reason", reason.as_str())];
             let counter = ConstCounter::new(value.as_u64().unwrap_or(0));
             counter.encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "shoal_http_requests",
+            "HTTP requests answered, by route and status",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for ((route, status), n) in app.http.snapshot() {
+            let labels = [("route", route), ("status", status.to_string())];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -67,31 +67,34 @@ pub const RESERVED: &[&str] = &["registrations", "events", "nodes", "status", "m
 const DRAIN: Duration = Duration::from_secs(5);
 
 const SERVE_HELP: &str = "\
-Routes (every answer is JSON; errors are {\"error\": ..., \"field\": ...}):
-  GET    /registrations[/NAME[/VERSION]]          Thalassa; ?index=N&wait=30s blocks (Consul style)
-  POST   /registrations/NAME/VERSION/HOST/PORT    Thalassa; body = meta, meta.secondsToExpire = TTL (60)
-  DELETE /registrations/NAME/VERSION/HOST/PORT    Thalassa
-  POST   /registrations                           bender: {\"app\", \"version\", \"host\", \"port\"}
-  PUT    /SERVICE/ID   GET /SERVICE[/ID]   DELETE /SERVICE/ID     hera
-  GET    /events?name=&version=&snapshot=false    Server-Sent Events: online, updated, offline
-  GET    /nodes   /status   /metrics              peers, Thalassa's status, Prometheus text
-Reserved (cannot be hera services): registrations, events, nodes, status, metrics.
+Routes (answers are JSON; errors are {\"error\": ..., \"field\": ...}):
+  GET    /registrations[/NAME[/VERSION]]        Thalassa; ?index=N&wait=30s blocks
+  POST   /registrations/NAME/VERSION/HOST/PORT  Thalassa; the body is meta, and
+                                                meta.secondsToExpire the TTL (60)
+  DELETE /registrations/NAME/VERSION/HOST/PORT  Thalassa
+  POST   /registrations                         bender: {app, version, host, port}
+  PUT    /SERVICE/ID, GET /SERVICE[/ID], DELETE /SERVICE/ID
+                                                hera; entries live --liveness seconds
+  GET    /events?name=&version=&snapshot=false  Server-Sent Events: online, offline
+  GET    /nodes, /status, /metrics              peers, Thalassa's status, Prometheus
+Reserved, not hera services: registrations, events, nodes, status, metrics.
 
-Binding an address other than loopback requires a token: set SHOAL_TOKEN and
-send Authorization: Bearer <token> (or pass --dangerously-allow-unauthenticated).
+Any address but loopback requires a token: set SHOAL_TOKEN, and clients send
+'Authorization: Bearer <token>' (or --dangerously-allow-unauthenticated).
 
 Examples:
-  shoal --loopback serve                                  this host only, 127.0.0.1:9000
-  curl -XPOST -d '{\"secondsToExpire\": 30}' localhost:9000/registrations/web/1.0.0/10.0.0.7/8080
+  shoal --loopback serve                 this host only, on 127.0.0.1:9000
+  curl -XPOST -d '{\"secondsToExpire\": 30}' \\
+       localhost:9000/registrations/web/1.0.0/10.0.0.7/8080
   curl localhost:9000/registrations/web
-  curl -N localhost:9000/events?name=web
+  curl -N 'localhost:9000/events?name=web'
   SHOAL_TOKEN=$(cat token) shoal serve --http 0.0.0.0:9000";
 
 /// `shoal serve` flags.
 #[derive(clap::Args, Debug)]
 #[command(after_help = SERVE_HELP)]
 pub struct Args {
-    /// Address to serve HTTP on; any but loopback requires a token
+    /// IP:PORT to serve HTTP on; any but loopback requires a token
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
     pub http: SocketAddr,
     /// Bearer token every request must carry; prefer SHOAL_TOKEN, since
@@ -130,6 +133,8 @@ pub struct App {
     writes: metrics::WriteRate,
     /// Open SSE streams.
     sse: watch::StreamGauge,
+    /// Requests answered, for `/metrics`.
+    http: metrics::HttpCounts,
     started: Instant,
     host_name: String,
     /// The host a hera entry is registered with: this host's address on
@@ -225,14 +230,19 @@ fn router(app: Arc<App>, token: Option<auth::Token>) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(error::BODY_LIMIT))
-        .with_state(app);
-    match token {
+        .with_state(Arc::clone(&app));
+    let router = match token {
         Some(token) => router.layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             auth::require_token,
         )),
         None => router,
-    }
+    };
+    // Outermost, so that refused requests (401) are counted too.
+    router.layer(axum::middleware::from_fn_with_state(
+        app,
+        metrics::count_request,
+    ))
 }
 
 /// Runs `shoal serve`.
@@ -280,6 +290,7 @@ async fn serve(
         owned: Mutex::new(HashMap::new()),
         writes: metrics::WriteRate::default(),
         sse: watch::StreamGauge::default(),
+        http: metrics::HttpCounts::default(),
         started: Instant::now(),
         host_name: hostname::get()
             .map(|h| h.to_string_lossy().into_owned())

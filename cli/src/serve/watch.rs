@@ -20,7 +20,11 @@
 //! **`/events`.** `GET /events[?name=NAME[&version=VERSION]]` is a
 //! Server-Sent Events stream: `event: online`, `updated` or `offline`, with
 //! `data:` the registration as JSON (an offline one with `reason`:
-//! `expired`, `deregistered` or `ownerGone`) and `id:` the index. It starts
+//! `expired`, `deregistered` or `ownerGone`) and `id:` the index when the
+//! event was sent. The stream and the index follow the registry
+//! separately, so the id may not count the event yet: it is a hint for a
+//! later blocking query, not a replay position (`Last-Event-ID` is not
+//! honoured; a reconnecting client gets the snapshot again). It starts
 //! with an `online` for each registration live at that moment, so a client
 //! needs no separate query and misses nothing in between; `snapshot=false`
 //! sends only the changes (Thalassa's subscriptions). `event: lagged`
