@@ -46,7 +46,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
-use shoal::registry::{Filter, Registration, Registry};
+use shoal::registry::{Filter, Registration, Registry, RegistryLimits};
 use shoal::Discovery;
 use std::future::IntoFuture;
 use tokio::net::TcpListener;
@@ -114,6 +114,33 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub liveness: u64,
+    /// Registrations this sidecar may hold (the registry's per-owner
+    /// limit). Nodes refuse more than their own limit from one owner: give
+    /// every shoal node on the LAN the same value [default: 1000]
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_registrations: Option<u64>,
+}
+
+/// Ids this sidecar registered and when their leases end (as last renewed
+/// here), to deregister them on shutdown. Lapsed leases are pruned when the
+/// map has doubled since the last pruning, so it stays within about twice
+/// the live registrations at an amortised O(1) per write.
+#[derive(Debug, Default)]
+struct Owned {
+    leases: HashMap<String, Instant>,
+    prune_at: usize,
+}
+
+impl Owned {
+    fn insert(&mut self, id: String, until: Instant) {
+        if self.leases.len() >= self.prune_at {
+            let now = Instant::now();
+            self.leases.retain(|_, until| *until > now);
+            self.prune_at = (2 * self.leases.len()).max(1024);
+        }
+        self.leases.insert(id, until);
+    }
 }
 
 /// What every handler shares.
@@ -126,9 +153,8 @@ pub struct App {
     stop: tokio::sync::watch::Receiver<bool>,
     /// Live registrations on the LAN, kept by the index task.
     registrations: Arc<AtomicU64>,
-    /// Ids this sidecar registered and when their lease ends (as last
-    /// renewed here), to deregister them on shutdown.
-    owned: Mutex<HashMap<String, Instant>>,
+    /// What this sidecar registered.
+    owned: Mutex<Owned>,
     /// Registration writes, for `/status`.
     writes: metrics::WriteRate,
     /// Open SSE streams.
@@ -158,14 +184,10 @@ impl App {
         let filter = Filter::version(registration.name(), registration.version());
         self.registry.register(registration.clone(), ttl).await?;
         self.writes.record();
-        {
-            let now = Instant::now();
-            let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
-            // Leases that lapsed here are gone from the registry: forget them,
-            // so the map stays as small as the registry's per-owner limit.
-            owned.retain(|_, until| *until > now);
-            owned.insert(id.clone(), now + ttl);
-        }
+        self.owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), Instant::now() + ttl);
         let found = self.registry.query(&filter).await?;
         Ok(found
             .into_iter()
@@ -185,6 +207,7 @@ impl App {
         self.owned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .leases
             .remove(id);
         Ok(())
     }
@@ -194,6 +217,7 @@ impl App {
         let now = Instant::now();
         let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
         owned
+            .leases
             .iter()
             .filter(|(_, until)| **until > now)
             .map(|(id, _)| id.clone())
@@ -254,8 +278,21 @@ pub async fn run(net: &NetArgs, args: Args) -> Result<(), CliError> {
         args.dangerously_allow_unauthenticated,
     )?;
     let mut signals = Signals::install()?;
-    let destination = net.builder()?.build()?.destination();
-    let node = net.start(|b| b).await?;
+    let limits = args.max_registrations.map(|n| {
+        let n = n as usize;
+        let default = RegistryLimits::default();
+        RegistryLimits {
+            per_owner: n,
+            total: default.total.max(n),
+            ..default
+        }
+    });
+    let with_limits = |b: shoal::ConfigBuilder| match limits {
+        Some(limits) => b.registry_limits(limits),
+        None => b,
+    };
+    let destination = with_limits(net.builder()?).build()?.destination();
+    let node = net.start(with_limits).await?;
     let result = serve(&node, destination, args, token, &mut signals).await;
     tracing::debug!("shutting the node down");
     node.shutdown().await;
@@ -287,7 +324,7 @@ async fn serve(
         index,
         stop,
         registrations,
-        owned: Mutex::new(HashMap::new()),
+        owned: Mutex::new(Owned::default()),
         writes: metrics::WriteRate::default(),
         sse: watch::StreamGauge::default(),
         http: metrics::HttpCounts::default(),
@@ -329,4 +366,28 @@ async fn serve(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_leases_are_pruned_as_the_map_doubles() {
+        let mut owned = Owned::default();
+        let past = Instant::now() - Duration::from_secs(1);
+        let future = Instant::now() + Duration::from_secs(60);
+        for i in 0..5_000 {
+            owned.insert(format!("/lapsed/{i}/h/1"), past);
+        }
+        // Pruned at 1,024 and at each doubling since: never far past 1,024
+        // lapsed leases.
+        assert!(owned.leases.len() <= 1_024, "{}", owned.leases.len());
+        for i in 0..3_000 {
+            owned.insert(format!("/live/{i}/h/1"), future);
+        }
+        let live = owned.leases.values().filter(|u| **u > Instant::now()).count();
+        assert_eq!(live, 3_000);
+        assert!(owned.leases.len() <= 2 * 3_000 + 1_024, "{}", owned.leases.len());
+    }
 }
