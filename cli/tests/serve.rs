@@ -658,7 +658,7 @@ async fn events_stream_online_and_offline_filtered_by_name_and_version() {
     s.post("/registrations/before/1/h/1", "{}").await;
     let wait = Duration::from_secs(10);
 
-    let mut all = SseReader::open(&s.url("/events")).await;
+    let mut all = SseReader::open(&s.url("/events?name=&version=")).await;
     let mut changes = SseReader::open(&s.url("/events?snapshot=false")).await;
     let mut named = SseReader::open(&s.url("/events?name=cache")).await;
     let mut versioned = SseReader::open(&s.url("/events?name=cache&version=2")).await;

@@ -386,8 +386,16 @@ mod tests {
         for i in 0..3_000 {
             owned.insert(format!("/live/{i}/h/1"), future);
         }
-        let live = owned.leases.values().filter(|u| **u > Instant::now()).count();
+        let live = owned
+            .leases
+            .values()
+            .filter(|u| **u > Instant::now())
+            .count();
         assert_eq!(live, 3_000);
-        assert!(owned.leases.len() <= 2 * 3_000 + 1_024, "{}", owned.leases.len());
+        assert!(
+            owned.leases.len() <= 2 * 3_000 + 1_024,
+            "{}",
+            owned.leases.len()
+        );
     }
 }

@@ -17,7 +17,8 @@
 //! the answer is read before the registrations, so a change the answer
 //! does not show always leads to a higher index.
 //!
-//! **`/events`.** `GET /events[?name=NAME[&version=VERSION]]` is a
+//! **`/events`.** `GET /events[?name=NAME[&version=VERSION]]` (empty
+//! values filter nothing) is a
 //! Server-Sent Events stream: `event: online`, `updated` or `offline`, with
 //! `data:` the registration as JSON (an offline one with `reason`:
 //! `expired`, `deregistered` or `ownerGone`) and `id:` the index when the
@@ -197,7 +198,9 @@ pub async fn events(
     State(app): State<Arc<App>>,
     query: QueryMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let filter = match (query.get("name"), query.get("version")) {
+    // `?name=&version=` (empty) filters nothing, as forms and URL builders send it.
+    let given = |key| query.get(key).filter(|v| !v.is_empty());
+    let filter = match (given("name"), given("version")) {
         (None, None) => Filter::All,
         (Some(name), None) => {
             check_filter(name, None)?;
