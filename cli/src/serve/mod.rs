@@ -46,7 +46,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
-use shoal::registry::{Filter, Registration, Registry, RegistryLimits};
+use shoal::registry::{Filter, Registration, Registry};
 use shoal::Discovery;
 use std::future::IntoFuture;
 use tokio::net::TcpListener;
@@ -114,12 +114,6 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub liveness: u64,
-    /// Registrations this sidecar may hold (the registry's per-owner
-    /// limit). Nodes refuse more than their own limit from one owner: give
-    /// every shoal node on the LAN the same value [default: 1000]
-    #[arg(long, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub max_registrations: Option<u64>,
 }
 
 /// Ids this sidecar registered and when their leases end (as last renewed
@@ -278,21 +272,10 @@ pub async fn run(net: &NetArgs, args: Args) -> Result<(), CliError> {
         args.dangerously_allow_unauthenticated,
     )?;
     let mut signals = Signals::install()?;
-    let limits = args.max_registrations.map(|n| {
-        let n = n as usize;
-        let default = RegistryLimits::default();
-        RegistryLimits {
-            per_owner: n,
-            total: default.total.max(n),
-            ..default
-        }
-    });
-    let with_limits = |b: shoal::ConfigBuilder| match limits {
-        Some(limits) => b.registry_limits(limits),
-        None => b,
-    };
-    let destination = with_limits(net.builder()?).build()?.destination();
-    let node = net.start(with_limits).await?;
+    // The registry's limits come with the network flags: a sidecar that
+    // registers for many apps needs `--max-registrations`.
+    let destination = net.builder()?.build()?.destination();
+    let node = net.start(|b| b).await?;
     let result = serve(&node, destination, args, token, &mut signals).await;
     tracing::debug!("shutting the node down");
     node.shutdown().await;
