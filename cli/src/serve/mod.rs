@@ -17,6 +17,10 @@
 //! | `GET /events?name=&version=&snapshot=` | Server-Sent Events: `online`, `updated`, `offline` |
 //! | `GET /nodes`, `GET /status`, `GET /metrics` | the peer table, Thalassa's status, Prometheus |
 //!
+//! **Answers are reused** for up to 100 ms while nothing changed in the
+//! registry (see [`cache`]): a list query costs a copy and an encoding of
+//! every registration it lists, and sidecars are polled.
+//!
 //! **Reserved names.** hera's services share the first path segment with
 //! the sidecar's own routes, so [`RESERVED`] (`registrations`, `events`,
 //! `nodes`, `status`, `metrics`) cannot be hera services: a `PUT` there is
@@ -29,6 +33,7 @@
 
 mod auth;
 mod bender;
+mod cache;
 mod error;
 mod hera;
 mod memory;
@@ -155,6 +160,8 @@ pub struct App {
     sse: watch::StreamGauge,
     /// Requests answered, for `/metrics`.
     http: metrics::HttpCounts,
+    /// Recent answers to list queries.
+    answers: cache::Answers,
     started: Instant,
     host_name: String,
     /// The host a hera entry is registered with: this host's address on
@@ -177,6 +184,7 @@ impl App {
         let id = registration.id().to_owned();
         let filter = Filter::version(registration.name(), registration.version());
         self.registry.register(registration.clone(), ttl).await?;
+        self.answers.clear();
         self.writes.record();
         self.owned
             .lock()
@@ -197,6 +205,7 @@ impl App {
             }
             e => e.into(),
         })?;
+        self.answers.clear();
         self.writes.record();
         self.owned
             .lock()
@@ -311,6 +320,7 @@ async fn serve(
         writes: metrics::WriteRate::default(),
         sse: watch::StreamGauge::default(),
         http: metrics::HttpCounts::default(),
+        answers: cache::Answers::default(),
         started: Instant::now(),
         host_name: hostname::get()
             .map(|h| h.to_string_lossy().into_owned())

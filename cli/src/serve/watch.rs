@@ -40,10 +40,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use futures_util::Stream;
 use shoal::registry::{Filter, Registry, RegistryEvent, Watch};
 
@@ -107,8 +106,34 @@ pub async fn spawn_index(
 pub async fn answer(app: &App, query: &QueryMap, filter: Filter) -> Result<Response, ApiError> {
     block(app, query).await?;
     let index = *app.index.borrow();
-    let found = app.registry.query(&filter).await?;
-    let mut response = Json(found).into_response();
+    let key = format!("{filter:?}");
+    let body = match app.answers.get(&key, index) {
+        Some(body) => body,
+        None => {
+            let found = app.registry.query(&filter).await?;
+            // Serialised at once into a buffer of about the right size:
+            // axum's `Json` grows its buffer from 128 bytes, copying as it
+            // goes, and a registration is a few hundred bytes.
+            let mut body = Vec::with_capacity(2 + found.len() * BYTES_PER_REGISTRATION);
+            serde_json::to_writer(&mut body, &found).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot encode the registrations: {e}"),
+                )
+            })?;
+            let body = bytes::Bytes::from(body);
+            app.answers.put(key, index, body.clone());
+            body
+        }
+    };
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
     let value = HeaderValue::from(index);
     for name in INDEX_HEADERS {
         response
@@ -117,6 +142,9 @@ pub async fn answer(app: &App, query: &QueryMap, filter: Filter) -> Result<Respo
     }
     Ok(response)
 }
+
+/// A registration's usual size as JSON, to size a response's buffer.
+const BYTES_PER_REGISTRATION: usize = 320;
 
 /// Waits while the index is `?index=N`, for `?wait=` at most (nothing
 /// without `index`). Bad values are a 400 naming them.
