@@ -12,7 +12,7 @@ mod support;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -27,28 +27,9 @@ fn shoal() -> &'static str {
     env!("CARGO_BIN_EXE_shoal")
 }
 
-/// The root package's `examples/node.rs`, built once per run (the root's
-/// helper builds from this package's directory, which has no such
-/// example).
+/// The root package's `examples/node.rs`, built once per run.
 fn node_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-            let out = Command::new(cargo)
-                .args(["build", "-p", "shoal", "--example", "node", "--quiet"])
-                .current_dir(root)
-                .output()
-                .expect("run cargo");
-            assert!(
-                out.status.success(),
-                "cargo build --example node: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            support::peer::example_binary("node").expect("examples/node next to the tests")
-        })
-        .clone()
+    support::peer::build_example("node")
 }
 
 /// A node peer on loopback port `port`, advertising `{"id": id}`.

@@ -119,7 +119,10 @@ pub fn build_example(name: &str) -> PathBuf {
 fn build_example_now(name: &str) -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--example", name, "--quiet"])
+    // `-p shoal`: the examples are the root package's, and this helper is
+    // also compiled into the tests of other members (cli/tests), whose
+    // own directory has none.
+    cmd.args(["build", "-p", "shoal", "--example", name, "--quiet"])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     // Build into the profile directory this test binary came from.
     let release = std::env::current_exe().ok().is_some_and(|exe| {

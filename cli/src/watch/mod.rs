@@ -56,7 +56,6 @@ use std::time::Instant;
 
 use serde_json::json;
 use shoal::Discovery;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::error::CliError;
 use crate::net::NetArgs;
@@ -202,8 +201,6 @@ async fn stream(
     signals: &mut Signals,
 ) -> Result<(), CliError> {
     let host = &watcher.host_name;
-    // As in the live view: a closed terminal ends the watch with a goodbye.
-    let mut hangup = signal(SignalKind::hangup())?;
     output::json_line(
         "start",
         json!({
@@ -214,7 +211,6 @@ async fn stream(
     loop {
         let input = tokio::select! {
             _ = signals.recv() => return Ok(()),
-            _ = hangup.recv() => return Ok(()),
             input = sources.next() => input,
         };
         let (event, fields) = match input {

@@ -15,7 +15,6 @@ use crossterm::event::{
 use futures_util::{FutureExt, StreamExt};
 use ratatui::DefaultTerminal;
 use shoal::Discovery;
-use tokio::signal::unix::{signal, SignalKind};
 
 use super::sources::{Input, Sources};
 use super::state::Model;
@@ -96,9 +95,8 @@ pub async fn run(
     let registry = discovery.registry();
     let filter = watcher.selection.registry_filter();
 
-    // The terminal closing (SIGHUP) ends the view like a quit: the node
-    // still says goodbye, rather than dying and timing out at its peers.
-    let mut hangup = signal(SignalKind::hangup())?;
+    // The terminal closing (SIGHUP, among `signals`) ends the view like a
+    // quit: the node still says goodbye.
     let mut screen = Screen::enter()?;
     let mut keys = EventStream::new();
     let mut tick = tokio::time::interval(TICK);
@@ -117,7 +115,6 @@ pub async fn run(
         };
         tokio::select! {
             _ = signals.recv() => return Ok(()),
-            _ = hangup.recv() => return Ok(()),
             key = keys.next() => match key {
                 Some(Ok(TermEvent::Key(key))) if quits(&key) => return Ok(()),
                 Some(Ok(TermEvent::Resize(..))) => dirty = true,
