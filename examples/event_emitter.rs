@@ -1061,6 +1061,9 @@ async fn main() -> std::process::ExitCode {
     if args.print_config {
         return std::process::ExitCode::SUCCESS;
     }
+    // Before anything starts, so that an early SIGTERM is handled, not fatal.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     let (emitter, mut notices) =
         match Emitter::start(id.clone(), args.config(), hub_bind.into()).await {
             Ok(started) => started,
@@ -1084,8 +1087,6 @@ async fn main() -> std::process::ExitCode {
         }
     });
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
     loop {
         tokio::select! {
             // At EOF (None) keep running: stdin may be /dev/null when run as a service.

@@ -421,6 +421,19 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
         return 0;
     }
 
+    // Before the node starts: a SIGTERM sent as soon as peers see us must
+    // find a handler, not the default action (which exits with no report).
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => {
+            out.emit("error", None, json!({"message": e.to_string()}));
+            return 1;
+        }
+    };
     let node = match Discovery::start(config).await {
         Ok(node) => node,
         Err(e) => {
@@ -663,17 +676,10 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
             tokio::time::sleep(Duration::from_millis(args.exit_after)).await
         }
     };
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            out.emit("error", None, json!({"message": e.to_string()}));
-            return 1;
-        }
-    };
     tokio::select! {
         _ = exit_after => {}
         _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
     }
     // Stop the sender first: once the node is shut down its sends fail, and
     // it would report that as an error.
