@@ -2,7 +2,9 @@
 //! own), documented defaults and limits, and validation that names the
 //! offending field.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::interface::IfKind;
 use std::time::Duration;
 
 use crate::crypto::key::{Key, KeyError, SecretText};
@@ -131,6 +133,14 @@ pub struct Config {
     pub(crate) host_name: Option<String>,
     pub(crate) info: Option<serde_json::Value>,
     pub(crate) registry: crate::registry::RegistryLimits,
+    /// Send nothing to the cluster address: peers are reached by unicast
+    /// only (seeds and the peers they lead to).
+    pub(crate) unicast_only: bool,
+    /// At most this many peers are sent hellos and messages by unicast.
+    pub(crate) max_unicast_peers: usize,
+    /// The address peers should use for us, when it is not the one our
+    /// datagrams come from.
+    pub(crate) advertise_addr: Option<IpAddr>,
 }
 
 impl Default for Config {
@@ -159,8 +169,45 @@ impl Default for Config {
             host_name: None,
             info: None,
             registry: crate::registry::RegistryLimits::default(),
+            unicast_only: false,
+            max_unicast_peers: 128,
+            advertise_addr: None,
         }
     }
+}
+
+const MAX_UNICAST_PEERS: usize = 4096;
+const MAX_SEEDS: usize = 64;
+
+/// A seed as `(host, port)`: `host:port`, `[v6]:port`, a bare address or a
+/// bare host name (with the node's port).
+fn parse_seed(text: &str, port: u16) -> Result<(String, u16), &'static str> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        return Ok((addr.ip().to_string(), addr.port()));
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok((ip.to_string(), port));
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, p)) => match p.parse::<u16>() {
+            Ok(p) if p != 0 => (host, p),
+            _ => return Err("a seed's port must be 1 to 65535"),
+        },
+        None => (text, port),
+    };
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|label| !label.is_empty() && label.len() <= 63)
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if !name_ok {
+        return Err("a seed is host:port, where host is an IP address or a DNS name");
+    }
+    Ok((host.to_owned(), port))
 }
 
 /// Shortest and longest hello and check intervals.
@@ -186,6 +233,21 @@ pub(crate) struct TransportConfig {
     pub(crate) multicast: Option<Ipv4Addr>,
     pub(crate) multicast_ttl: u32,
     pub(crate) multicast_interface: Ipv4Addr,
+    /// Whether `broadcast` was set: then datagrams for the cluster go to
+    /// that one address, not to each chosen interface's own.
+    pub(crate) broadcast_set: bool,
+    /// Which interfaces to use; `None`: the default rule (see
+    /// [`ConfigBuilder::interfaces`]).
+    pub(crate) interfaces: Option<Vec<IfKind>>,
+    /// Also speak IPv6, on this link-local multicast group.
+    pub(crate) ipv6: bool,
+    pub(crate) ipv6_group: Ipv6Addr,
+    /// How often the host's interfaces are listed again.
+    pub(crate) rescan_interval: Duration,
+    /// Seeds as given: host (name or address) and port.
+    pub(crate) seeds: Vec<(String, u16)>,
+    /// How often seed host names are resolved again.
+    pub(crate) seed_refresh: Duration,
 }
 
 impl Default for TransportConfig {
@@ -197,9 +259,20 @@ impl Default for TransportConfig {
             multicast: None,
             multicast_ttl: 1,
             multicast_interface: Ipv4Addr::UNSPECIFIED,
+            broadcast_set: false,
+            interfaces: None,
+            ipv6: false,
+            ipv6_group: DEFAULT_IPV6_GROUP,
+            rescan_interval: Duration::from_secs(5),
+            seeds: Vec::new(),
+            seed_refresh: Duration::from_secs(60),
         }
     }
 }
+
+/// The IPv6 link-local multicast group shoal uses by default: `ff02::5ea1`
+/// (link-local scope, not assigned by IANA).
+pub const DEFAULT_IPV6_GROUP: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x5ea1);
 
 impl TransportConfig {
     /// Where datagrams for the whole cluster go: the multicast group if
@@ -375,6 +448,8 @@ pub struct ConfigBuilder {
     /// Which timings were set explicitly: a timeout the user chose is the
     /// deadline, not a floor that `missed_hellos` stretches.
     timings_set: TimingsSet,
+    /// What [`seeds`](Self::seeds) was given, parsed by `build`.
+    seeds_text: Vec<String>,
 }
 
 /// The timings a [`ConfigBuilder`] was given explicitly (setters or
@@ -647,23 +722,26 @@ impl ConfigBuilder {
         /// ```
         transport.port: u16
     );
-    setter!(
-        /// Where datagrams for the whole cluster go when no
-        /// [`multicast`](Self::multicast) group is set.
-        ///
-        /// Default `255.255.255.255`, which leaves by the default route's
-        /// interface only. A directed broadcast such as `192.168.1.255`
-        /// picks the LAN; `127.255.255.255` keeps every packet on this host
-        /// (what the tests and examples use). Limits: not `0.0.0.0`, and not a
-        /// multicast group (set [`multicast`](Self::multicast) for that).
-        ///
-        /// ```
-        /// let config = shoal::Config::builder().build()?;
-        /// assert_eq!(config.broadcast(), std::net::Ipv4Addr::BROADCAST);
-        /// # Ok::<(), shoal::ConfigError>(())
-        /// ```
-        transport.broadcast: Ipv4Addr
-    );
+    /// Where datagrams for the whole cluster go when no
+    /// [`multicast`](Self::multicast) group is set.
+    ///
+    /// Default: on each chosen [interface](Self::interfaces), its own
+    /// subnet's broadcast address. Set, datagrams go to this one address
+    /// only: `255.255.255.255` leaves by the default route's interface
+    /// only, a directed broadcast such as `192.168.1.255` picks the LAN, and `127.255.255.255` keeps every packet on this host
+    /// (what the tests and examples use). Limits: not `0.0.0.0`, and not a
+    /// multicast group (set [`multicast`](Self::multicast) for that).
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().build()?;
+    /// assert_eq!(config.broadcast(), std::net::Ipv4Addr::BROADCAST);
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn broadcast(mut self, addr: Ipv4Addr) -> Self {
+        self.config.transport.broadcast = addr;
+        self.config.transport.broadcast_set = true;
+        self
+    }
     setter!(
         /// How many routers a multicast datagram may cross.
         ///
@@ -813,6 +891,148 @@ impl ConfigBuilder {
     /// ```
     pub fn multicast(mut self, group: Ipv4Addr) -> Self {
         self.config.transport.multicast = Some(group);
+        self
+    }
+
+    /// Which network interfaces to use: those any of `kinds` matches.
+    ///
+    /// Default: every interface that is up and multicast-capable and is
+    /// neither loopback nor point-to-point (nor a tunnel); loopback if
+    /// nothing else exists. On each one the node sends where that
+    /// interface's peers hear it (its subnet's broadcast address, or the
+    /// multicast group with that interface as the outgoing one), and it
+    /// ignores datagrams that arrive on any other.
+    ///
+    /// ```
+    /// use shoal::IfKind;
+    /// let config = shoal::Config::builder().interfaces([IfKind::Name("eth0".into())]).build()?;
+    /// assert_eq!(config.interfaces(), Some(&[IfKind::Name("eth0".into())][..]));
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn interfaces(mut self, kinds: impl IntoIterator<Item = IfKind>) -> Self {
+        self.config.transport.interfaces = Some(kinds.into_iter().collect());
+        self
+    }
+
+    /// Also speak IPv6: multicast on the link-local group
+    /// [`ipv6_group`](Self::ipv6_group) on each chosen interface.
+    ///
+    /// Default off.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().ipv6(true).build()?;
+    /// assert!(config.ipv6());
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn ipv6(mut self, on: bool) -> Self {
+        self.config.transport.ipv6 = on;
+        self
+    }
+
+    /// The IPv6 multicast group, when [`ipv6`](Self::ipv6) is on.
+    ///
+    /// Default [`DEFAULT_IPV6_GROUP`](crate::DEFAULT_IPV6_GROUP),
+    /// `ff02::5ea1`. Limits: an IPv6 multicast address.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().ipv6_group("ff02::1234".parse().unwrap()).build()?;
+    /// assert_eq!(config.ipv6_group(), "ff02::1234".parse::<std::net::Ipv6Addr>().unwrap());
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn ipv6_group(mut self, group: Ipv6Addr) -> Self {
+        self.config.transport.ipv6_group = group;
+        self
+    }
+
+    /// How often the host's interfaces are listed again, to pick up one
+    /// that appeared, went or changed address.
+    ///
+    /// Default 5 s.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = shoal::Config::builder().rescan_interval(Duration::from_secs(1)).build()?;
+    /// assert_eq!(config.rescan_interval(), Duration::from_secs(1));
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn rescan_interval(mut self, every: Duration) -> Self {
+        self.config.transport.rescan_interval = every;
+        self
+    }
+
+    /// Peers to reach by unicast, for networks that carry no broadcast:
+    /// `host:port`, where host is an address or a name (re-resolved every
+    /// [`seed_refresh`](Self::seed_refresh)). Without a port, the node's
+    /// [`port`](Self::port).
+    ///
+    /// Default none.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().seeds(["10.0.1.7:12345", "shoal.default.svc"]).build()?;
+    /// assert_eq!(config.seeds().count(), 2);
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn seeds<S: AsRef<str>>(mut self, seeds: impl IntoIterator<Item = S>) -> Self {
+        self.seeds_text = seeds.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// How often seed host names are resolved again.
+    ///
+    /// Default 60 s.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = shoal::Config::builder().seed_refresh(Duration::from_secs(5)).build()?;
+    /// assert_eq!(config.seed_refresh(), Duration::from_secs(5));
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn seed_refresh(mut self, every: Duration) -> Self {
+        self.config.transport.seed_refresh = every;
+        self
+    }
+
+    /// Send nothing to the broadcast or multicast address: reach peers by
+    /// unicast only, from the [`seeds`](Self::seeds) on (cloud networks).
+    ///
+    /// Default off.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().seeds(["10.0.0.2"]).unicast_only(true).build()?;
+    /// assert!(config.unicast_only());
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn unicast_only(mut self, on: bool) -> Self {
+        self.config.unicast_only = on;
+        self
+    }
+
+    /// At most this many peers are sent each hello and message by unicast.
+    ///
+    /// Default 128.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().max_unicast_peers(32).build()?;
+    /// assert_eq!(config.max_unicast_peers(), 32);
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn max_unicast_peers(mut self, peers: usize) -> Self {
+        self.config.max_unicast_peers = peers;
+        self
+    }
+
+    /// The address peers should reach us at, when it is not the one our
+    /// datagrams come from (behind NAT, or a container's published port).
+    ///
+    /// Default none: peers use the source address of our datagrams.
+    ///
+    /// ```
+    /// let config = shoal::Config::builder().advertise_addr("203.0.113.9".parse().unwrap()).build()?;
+    /// assert_eq!(config.advertise_addr(), Some("203.0.113.9".parse().unwrap()));
+    /// # Ok::<(), shoal::ConfigError>(())
+    /// ```
+    pub fn advertise_addr(mut self, addr: IpAddr) -> Self {
+        self.config.advertise_addr = Some(addr);
         self
     }
 
@@ -1196,6 +1416,32 @@ impl ConfigBuilder {
         if c.transport.port == 0 {
             return Err(ConfigError::PortZero);
         }
+        if !c.transport.ipv6_group.is_multicast() {
+            return limit("ipv6_group", "must be an IPv6 multicast address (ff00::/8)");
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(600))
+            .contains(&c.transport.rescan_interval)
+        {
+            return limit("rescan_interval", "must be between 100 ms and 10 min");
+        }
+        if !(Duration::from_secs(1)..=MAX_TIMEOUT).contains(&c.transport.seed_refresh) {
+            return limit("seed_refresh", "must be between 1 s and 1 hour");
+        }
+        if !(1..=MAX_UNICAST_PEERS).contains(&c.max_unicast_peers) {
+            return limit("max_unicast_peers", "must be between 1 and 4096");
+        }
+        if self.seeds_text.len() > MAX_SEEDS {
+            return limit("seeds", "at most 64 seeds");
+        }
+        c.transport.seeds = self
+            .seeds_text
+            .iter()
+            .map(|text| parse_seed(text, c.transport.port))
+            .collect::<Result<_, _>>()
+            .map_err(|reason| ConfigError::Limit {
+                field: "seeds",
+                reason,
+            })?;
         if !c.transport.bind.is_ipv4() {
             return Err(ConfigError::BindNotIpv4(c.transport.bind));
         }
@@ -1367,6 +1613,42 @@ impl Config {
     /// See [`ConfigBuilder::multicast_interface`].
     pub fn multicast_interface(&self) -> Ipv4Addr {
         self.transport.multicast_interface
+    }
+    /// See [`ConfigBuilder::interfaces`]: `None` for the default rule.
+    pub fn interfaces(&self) -> Option<&[IfKind]> {
+        self.transport.interfaces.as_deref()
+    }
+    /// See [`ConfigBuilder::ipv6`].
+    pub fn ipv6(&self) -> bool {
+        self.transport.ipv6
+    }
+    /// See [`ConfigBuilder::ipv6_group`].
+    pub fn ipv6_group(&self) -> Ipv6Addr {
+        self.transport.ipv6_group
+    }
+    /// See [`ConfigBuilder::rescan_interval`].
+    pub fn rescan_interval(&self) -> Duration {
+        self.transport.rescan_interval
+    }
+    /// See [`ConfigBuilder::seeds`]: each as `(host, port)`.
+    pub fn seeds(&self) -> impl Iterator<Item = (&str, u16)> {
+        self.transport.seeds.iter().map(|(h, p)| (h.as_str(), *p))
+    }
+    /// See [`ConfigBuilder::seed_refresh`].
+    pub fn seed_refresh(&self) -> Duration {
+        self.transport.seed_refresh
+    }
+    /// See [`ConfigBuilder::unicast_only`].
+    pub fn unicast_only(&self) -> bool {
+        self.unicast_only
+    }
+    /// See [`ConfigBuilder::max_unicast_peers`].
+    pub fn max_unicast_peers(&self) -> usize {
+        self.max_unicast_peers
+    }
+    /// See [`ConfigBuilder::advertise_addr`].
+    pub fn advertise_addr(&self) -> Option<IpAddr> {
+        self.advertise_addr
     }
     /// Where datagrams for the whole cluster are sent: the multicast group
     /// if set, else the broadcast address, on the port.

@@ -115,6 +115,7 @@ mod config;
 mod election;
 mod error;
 mod event;
+mod interface;
 mod membership;
 mod packet;
 pub mod protocol;
@@ -153,11 +154,12 @@ pub mod wire;
 #[allow(unreachable_pub, dead_code)]
 mod wire;
 
-pub use config::{Config, ConfigBuilder, ConfigError, Encryption, Ignore};
+pub use config::{Config, ConfigBuilder, ConfigError, Encryption, Ignore, DEFAULT_IPV6_GROUP};
 pub use crypto::key::{Key, KeyError, KeyId};
 pub use crypto::secure::SecureError;
 pub use error::{AdvertiseError, Error};
 pub use event::{ChannelMessage, Event, LocalState, Removal};
+pub use interface::{IfKind, Interface, Predicate, Via};
 pub use membership::{Epoch, NodeId, Peer};
 pub use registry::{Registration, RegistryEvent};
 pub use service::{ServiceEvent, ServiceInstance, Services};

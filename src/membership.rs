@@ -144,6 +144,9 @@ pub struct Peer {
     pub host_name: String,
     /// Source address and port of its datagrams.
     pub addr: SocketAddr,
+    /// The interface and local address we last heard it on, when the
+    /// driver knows (it always does; a core fed by hand may not).
+    pub via: Option<crate::interface::Via>,
     /// It says it is a master.
     pub is_master: bool,
     /// It may become a master.
@@ -246,6 +249,7 @@ impl fmt::Debug for Peer {
             .field("pid", &self.pid)
             .field("host_name", &self.host_name)
             .field("addr", &self.addr)
+            .field("via", &self.via)
             .field("is_master", &self.is_master)
             .field("is_master_eligible", &self.is_master_eligible)
             .field("weight", &self.weight)
@@ -605,6 +609,7 @@ impl Membership {
             pid: pid.to_owned(),
             host_name: host_name.to_owned(),
             addr: from,
+            via: None,
             is_master: hello.is_master,
             is_master_eligible: hello.is_master_eligible,
             weight: hello.weight,

@@ -35,6 +35,7 @@ use crate::config::{Config, Encryption, Ignore};
 use crate::crypto::key::{Key, KeyId};
 use crate::election::{self, Rank};
 use crate::event::{ChannelMessage, Event, LocalState, Removal};
+use crate::interface::{Interface, Via};
 use crate::membership::{Epoch, Membership, NodeId, Observed, Peer, Timeouts};
 use crate::packet::{self, Decoded, Incoming, PacketCodec};
 use crate::registry::replica::{self, Refusal, Replica};
@@ -317,6 +318,31 @@ impl Protocol {
     /// dropped and, rate-limited per address, reported as
     /// [`Event::Unauthenticated`].
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.handle_datagram_via(now, from, None, datagram)
+    }
+
+    /// Feeds one received datagram with where it arrived: the interface and
+    /// our local address on it (the driver always knows; see
+    /// [`Peer::via`](crate::Peer::via)).
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use shoal::protocol::{Protocol, Sender};
+    /// # let config = shoal::Config::builder().build().unwrap();
+    /// # let sender = Sender { pid: "p".repeat(32), iid: "a".repeat(32), host_name: "h".into() };
+    /// let mut node = Protocol::new(&config, sender, Instant::now(), 7);
+    /// let via = shoal::Via::new("eth0", 2, "10.0.0.5".parse().unwrap());
+    /// node.handle_datagram_via(Instant::now(), "10.0.0.6:12345".parse().unwrap(), Some(&via), b"junk");
+    /// assert_eq!(node.stats().dropped.total(), 1);
+    /// ```
+    pub fn handle_datagram_via(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        via: Option<&Via>,
+        datagram: &[u8],
+    ) {
+        let _ = via;
         self.stats.packets_in += 1;
         self.stats.bytes_in += datagram.len() as u64;
         let mut incoming = Incoming::new(from, datagram);
@@ -338,6 +364,38 @@ impl Protocol {
                 }
             }
         }
+    }
+
+    /// Tells the core which interfaces the driver uses now (after each
+    /// rescan): a peer on one of their subnets hears our broadcast or
+    /// multicast; any other is reached by unicast.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use shoal::protocol::{Protocol, Sender};
+    /// # let config = shoal::Config::builder().build().unwrap();
+    /// # let sender = Sender { pid: "p".repeat(32), iid: "a".repeat(32), host_name: "h".into() };
+    /// let mut node = Protocol::new(&config, sender, Instant::now(), 7);
+    /// node.set_interfaces(Instant::now(), &[shoal::Interface::new("eth0", 2, "10.0.0.5".parse().unwrap(), 24)]);
+    /// ```
+    pub fn set_interfaces(&mut self, now: Instant, interfaces: &[Interface]) {
+        let _ = (now, interfaces);
+    }
+
+    /// Tells the core the seeds' addresses (after each resolution of their
+    /// names). Literal addresses among [`Config::seeds`] are known from the
+    /// start; the driver resolves names and passes every address here.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// # use shoal::protocol::{Protocol, Sender};
+    /// # let config = shoal::Config::builder().build().unwrap();
+    /// # let sender = Sender { pid: "p".repeat(32), iid: "a".repeat(32), host_name: "h".into() };
+    /// let mut node = Protocol::new(&config, sender, Instant::now(), 7);
+    /// node.set_seeds(Instant::now(), &["10.0.1.7:12345".parse().unwrap()]);
+    /// ```
+    pub fn set_seeds(&mut self, now: Instant, seeds: &[SocketAddr]) {
+        let _ = (now, seeds);
     }
 
     /// Runs whatever timers are due at `now`: peer deadlines, the election

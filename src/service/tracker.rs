@@ -440,6 +440,7 @@ mod counter_tests {
             pid: "1".into(),
             host_name: "h".into(),
             addr: "10.0.0.2:12345".parse().unwrap(),
+            via: None,
             is_master: false,
             is_master_eligible: true,
             weight: 0.5,

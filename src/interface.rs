@@ -1,0 +1,253 @@
+//! Network interfaces: which ones a node uses ([`IfKind`]), what the driver
+//! knows of each ([`Interface`]), and where a datagram arrived ([`Via`]).
+//!
+//! This module is pure data and selection rules, so the sans-IO core and
+//! the simulator can use it; the tokio driver lists the host's interfaces
+//! and applies the rules.
+//!
+//! ```
+//! use shoal::{IfKind, Interface};
+//!
+//! let eth0 = Interface::new("eth0", 2, "10.0.0.5".parse().unwrap(), 24);
+//! let lo = Interface::new("lo", 1, "127.0.0.1".parse().unwrap(), 8);
+//! assert!(IfKind::Name("eth0".into()).matches(&eth0));
+//! assert!(!IfKind::Name("eth0".into()).matches(&lo));
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+/// One address of one network interface, as the driver found it.
+///
+/// An interface with several addresses (IPv4 and IPv6, or two IPv4
+/// subnets) appears once per address.
+///
+/// ```
+/// let i = shoal::Interface::new("eth0", 2, "10.0.0.5".parse().unwrap(), 24);
+/// assert_eq!(i.broadcast, Some("10.0.0.255".parse().unwrap()));
+/// assert!(i.contains("10.0.0.77".parse().unwrap()));
+/// assert!(!i.contains("10.0.1.1".parse().unwrap()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Interface {
+    /// Its name, for example `eth0`.
+    pub name: Arc<str>,
+    /// Its index (the IPv6 scope id of its link-local addresses).
+    pub index: u32,
+    /// This host's address on it.
+    pub addr: IpAddr,
+    /// The length of the subnet prefix of `addr`.
+    pub prefix_len: u8,
+    /// The directed broadcast address of its IPv4 subnet, if it has one.
+    pub broadcast: Option<Ipv4Addr>,
+    /// It is up.
+    pub is_up: bool,
+    /// It is a loopback interface.
+    pub is_loopback: bool,
+    /// It can send and receive multicast.
+    pub is_multicast: bool,
+    /// It is a point-to-point link (or a tunnel with no link layer).
+    pub is_point_to_point: bool,
+}
+
+impl Interface {
+    /// An interface that is up and multicast-capable, with the broadcast
+    /// address of its IPv4 subnet; loopback if `addr` is.
+    ///
+    /// ```
+    /// let i = shoal::Interface::new("lo", 1, "127.0.0.1".parse().unwrap(), 8);
+    /// assert!(i.is_loopback);
+    /// ```
+    pub fn new(name: &str, index: u32, addr: IpAddr, prefix_len: u8) -> Interface {
+        let broadcast = match addr {
+            IpAddr::V4(v4) if prefix_len < 31 => {
+                let host_bits = u32::MAX.checked_shr(u32::from(prefix_len)).unwrap_or(0);
+                Some(Ipv4Addr::from(u32::from(v4) | host_bits))
+            }
+            _ => None,
+        };
+        Interface {
+            name: name.into(),
+            index,
+            addr,
+            prefix_len,
+            broadcast,
+            is_up: true,
+            is_loopback: addr.is_loopback(),
+            is_multicast: true,
+            is_point_to_point: false,
+        }
+    }
+
+    /// Whether `ip` is on this interface's subnet (a peer there hears our
+    /// broadcast or link-local multicast).
+    ///
+    /// ```
+    /// let i = shoal::Interface::new("eth0", 2, "fe80::1".parse().unwrap(), 64);
+    /// assert!(i.contains("fe80::2".parse().unwrap()));
+    /// ```
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_len.min(32)))
+                    .unwrap_or(0);
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_len.min(128)))
+                    .unwrap_or(0);
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Which interfaces a node uses, in the manner of mdns-sd's `IfKind`.
+///
+/// Give several to [`ConfigBuilder::interfaces`](crate::ConfigBuilder::interfaces):
+/// an interface is used if any of them matches it.
+///
+/// ```
+/// use shoal::IfKind;
+/// let config = shoal::Config::builder()
+///     .interfaces([IfKind::Name("eth0".into()), IfKind::Ipv4])
+///     .build()?;
+/// # Ok::<(), shoal::ConfigError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IfKind {
+    /// Every interface that is up.
+    All,
+    /// Every IPv4 address of every interface that is up.
+    Ipv4,
+    /// Every IPv6 address of every interface that is up.
+    Ipv6,
+    /// The interface with this name (for example `eth0`).
+    Name(String),
+    /// The interface that has this address.
+    Addr(IpAddr),
+    /// The interface with this index.
+    Index(u32),
+    /// The loopback interface.
+    Loopback,
+    /// The interfaces a function accepts.
+    Predicate(Predicate),
+}
+
+impl fmt::Debug for IfKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IfKind::All => f.write_str("All"),
+            IfKind::Ipv4 => f.write_str("Ipv4"),
+            IfKind::Ipv6 => f.write_str("Ipv6"),
+            IfKind::Name(name) => f.debug_tuple("Name").field(name).finish(),
+            IfKind::Addr(addr) => f.debug_tuple("Addr").field(addr).finish(),
+            IfKind::Index(index) => f.debug_tuple("Index").field(index).finish(),
+            IfKind::Loopback => f.write_str("Loopback"),
+            IfKind::Predicate(_) => f.write_str("Predicate(..)"),
+        }
+    }
+}
+
+impl IfKind {
+    /// Whether this rule selects `interface`.
+    ///
+    /// ```
+    /// use shoal::{IfKind, Interface};
+    /// let v6 = Interface::new("eth0", 2, "fe80::1".parse().unwrap(), 64);
+    /// assert!(IfKind::Ipv6.matches(&v6));
+    /// assert!(IfKind::Index(2).matches(&v6));
+    /// assert!(!IfKind::Ipv4.matches(&v6));
+    /// ```
+    pub fn matches(&self, interface: &Interface) -> bool {
+        match self {
+            IfKind::All => interface.is_up,
+            IfKind::Ipv4 => interface.is_up && interface.addr.is_ipv4(),
+            IfKind::Ipv6 => interface.is_up && interface.addr.is_ipv6(),
+            IfKind::Name(name) => *interface.name == **name,
+            IfKind::Addr(addr) => interface.addr == *addr,
+            IfKind::Index(index) => interface.index == *index,
+            IfKind::Loopback => interface.is_loopback,
+            IfKind::Predicate(p) => (p.0)(interface),
+        }
+    }
+}
+
+/// A function that chooses interfaces, for [`IfKind::Predicate`].
+///
+/// ```
+/// use shoal::{IfKind, Interface, Predicate};
+/// let not_docker = IfKind::Predicate(Predicate::new(|i: &Interface| !i.name.starts_with("docker")));
+/// let docker0 = Interface::new("docker0", 3, "172.17.0.1".parse().unwrap(), 16);
+/// assert!(!not_docker.matches(&docker0));
+/// ```
+#[derive(Clone)]
+pub struct Predicate(Arc<dyn Fn(&Interface) -> bool + Send + Sync>);
+
+impl Predicate {
+    /// Wraps a function.
+    ///
+    /// ```
+    /// let p = shoal::Predicate::new(|i: &shoal::Interface| i.addr.is_ipv4());
+    /// # let _ = p;
+    /// ```
+    pub fn new(f: impl Fn(&Interface) -> bool + Send + Sync + 'static) -> Predicate {
+        Predicate(Arc::new(f))
+    }
+}
+
+impl PartialEq for Predicate {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Predicate {}
+
+/// Where a datagram arrived: the interface and this host's address on it.
+/// [`Peer::via`](crate::Peer::via) says where we last heard a peer.
+///
+/// ```
+/// use shoal::Via;
+/// let via = Via::new("eth0", 2, "10.0.0.5".parse().unwrap());
+/// assert_eq!(via.to_string(), "10.0.0.5 on eth0");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Via {
+    /// The interface's name.
+    pub interface: Arc<str>,
+    /// The interface's index.
+    pub index: u32,
+    /// This host's address the datagram was sent to on that interface
+    /// (for a broadcast or multicast datagram: our address on it).
+    pub local: IpAddr,
+}
+
+impl Via {
+    /// A `Via`.
+    ///
+    /// ```
+    /// let via = shoal::Via::new("lo", 1, "127.0.0.1".parse().unwrap());
+    /// assert_eq!(via.index, 1);
+    /// ```
+    pub fn new(interface: &str, index: u32, local: IpAddr) -> Via {
+        Via {
+            interface: interface.into(),
+            index,
+            local,
+        }
+    }
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on {}", self.local, self.interface)
+    }
+}
