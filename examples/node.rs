@@ -15,6 +15,11 @@
 //! the real LAN with the library's defaults instead (broadcast
 //! 255.255.255.255, UDP port 12345, as node-discovery); an explicit
 //! `--broadcast`, `--multicast` or `--port` wins over either default.
+//! Naming an interface (`--interface eth0`, repeatable), a seed (`--seed
+//! HOST:PORT`, repeatable) or `--ipv6` is an explicit choice of the real
+//! network too: the node then uses the library's interface choice (the
+//! named interfaces, or every up, multicast-capable LAN interface), still
+//! on port 40123 unless `--lan` or `--port` says otherwise.
 //! `--print-config` prints the settings and exits without sending anything.
 //!
 //! Every line is one JSON object with `t` (ms since the Unix epoch),
@@ -34,7 +39,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use serde_json::{json, Map, Value};
 use shoal::registry::{Filter, Registration, RegistryEvent};
-use shoal::{ChannelMessage, Config, Discovery, Encryption, Event, Peer, Removal, Subscription};
+use shoal::{
+    ChannelMessage, Config, Discovery, Encryption, Event, IfKind, Peer, Removal, Subscription,
+};
 
 /// Without `--lan`: broadcast on the loopback interface only.
 const HOST_BROADCAST: Ipv4Addr = Ipv4Addr::new(127, 255, 255, 255);
@@ -49,7 +56,10 @@ const HOST_PORT: u16 = 40_123;
         By default nothing leaves this host: broadcast to 127.255.255.255 on UDP \
         port 40123. --lan uses the real LAN with shoal's defaults (255.255.255.255, \
         UDP port 12345). An explicit --broadcast, --multicast or --port wins over \
-        either default."
+        either default. --interface, --seed and --ipv6 choose the real network too \
+        (the named interfaces, or every up LAN interface).\n\n\
+        Example, two subnets joined by a router, where broadcast does not cross:\n  \
+        node --lan --interface eth0 --seed 10.0.2.7:12345"
 )]
 struct Args {
     /// A label advertised as {"id": ID} in the node's info (default host-pid).
@@ -78,6 +88,34 @@ struct Args {
     /// Multicast TTL (default 1, the LAN; 0 keeps it on this host).
     #[arg(long)]
     multicast_ttl: Option<u32>,
+    /// Use this network interface (repeatable); default: every interface
+    /// that is up, multicast-capable and neither loopback nor
+    /// point-to-point. A choice of the real network.
+    #[arg(long, value_name = "NAME")]
+    interface: Vec<String>,
+    /// Also speak IPv6, on the link-local multicast group ff02::5ea1 of the
+    /// chosen interfaces. A choice of the real network.
+    #[arg(long)]
+    ipv6: bool,
+    /// A peer to reach by unicast, HOST:PORT, where HOST is an address or a
+    /// name (re-resolved every --seed-refresh); repeatable. For networks
+    /// without broadcast. A choice of the real network.
+    #[arg(long, value_name = "HOST:PORT")]
+    seed: Vec<String>,
+    /// Milliseconds between resolutions of seed names (default 60000).
+    #[arg(long, value_name = "MS")]
+    seed_refresh: Option<u64>,
+    /// Send nothing to the broadcast or multicast address: reach peers by
+    /// unicast only, from the seeds on.
+    #[arg(long)]
+    unicast_only: bool,
+    /// Milliseconds between listings of the host's interfaces (default 5000).
+    #[arg(long, value_name = "MS")]
+    rescan_interval: Option<u64>,
+    /// The address peers should reach us at, when not the source address of
+    /// our datagrams (NAT, a container's published port).
+    #[arg(long, value_name = "IP")]
+    advertise_addr: Option<IpAddr>,
     /// Secure mode with this key: 64 hex digits or 44 characters of base64
     /// (for example from `openssl rand -hex 32`); anything else is refused.
     #[arg(long)]
@@ -265,15 +303,80 @@ impl Out {
     }
 }
 
+/// An interface rule as the `config` line shows it: a name as itself.
+fn if_kind_label(kind: &IfKind) -> String {
+    match kind {
+        IfKind::Name(name) => name.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Where we heard `peer`: `{"interface", "index", "local"}`, or null.
+fn via(peer: &Peer) -> Value {
+    match &peer.via {
+        Some(v) => {
+            json!({"interface": &*v.interface, "index": v.index, "local": v.local.to_string()})
+        }
+        None => Value::Null,
+    }
+}
+
 fn peer_label(peer: &Peer) -> Option<&str> {
     peer.info.as_ref()?.get("id")?.as_str()
+}
+
+impl Args {
+    /// Whether a flag names the real network beyond the broadcast and
+    /// multicast flags: an interface, a seed, or IPv6.
+    fn names_network(&self) -> bool {
+        !self.interface.is_empty() || !self.seed.is_empty() || self.ipv6
+    }
 }
 
 fn config(args: &Args, info: Value) -> Result<Config, shoal::ConfigError> {
     let ms = Duration::from_millis;
     let mut b = Config::builder().advertise(info);
     if !args.lan {
-        b = b.broadcast(HOST_BROADCAST).port(HOST_PORT);
+        b = b.port(HOST_PORT);
+        if !args.names_network() {
+            // This host only: the loopback interface's broadcast address,
+            // and the loopback interface only (the library's default choice
+            // would be the host's LAN interfaces).
+            b = b.broadcast(HOST_BROADCAST);
+        }
+    }
+    // Sending to loopback means listening there too: the driver ignores
+    // datagrams from interfaces it has not chosen.
+    let loopback_only = match args.multicast {
+        Some(_) => args.multicast_interface.is_some_and(|a| a.is_loopback()),
+        None => match args.broadcast {
+            Some(addr) => addr.is_loopback(),
+            None => !args.lan && !args.names_network(),
+        },
+    };
+    if args.interface.is_empty() && loopback_only {
+        b = b.interfaces([IfKind::Loopback]);
+    }
+    if !args.interface.is_empty() {
+        b = b.interfaces(args.interface.iter().map(|n| IfKind::Name(n.clone())));
+    }
+    if args.ipv6 {
+        b = b.ipv6(true);
+    }
+    if !args.seed.is_empty() {
+        b = b.seeds(&args.seed);
+    }
+    if let Some(v) = args.seed_refresh {
+        b = b.seed_refresh(ms(v));
+    }
+    if args.unicast_only {
+        b = b.unicast_only(true);
+    }
+    if let Some(v) = args.rescan_interval {
+        b = b.rescan_interval(ms(v));
+    }
+    if let Some(v) = args.advertise_addr {
+        b = b.advertise_addr(v);
     }
     if let Some(v) = args.port {
         b = b.port(v);
@@ -401,11 +504,16 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
             return 2;
         }
     };
-    // Where our packets go, before any is sent.
-    let host_only = match config.multicast() {
-        Some(_) => config.multicast_ttl() == 0,
-        None => config.broadcast().is_loopback(),
-    };
+    // Where our packets go, before any is sent. A named interface, a seed
+    // or IPv6 is a choice of the real network, whatever the broadcast.
+    let host_only = !args.names_network()
+        && match config.multicast() {
+            Some(_) => config.multicast_ttl() == 0,
+            None => config.broadcast().is_loopback(),
+        };
+    let interfaces = config
+        .interfaces()
+        .map(|kinds| kinds.iter().map(if_kind_label).collect::<Vec<_>>());
     out.emit(
         "config",
         None,
@@ -415,6 +523,10 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
             "port": config.port(),
             "bind": config.bind().to_string(),
             "host_only": host_only,
+            "interfaces": interfaces,
+            "ipv6": config.ipv6(),
+            "seeds": config.seeds().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>(),
+            "unicast_only": config.unicast_only(),
         }),
     );
     if args.print_config {
@@ -473,7 +585,7 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
                 Event::Added(p) => o.emit(
                     "added",
                     peer_label(&p),
-                    json!({"peer_addr": p.addr.to_string()}),
+                    json!({"peer_addr": p.addr.to_string(), "via": via(&p)}),
                 ),
                 Event::Removed(p, why) => o.emit(
                     "removed",

@@ -125,6 +125,61 @@ fn lan_gives_the_library_defaults_and_explicit_flags_win() {
     }
 }
 
+/// `node`: without network flags it listens on the loopback interface only;
+/// naming an interface, a seed or IPv6 is a choice of the real network, and
+/// the `config` line shows each; a bad seed is refused naming the field.
+#[test]
+fn node_interface_seed_and_ipv6_flags_choose_the_real_network() {
+    let quiet = print_config("node", &["--id", "x"]);
+    assert_eq!(quiet["interfaces"], json!(["Loopback"]), "{quiet}");
+    assert_eq!(quiet["seeds"], json!([]), "{quiet}");
+    assert_eq!(quiet["ipv6"], false, "{quiet}");
+
+    let lan = print_config("node", &["--id", "x", "--lan"]);
+    assert_eq!(
+        lan["interfaces"],
+        Value::Null,
+        "the library's default: {lan}"
+    );
+
+    let named = print_config(
+        "node",
+        &["--id", "x", "--interface", "eth7", "--interface", "br1"],
+    );
+    assert_eq!(named["interfaces"], json!(["eth7", "br1"]), "{named}");
+    assert_eq!(named["host_only"], false, "{named}");
+
+    let seeded = print_config(
+        "node",
+        &[
+            "--id",
+            "x",
+            "--seed",
+            "10.9.8.7:40999",
+            "--seed",
+            "db.example:7",
+        ],
+    );
+    assert_eq!(
+        seeded["seeds"],
+        json!(["10.9.8.7:40999", "db.example:7"]),
+        "{seeded}"
+    );
+    assert_eq!(seeded["host_only"], false, "{seeded}");
+    assert_eq!(seeded["interfaces"], Value::Null, "{seeded}");
+
+    let v6 = print_config("node", &["--id", "x", "--ipv6"]);
+    assert_eq!(v6["ipv6"], true, "{v6}");
+    assert_eq!(v6["host_only"], false, "{v6}");
+
+    let mut cmd = Command::new(build_example("node"));
+    cmd.args(["--id", "x", "--seed", "", "--print-config"]);
+    let out = run_bounded(cmd, STEP).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("seeds"), "names the field: {stdout}");
+}
+
 #[test]
 fn help_names_lan_and_the_loopback_default() {
     for (example, _, port) in EXAMPLES {
