@@ -31,7 +31,11 @@ while it runs: it hears every other node's hellos and holds every live \
 registration, with no server and no configuration.
 
 By default a command joins the real LAN with shoal's defaults: broadcast to \
-255.255.255.255 on UDP port 12345. --loopback keeps everything on this host.";
+255.255.255.255 on UDP port 12345. --loopback keeps everything on this host. \
+--interface chooses the interfaces (default: every one that is up, \
+multicast-capable and neither loopback nor point-to-point), --ipv6 adds IPv6 \
+link-local multicast, and --seed HOST:PORT reaches nodes that broadcast does \
+not (another subnet, a cloud network).";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -43,6 +47,11 @@ Examples:
   shoal listen jobs                             every message on channel jobs
   shoal serve --http 127.0.0.1:9000             the HTTP sidecar (Thalassa, bender, hera)
   shoal --loopback watch                        this host only
+  shoal nodes --interface eth0                  the LAN behind eth0 only
+  shoal nodes --seed 10.0.2.7:12345             also the nodes behind a router
+                                                (broadcast does not cross it)
+  shoal watch --seed shoal.default.svc:12345 --unicast-only
+                                                a cloud network, by a DNS name
 
 Keys: --key-file PATH or SHOAL_KEY (64 hex digits or base64 of 32 bytes);
       never on the command line.

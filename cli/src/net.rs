@@ -3,7 +3,11 @@
 //!
 //! The defaults are the library's, those of a real LAN: broadcast to
 //! 255.255.255.255 on UDP port 12345. `--loopback` keeps everything on this
-//! host (127.255.255.255). A key is read from a file (`--key-file`) or the
+//! host (127.255.255.255, on the loopback interface only). `--interface`
+//! narrows the library's default choice of interfaces (every one that is
+//! up, multicast-capable and neither loopback nor point-to-point), `--ipv6`
+//! adds the IPv6 link-local group, and `--seed` reaches peers by unicast
+//! where broadcast does not go (another subnet, a cloud network). A key is read from a file (`--key-file`) or the
 //! environment (`SHOAL_KEY`), never from a bare argument, which anyone on
 //! the host could read in the process list.
 
@@ -12,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shoal::registry::RegistryLimits;
-use shoal::{Config, ConfigBuilder, Discovery, Encryption};
+use shoal::{Config, ConfigBuilder, Discovery, Encryption, IfKind};
 
 use crate::error::CliError;
 
@@ -40,8 +44,28 @@ pub struct NetArgs {
     )]
     pub multicast: Option<Ipv4Addr>,
     /// This host only: broadcast to 127.255.255.255 (nothing leaves the host)
-    #[arg(long, global = true, conflicts_with_all = ["broadcast", "multicast"])]
+    #[arg(long, global = true, conflicts_with_all = ["broadcast", "multicast", "interface", "ipv6"])]
     pub loopback: bool,
+    /// Use this network interface (repeatable) [default: every interface
+    /// that is up, multicast-capable, neither loopback nor point-to-point]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub interface: Vec<String>,
+    /// Also speak IPv6, on the link-local group ff02::5ea1 of the chosen
+    /// interfaces
+    #[arg(long, global = true)]
+    pub ipv6: bool,
+    /// Reach this peer by unicast, HOST:PORT (an address or a name,
+    /// re-resolved every --seed-refresh); repeatable. For subnets that
+    /// broadcast does not reach and for cloud networks
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub seed: Vec<String>,
+    /// Milliseconds between resolutions of seed names [default: 60000]
+    #[arg(long, global = true, value_name = "MS", hide_short_help = true)]
+    pub seed_refresh: Option<u64>,
+    /// Send no broadcast or multicast: reach peers by unicast only, from
+    /// the seeds on
+    #[arg(long, global = true, requires = "seed")]
+    pub unicast_only: bool,
     /// Election weight, a finite number; the heaviest nodes become masters [default: random]
     #[arg(long, global = true, value_name = "W", allow_negative_numbers = true)]
     pub weight: Option<f64>,
@@ -69,7 +93,26 @@ impl NetArgs {
     pub fn builder(&self) -> Result<ConfigBuilder, CliError> {
         let mut b = Config::builder();
         if self.loopback {
-            b = b.broadcast(Ipv4Addr::new(127, 255, 255, 255));
+            // Listening on loopback too: the node ignores datagrams from
+            // interfaces it has not chosen.
+            b = b
+                .broadcast(Ipv4Addr::new(127, 255, 255, 255))
+                .interfaces([IfKind::Loopback]);
+        }
+        if !self.interface.is_empty() {
+            b = b.interfaces(self.interface.iter().map(|n| IfKind::Name(n.clone())));
+        }
+        if self.ipv6 {
+            b = b.ipv6(true);
+        }
+        if !self.seed.is_empty() {
+            b = b.seeds(&self.seed);
+        }
+        if let Some(ms) = self.seed_refresh {
+            b = b.seed_refresh(Duration::from_millis(ms));
+        }
+        if self.unicast_only {
+            b = b.unicast_only(true);
         }
         if let Some(port) = self.port {
             b = b.port(port);
@@ -180,6 +223,63 @@ mod tests {
         assert_eq!(
             config.destination(),
             "255.255.255.255:12345".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn interfaces_seeds_and_ipv6_reach_the_config() {
+        let net = NetArgs {
+            interface: vec!["eth1".into(), "br0".into()],
+            ipv6: true,
+            seed: vec!["10.0.2.7:12345".into(), "shoal.svc".into()],
+            seed_refresh: Some(2_000),
+            unicast_only: true,
+            ..NetArgs::default()
+        };
+        let config = net.builder().unwrap().build().unwrap();
+        assert_eq!(
+            config.interfaces(),
+            Some(&[IfKind::Name("eth1".into()), IfKind::Name("br0".into())][..])
+        );
+        assert!(config.ipv6());
+        assert!(config.unicast_only());
+        assert_eq!(config.seed_refresh(), Duration::from_secs(2));
+        let seeds: Vec<_> = config.seeds().collect();
+        assert_eq!(seeds, [("10.0.2.7", 12345), ("shoal.svc", 12345)]);
+        // --loopback chooses the loopback interface, not the host's LAN.
+        let lo = NetArgs {
+            loopback: true,
+            ..NetArgs::default()
+        };
+        let config = lo.builder().unwrap().build().unwrap();
+        assert_eq!(config.interfaces(), Some(&[IfKind::Loopback][..]));
+        assert_eq!(
+            NetArgs::default()
+                .builder()
+                .unwrap()
+                .build()
+                .unwrap()
+                .interfaces(),
+            None
+        );
+    }
+
+    #[test]
+    fn an_empty_seed_is_a_usage_error_naming_the_field() {
+        let net = NetArgs {
+            loopback: true,
+            seed: vec![String::new()],
+            ..NetArgs::default()
+        };
+        let err = net
+            .builder()
+            .unwrap()
+            .build()
+            .map_err(CliError::from)
+            .unwrap_err();
+        assert!(
+            matches!(err, CliError::Usage(ref m) if m.contains("seeds")),
+            "{err}"
         );
     }
 
