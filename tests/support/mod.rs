@@ -16,7 +16,7 @@ pub mod node_install;
 pub mod peer;
 pub mod proc;
 
-pub use netns::{netns_available, skip_unless_netns, Host, Lan};
+pub use netns::{netns_available, skip_unless_netns, Host, Lan, Net, Segment};
 pub use peer::{node_available, node_peer, rust_peer, skip_unless_node};
 pub use proc::Proc;
 

@@ -20,14 +20,24 @@
 //! Inside a host both 10.250.0.255 ([`Lan::broadcast`]) and 255.255.255.255
 //! ([`Lan::LIMITED_BROADCAST`]) reach every other host.
 //!
+//! [`Net`] builds any other topology from the same parts: segments
+//! (a bridge in a namespace of its own, or a "docker0-like" bridge inside a
+//! host), hosts with several interfaces (IPv4 and/or IPv6), routers,
+//! point-to-point links (a pair of TUN devices joined by a relay thread, so
+//! the kernel marks them POINTOPOINT), per-namespace `/etc/hosts`, and
+//! interfaces added to or removed from a running host.
+//!
 //! Needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN) and iproute2; gate tests with
 //! [`require_netns!`](crate::require_netns).
 
 use std::ffi::OsStr;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -267,6 +277,465 @@ impl Drop for Lan {
     }
 }
 
+/// A segment: a bridge, in a namespace of its own ([`Net::segment`]) or
+/// inside a host ([`Net::bridge_in`], like docker0), that interfaces
+/// [attach](Net::attach) to.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// The namespace that holds the bridge.
+    pub ns: String,
+    /// The bridge's name in it.
+    pub bridge: String,
+}
+
+/// Any topology of namespaces, torn down on drop (also while unwinding):
+/// the relays of its point-to-point links stopped, every process in its
+/// namespaces SIGKILLed, the namespaces deleted by exact name
+/// (`shoal-<pid>-<k>-n-<name>`) and their `/etc/netns/<namespace>`
+/// directories removed.
+///
+/// ```ignore
+/// let mut net = Net::new()?;
+/// let lan = net.segment("lan")?;
+/// let mut a = net.host("a")?;
+/// net.attach(&mut a, &lan, "eth0", &["10.250.0.1/24"])?;
+/// ```
+#[derive(Debug)]
+pub struct Net {
+    prefix: String,
+    /// Every namespace created so far, in creation order (deleted in reverse).
+    created: Vec<String>,
+    /// Names of bridge ports, unique within this Net.
+    next_port: usize,
+    relays: Vec<TunRelay>,
+}
+
+impl Net {
+    /// An empty topology (nothing is created yet).
+    pub fn new() -> io::Result<Net> {
+        cleanup_stale();
+        let prefix = format!(
+            "shoal-{}-{}-n",
+            std::process::id(),
+            NEXT_LAN.fetch_add(1, Ordering::Relaxed)
+        );
+        Ok(Net {
+            prefix,
+            created: Vec::new(),
+            next_port: 0,
+            relays: Vec::new(),
+        })
+    }
+
+    /// A namespace `name` (1 to 12 lowercase letters and digits, starting
+    /// with a letter) with `lo` up, IPv6 on and duplicate address detection
+    /// off (so link-local addresses are usable at once).
+    fn namespace(&mut self, name: &str) -> io::Result<String> {
+        if !valid_role(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("namespace name {name:?}: 1-12 of [a-z0-9], starting with a letter"),
+            ));
+        }
+        let ns = format!("{}-{name}", self.prefix);
+        ip(["netns", "add", &ns])?;
+        self.created.push(ns.clone());
+        for setting in [
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ] {
+            sysctl_in(&ns, setting)?;
+        }
+        ip(["-n", &ns, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// A segment: namespace `name` holding bridge `br0` (multicast snooping
+    /// off: it floods multicast like a hub).
+    pub fn segment(&mut self, name: &str) -> io::Result<Segment> {
+        let ns = self.namespace(name)?;
+        add_bridge(&ns, Lan::BRIDGE)?;
+        Ok(Segment {
+            ns,
+            bridge: Lan::BRIDGE.into(),
+        })
+    }
+
+    /// A docker0-like bridge `name` inside `host`, up, with `addrs` (CIDR)
+    /// on it: the host's interface to the segment its containers attach to.
+    pub fn bridge_in(&mut self, host: &Host, name: &str, addrs: &[&str]) -> io::Result<Segment> {
+        add_bridge(&host.ns, name)?;
+        add_addrs(&host.ns, name, addrs)?;
+        Ok(Segment {
+            ns: host.ns.clone(),
+            bridge: name.into(),
+        })
+    }
+
+    /// A host: namespace `name` with `lo` up and no other interface yet.
+    /// Its `addr` is the first IPv4 address [`attach`](Self::attach) gives
+    /// it (0.0.0.0 until then).
+    pub fn host(&mut self, name: &str) -> io::Result<Host> {
+        let index = self.created.len();
+        let ns = self.namespace(name)?;
+        Ok(Host {
+            index,
+            ns,
+            addr: Ipv4Addr::UNSPECIFIED,
+        })
+    }
+
+    /// A router: a host that forwards IPv4 unicast between its interfaces.
+    /// Linux never forwards the limited broadcast, and forwards no directed
+    /// broadcast while `bc_forwarding` is 0 (the default, kept).
+    pub fn router(&mut self, name: &str) -> io::Result<Host> {
+        let host = self.host(name)?;
+        sysctl_in(&host.ns, "net.ipv4.ip_forward=1")?;
+        Ok(host)
+    }
+
+    /// Connects `host` to `segment` with a veth pair: `ifname` in the host
+    /// (up, with `addrs`, CIDR, IPv4 or IPv6; none for a link with an IPv6
+    /// link-local address only) and a port of the segment's bridge.
+    /// Returns when the link has carrier. Works while the host's processes
+    /// run (an interface that appears).
+    pub fn attach(
+        &mut self,
+        host: &mut Host,
+        segment: &Segment,
+        ifname: &str,
+        addrs: &[&str],
+    ) -> io::Result<()> {
+        let port = format!("np{}", self.next_port);
+        self.next_port += 1;
+        // Created in the segment's namespace, the peer moved straight into
+        // the host: neither end ever exists in the root namespace.
+        ip([
+            "-n",
+            &segment.ns,
+            "link",
+            "add",
+            "name",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ifname,
+            "netns",
+            &host.ns,
+        ])?;
+        ip([
+            "-n",
+            &segment.ns,
+            "link",
+            "set",
+            &port,
+            "master",
+            &segment.bridge,
+        ])?;
+        ip(["-n", &segment.ns, "link", "set", &port, "up"])?;
+        add_addrs(&host.ns, ifname, addrs)?;
+        ip(["-n", &host.ns, "link", "set", ifname, "up"])?;
+        if host.addr.is_unspecified() {
+            if let Some(v4) = addrs
+                .iter()
+                .find_map(|a| a.split('/').next()?.parse::<Ipv4Addr>().ok())
+            {
+                host.addr = v4;
+            }
+        }
+        wait_carrier(&host.ns, ifname, Duration::from_secs(5))
+    }
+
+    /// Removes interface `ifname` from `host` (its veth pair goes with it).
+    pub fn detach(&self, host: &Host, ifname: &str) -> io::Result<()> {
+        ip(["-n", &host.ns, "link", "delete", ifname])
+    }
+
+    /// `ip route add <args>` in `host`, e.g. `["default", "via", "10.0.1.254"]`.
+    pub fn route(&self, host: &Host, args: &[&str]) -> io::Result<()> {
+        let mut all = vec!["-n", &host.ns, "route", "add"];
+        all.extend_from_slice(args);
+        ip(all)
+    }
+
+    /// `sysctl -w <setting>` (`key=value`) in `host`'s namespace.
+    pub fn sysctl(&self, host: &Host, setting: &str) -> io::Result<()> {
+        sysctl_in(&host.ns, setting)
+    }
+
+    /// The IPv6 link-local address of `ifname` in `host`, once it has one
+    /// that is no longer tentative (waits up to 5 s).
+    pub fn link_local(&self, host: &Host, ifname: &str) -> io::Result<Ipv6Addr> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = ip_output([
+                "-n", &host.ns, "-6", "addr", "show", "dev", ifname, "scope", "link",
+            ])?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let found = text
+                .lines()
+                .filter(|l| !l.contains("tentative"))
+                .filter_map(|l| l.trim().strip_prefix("inet6 "))
+                .find_map(|rest| rest.split('/').next()?.parse::<Ipv6Addr>().ok());
+            if let Some(addr) = found {
+                return Ok(addr);
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{}: {ifname} has no usable link-local address:\n{text}",
+                        host.ns
+                    ),
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Writes `host`'s `/etc/hosts`, what programs started with
+    /// [`Host::command`] read: `ip netns exec` bind-mounts
+    /// `/etc/netns/<ns>/hosts` over `/etc/hosts`. Rewriting it later
+    /// changes what the running programs resolve: the file is rewritten in
+    /// place (same inode), which the bind mount follows (a rename would
+    /// leave them reading the old file).
+    pub fn set_hosts(&self, host: &Host, text: &str) -> io::Result<()> {
+        use std::io::Write;
+        let dir = PathBuf::from(ETC_NETNS).join(&host.ns);
+        std::fs::create_dir_all(&dir)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("hosts"))?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()
+    }
+
+    /// A point-to-point link: TUN device `a_if` in `a` with address `a_addr`
+    /// and peer `b_addr`, and `b_if` in `b` the other way round, joined by a
+    /// relay thread that copies every packet from one to the other. The
+    /// kernel flags both POINTOPOINT (with MULTICAST and NOARP), as it does a
+    /// VPN's tunnel.
+    pub fn p2p(
+        &mut self,
+        a: &Host,
+        a_if: &str,
+        a_addr: Ipv4Addr,
+        b: &Host,
+        b_if: &str,
+        b_addr: Ipv4Addr,
+    ) -> io::Result<()> {
+        let fa = open_tun(&a.ns, a_if)?;
+        let fb = open_tun(&b.ns, b_if)?;
+        self.relays.push(TunRelay::start(fa, fb));
+        for (ns, ifname, local, peer) in
+            [(&a.ns, a_if, a_addr, b_addr), (&b.ns, b_if, b_addr, a_addr)]
+        {
+            let (local, peer) = (format!("{local}/32"), format!("{peer}/32"));
+            ip([
+                "-n", ns, "addr", "add", &local, "peer", &peer, "dev", ifname,
+            ])?;
+            ip(["-n", ns, "link", "set", ifname, "up"])?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for relay in &mut self.relays {
+            relay.stop();
+        }
+        for ns in self.created.iter().rev() {
+            kill_all_in(ns);
+        }
+        for ns in self.created.iter().rev() {
+            if let Err(e) = ip(["netns", "delete", ns]) {
+                eprintln!("netns: failed to delete namespace {ns}: {e}");
+            }
+            let dir = PathBuf::from(ETC_NETNS).join(ns);
+            if dir.exists() {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    eprintln!("netns: failed to remove {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+}
+
+fn add_bridge(ns: &str, name: &str) -> io::Result<()> {
+    ip([
+        "-n",
+        ns,
+        "link",
+        "add",
+        "name",
+        name,
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "0",
+    ])?;
+    ip(["-n", ns, "link", "set", name, "up"])
+}
+
+/// Adds each CIDR address to `ifname` (IPv6 ones without duplicate address
+/// detection).
+fn add_addrs(ns: &str, ifname: &str, addrs: &[&str]) -> io::Result<()> {
+    for addr in addrs {
+        if addr.contains(':') {
+            ip(["-n", ns, "addr", "add", addr, "dev", ifname, "nodad"])?;
+        } else {
+            ip(["-n", ns, "addr", "add", addr, "dev", ifname])?;
+        }
+    }
+    Ok(())
+}
+
+fn sysctl_in(ns: &str, setting: &str) -> io::Result<()> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "sysctl", "-q", "-w", setting]);
+    let out = run_bounded(cmd, IP_TIMEOUT)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{ns}: sysctl {setting}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Waits until `ifname` in `ns` reports LOWER_UP.
+fn wait_carrier(ns: &str, ifname: &str, timeout: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = ip_output(["-n", ns, "link", "show", "dev", ifname])?;
+        if String::from_utf8_lossy(&out.stdout).contains("LOWER_UP") {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{ns}: {ifname} has no carrier"),
+            ));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `<linux/if_tun.h>`: TUNSETIFF = _IOW('T', 202, int), and its flags.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+/// `struct ifreq` as TUNSETIFF reads it: the name, then the flags (40 bytes).
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Creates TUN device `ifname` (no packet-information header) in namespace
+/// `ns` and returns its file: the device lives while the file is open.
+fn open_tun(ns: &str, ifname: &str) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    if ifname.is_empty() || ifname.len() > 15 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {ifname:?}: 1 to 15 bytes"),
+        ));
+    }
+    let (path, ifname) = (format!("/run/netns/{ns}"), ifname.to_owned());
+    // The kernel creates the device in the namespace of the thread asking.
+    thread::spawn(move || {
+        let netns = std::fs::File::open(&path)?;
+        // SAFETY: setns(2) on an open namespace file; only this thread
+        // moves, and it ends here.
+        if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let tun = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")?;
+        let mut req = IfReq {
+            name: [0; 16],
+            flags: IFF_TUN | IFF_NO_PI,
+            _pad: [0; 22],
+        };
+        req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+        // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `req`
+        // lays out; `tun` is an open /dev/net/tun.
+        if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &mut req) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(tun)
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// A thread that copies packets between two TUN devices, both ways, until
+/// stopped.
+#[derive(Debug)]
+struct TunRelay {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl TunRelay {
+    fn start(a: std::fs::File, b: std::fs::File) -> TunRelay {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut ends = [a, b];
+            let mut buf = vec![0u8; 65_536];
+            while !flag.load(Ordering::Relaxed) {
+                let mut fds = [0, 1].map(|i| libc::pollfd {
+                    fd: ends[i].as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                // SAFETY: poll(2) on two open descriptors, for 50 ms at most.
+                if unsafe { libc::poll(fds.as_mut_ptr(), 2, 50) } <= 0 {
+                    continue;
+                }
+                for (from, to) in [(0, 1), (1, 0)] {
+                    let revents = fds[from].revents;
+                    if revents & libc::POLLIN != 0 {
+                        if let Ok(len) = ends[from].read(&mut buf) {
+                            let _ = ends[to].write(&buf[..len]);
+                        }
+                    } else if revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                        // The device is going away: do not spin until stopped.
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+        });
+        TunRelay {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// SIGKILLs every process whose network namespace is `ns` (only our own test
 /// processes ever run there) and waits up to 2 s for them to go.
 fn kill_all_in(ns: &str) {
@@ -322,7 +791,23 @@ fn cleanup_stale() {
             let _ = ip(["netns", "delete", name]);
         }
     }
+    // The /etc/netns/<name> directories of dead owners ([`Net::set_hosts`]).
+    let Ok(dirs) = std::fs::read_dir(ETC_NETNS) else {
+        return;
+    };
+    for entry in dirs.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name.to_str().and_then(stale_owner) else {
+            continue;
+        };
+        if owner != me && !std::path::Path::new(&format!("/proc/{owner}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
+
+/// Where `ip netns exec NAME` finds files to bind-mount over `/etc`.
+const ETC_NETNS: &str = "/etc/netns";
 
 /// For a name this harness would create, the PID that created it.
 fn stale_owner(name: &str) -> Option<u32> {
@@ -337,7 +822,19 @@ fn stale_owner(name: &str) -> Option<u32> {
     let is_host = role
         .strip_prefix('h')
         .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
-    (role == "sw" || is_host).then_some(pid)
+    // A [`Net`]'s namespaces: `n-` and a short lowercase name.
+    let is_net = role.strip_prefix("n-").is_some_and(valid_role);
+    (role == "sw" || is_host || is_net).then_some(pid)
+}
+
+/// A [`Net`] namespace's own part of the name: 1 to 12 lowercase letters
+/// and digits, starting with a letter.
+fn valid_role(role: &str) -> bool {
+    (1..=12).contains(&role.len())
+        && role.starts_with(|c: char| c.is_ascii_lowercase())
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// True when this process is root and can create namespaces, bridges and
@@ -494,5 +991,11 @@ mod tests {
         assert_eq!(super::stale_owner("shoal-12-3-probe"), None);
         assert_eq!(super::stale_owner("shoal-x-3-sw"), None);
         assert_eq!(super::stale_owner("other-12-3-sw"), None);
+        assert_eq!(super::stale_owner("shoal-12-3-n-lan"), Some(12));
+        assert_eq!(super::stale_owner("shoal-12-3-n-r1"), Some(12));
+        assert_eq!(super::stale_owner("shoal-12-3-n-"), None);
+        assert_eq!(super::stale_owner("shoal-12-3-n-1a"), None);
+        assert_eq!(super::stale_owner("shoal-12-3-n-a/b"), None);
+        assert_eq!(super::stale_owner("shoal-12-3-n-Lan"), None);
     }
 }
