@@ -25,6 +25,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use support::peer::{spawn_peer, Impl};
 use support::proc::dump_all;
 use support::{Host, Net, Proc, Segment};
@@ -58,8 +59,13 @@ fn node(host: &Host, id: &str, args: &[&str]) -> Proc {
 
 /// The ids `p` has added and not removed since.
 fn table(p: &Proc) -> BTreeSet<String> {
+    table_of(&p.lines())
+}
+
+/// The ids added and not removed since, in `lines`.
+fn table_of(lines: &[Value]) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
-    for line in p.lines() {
+    for line in lines {
         let Some(peer) = line["peer"].as_str() else {
             continue;
         };
@@ -91,7 +97,9 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 /// Waits until `p`'s table is exactly `want`.
 fn wait_table(p: &Proc, want: &[&str], all: &[&Proc]) {
     let want = set(want);
-    let ok = p.wait_until(|_| table(p) == want, STEP);
+    // The closure is given the lines under the Proc's lock: reading them
+    // again through `p` inside it would deadlock.
+    let ok = p.wait_until(|lines| table_of(lines) == want, STEP);
     assert!(
         ok,
         "{}: table {:?}, want {want:?}\n{}",
