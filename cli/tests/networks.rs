@@ -1,10 +1,18 @@
 //! The network flags every command shares (`--interface`, `--ipv6`,
 //! `--seed`, `--seed-refresh`, `--unicast-only`): how they parse, what
-//! `--help` says, and how a bad value is refused. Nothing here opens a
-//! socket: every run stops at the command line or the configuration,
-//! and each one passes `--loopback` or a loopback seed anyway.
+//! `--help` says, and how a bad value is refused: those runs stop at the
+//! command line or the configuration and open no socket (and pass
+//! `--loopback` anyway). Then `shoal nodes --seed` across a router, in
+//! namespaces (root only; skipped otherwise, see `require_netns!`).
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Net, Proc};
 
 /// `shoal args`, with the environment's network settings removed.
 fn shoal(args: &[&str]) -> Output {
@@ -75,4 +83,69 @@ fn help_explains_interfaces_and_seeds_with_examples() {
     for needle in ["--interface", "--seed", "--ipv6"] {
         assert!(help.contains(needle), "nodes -h lacks {needle}:\n{help}");
     }
+}
+
+/// Two subnets joined by a router that forwards unicast and no broadcast:
+/// `shoal nodes` on one side lists a node of the other side only with
+/// `--seed` pointing at it.
+#[test]
+fn nodes_with_a_seed_lists_a_node_behind_a_router() {
+    require_netns!();
+    let mut net = Net::new().expect("net");
+    let s1 = net.segment("s1").unwrap();
+    let s2 = net.segment("s2").unwrap();
+    let mut r = net.router("r").unwrap();
+    net.attach(&mut r, &s1, "eth1", &["10.250.1.254/24"])
+        .unwrap();
+    net.attach(&mut r, &s2, "eth2", &["10.250.2.254/24"])
+        .unwrap();
+    let mut near = net.host("near").unwrap();
+    net.attach(&mut near, &s1, "eth0", &["10.250.1.1/24"])
+        .unwrap();
+    net.route(&near, &["default", "via", "10.250.1.254"])
+        .unwrap();
+    let mut far = net.host("far").unwrap();
+    net.attach(&mut far, &s2, "eth0", &["10.250.2.1/24"])
+        .unwrap();
+    net.route(&far, &["default", "via", "10.250.2.254"])
+        .unwrap();
+
+    let port = "47871";
+    let listener = far.command(
+        env!("CARGO_BIN_EXE_shoal"),
+        ["--port", port, "--weight", "0.9", "listen", "jobs"],
+    );
+    let mut listener = Proc::spawn("far", listener).expect("spawn");
+    listener
+        .wait_event("listening", Duration::from_secs(10))
+        .expect("far listening");
+
+    let nodes = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec![
+            "--port", port, "nodes", "--format", "json", "--listen", "2000",
+        ];
+        args.extend_from_slice(extra);
+        let out = near
+            .run(env!("CARGO_BIN_EXE_shoal"), &args, Duration::from_secs(20))
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let far_addr = format!("10.250.2.1:{port}");
+    let without = nodes(&[]);
+    assert!(
+        without.iter().all(|n| n["addr"] != far_addr.as_str()),
+        "broadcast crossed the router: {without:#?}"
+    );
+    let seed = far_addr.clone();
+    let with = nodes(&["--seed", &seed]);
+    assert!(
+        with.iter().any(|n| n["addr"] == far_addr.as_str()),
+        "the seed was not listed: {with:#?}"
+    );
+    listener.terminate_cleanly(Duration::from_secs(10));
 }
