@@ -396,11 +396,9 @@ fn three_clusters(t: &ThreeInterfaces, a_args: &[&str]) -> Vec<Proc> {
     procs
 }
 
-#[test]
-fn three_interfaces_naming_the_lan_interface_sees_only_the_lan() {
-    require_netns!();
-    let t = three_interfaces();
-    let procs = three_clusters(&t, &["--interface", "lan0"]);
+/// `a` sees b and c only, its master is the LAN's (b), and it heard them
+/// on lan0 at its LAN address.
+fn only_the_lan(procs: &[Proc]) {
     let all: Vec<&Proc> = procs.iter().collect();
     let a = &procs[0];
     assert_eq!(ever_added(a), set(&["b", "c"]), "{}", dump_all(all.clone()));
@@ -410,38 +408,32 @@ fn three_interfaces_naming_the_lan_interface_sees_only_the_lan() {
         "{}",
         dump_all(all.clone())
     );
-    // Where a heard its peers: lan0, at its LAN address.
     for added in a.events("added") {
-        if !added["via"].is_null() {
-            assert_eq!(added["via"]["interface"], "lan0", "{added}");
-            assert_eq!(added["via"]["local"], "10.250.0.1", "{added}");
-        }
+        assert_eq!(added["via"]["interface"], "lan0", "{added}");
+        assert_eq!(added["via"]["local"], "10.250.0.1", "{added}");
     }
     assert_no_errors(&all);
+}
+
+#[test]
+fn three_interfaces_naming_the_lan_interface_sees_only_the_lan() {
+    require_netns!();
+    let t = three_interfaces();
+    let procs = three_clusters(&t, &["--interface", "lan0"]);
+    only_the_lan(&procs);
     drop(procs);
     drop(t);
 }
 
-/// The default choice takes every up, multicast-capable interface that is
-/// neither loopback nor point-to-point: lan0 and docker0 (a bridge looks
-/// like any LAN), not tun0. So `a` sees the LAN and the containers, and
-/// answers each on its own segment, but never the tunnel's `far`; and the
-/// two clusters stay apart: `a` does not relay one to the other.
+/// The default choice is the LAN: neither the point-to-point link (a
+/// VPN-like tunnel) nor a bridge whose ports are all virtual (docker0,
+/// virbr0, cni0: containers and VMs of this host, not the LAN).
 #[test]
-fn three_interfaces_default_choice_skips_the_point_to_point_link_and_keeps_the_clusters_apart() {
+fn three_interfaces_default_choice_sees_only_the_lan() {
     require_netns!();
     let t = three_interfaces();
     let procs = three_clusters(&t, &[]);
-    let all: Vec<&Proc> = procs.iter().collect();
-    let a = &procs[0];
-    let seen = ever_added(a);
-    assert!(
-        seen.is_superset(&set(&["b", "c"])),
-        "{}",
-        dump_all(all.clone())
-    );
-    assert!(!seen.contains("far"), "{}", dump_all(all.clone()));
-    assert_no_errors(&all);
+    only_the_lan(&procs);
     drop(procs);
     drop(t);
 }
@@ -737,9 +729,7 @@ fn ipv6_only(args: &[&str]) {
             let addr = added["peer_addr"].as_str().unwrap_or_default();
             assert!(addr.starts_with("[fe80::"), "a link-local peer: {added}");
             assert!(addr.ends_with(&format!("]:{PORT}")), "{added}");
-            if !added["via"].is_null() {
-                assert_eq!(added["via"]["interface"], "eth0", "{added}");
-            }
+            assert_eq!(added["via"]["interface"], "eth0", "{added}");
         }
     }
     for p in &procs {
@@ -911,9 +901,8 @@ fn an_interface_added_to_a_running_node_is_used_within_the_rescan_period_and_its
             .into_iter()
             .find(|v| v["peer"] == "b")
             .unwrap();
-        if !via["via"].is_null() {
-            assert_eq!(via["via"]["interface"], "lan1", "{via}");
-        }
+        assert_eq!(via["via"]["interface"], "lan1", "{via}");
+        assert_eq!(via["via"]["local"], "10.250.5.1", "{via}");
     }
 
     // The interface goes: b times out; c stays; a keeps working (a node
