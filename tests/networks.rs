@@ -630,6 +630,55 @@ fn two_subnets_become_one_cluster_through_one_seed_and_stay_one_when_it_dies() {
     assert_no_errors(&survivors);
 }
 
+/// A network without broadcast, as in a cloud VPC: every node is
+/// `--unicast-only` with the same seed (the seed node lists itself, which
+/// is fine). They form one cluster across the router, and a bystander on
+/// the cluster's port, which no node knows, receives nothing at all: not
+/// one broadcast.
+#[test]
+fn unicast_only_nodes_with_one_seed_form_one_cluster_and_send_no_broadcast() {
+    require_netns!();
+    let t = two_subnets();
+    let bystander = t
+        .h1b
+        .enter(|| {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            s
+        })
+        .unwrap();
+    let seed = format!("10.250.2.1:{PORT}");
+    let args =
+        |w: &'static str| ["--weight", w, "--unicast-only", "--seed", &seed].map(str::to_owned);
+    let procs = [
+        (&t.h2a, "h2a", args("0.9")),
+        (&t.h1a, "h1a", args("0.5")),
+        (&t.h2b, "h2b", args("0.1")),
+    ]
+    .map(|(host, id, a)| node(host, id, &a.iter().map(String::as_str).collect::<Vec<_>>()));
+    let all: Vec<&Proc> = procs.iter().collect();
+    let ids = ["h2a", "h1a", "h2b"];
+    for (i, p) in procs.iter().enumerate() {
+        let others: Vec<&str> = ids.iter().copied().filter(|&o| o != ids[i]).collect();
+        wait_table(p, &others, &all);
+    }
+    for p in &procs {
+        wait_master(p, "h2a", &all);
+    }
+    let quiet_until = Instant::now() + QUIET;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < quiet_until {
+        if let Ok((n, from)) = bystander.recv_from(&mut buf) {
+            panic!(
+                "the bystander got {n} bytes from {from}\n{}",
+                dump_all(all.clone())
+            );
+        }
+    }
+    assert_no_errors(&all);
+}
+
 // ---------------------------------------------------------------------
 // 3. IPv6 only.
 // ---------------------------------------------------------------------
