@@ -26,13 +26,14 @@
 //! `node` (our `--id`), `event` and `peer`: `start`, `config` (the
 //! discovery settings), `ready`, `added`, `removed`, `master`, `promotion`,
 //! `demotion`, `msg`, `send_start`, `send_done`, `stats`, `error`, `exit`
-//! (see tests/node/README.md), and for the registry (`--register
+//! (see tests/node/README.md; `added` says where the peer was heard, `via`,
+//! and an IPv6 link-local `peer_addr` shows its interface, `[fe80::1%eth0]:12345`), and for the registry (`--register
 //! kv@1.0.0:7000`) `registered`, `deregistered`, `reg_online`,
 //! `reg_updated`, `reg_offline` (with `id` and `reason`) or, with
 //! `--registry-quiet`, `reg_count`.
 
 use std::io::{BufWriter, Write};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -300,6 +301,18 @@ impl Out {
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(sink, "{}", Value::Object(line));
         let _ = sink.flush();
+    }
+}
+
+/// A peer's address as `ip:port`; an IPv6 link-local one with its scope
+/// as the interface's name when we know it (`[fe80::1%eth0]:12345`, which
+/// `ping` and `ssh` accept too), else as its number.
+fn peer_addr(peer: &Peer) -> String {
+    match (peer.addr, &peer.via) {
+        (SocketAddr::V6(v6), Some(via)) if v6.scope_id() != 0 && v6.scope_id() == via.index => {
+            format!("[{}%{}]:{}", v6.ip(), via.interface, v6.port())
+        }
+        (addr, _) => addr.to_string(),
     }
 }
 
@@ -585,13 +598,13 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
                 Event::Added(p) => o.emit(
                     "added",
                     peer_label(&p),
-                    json!({"peer_addr": p.addr.to_string(), "via": via(&p)}),
+                    json!({"peer_addr": peer_addr(&p), "via": via(&p)}),
                 ),
                 Event::Removed(p, why) => o.emit(
                     "removed",
                     peer_label(&p),
                     json!({
-                        "peer_addr": p.addr.to_string(),
+                        "peer_addr": peer_addr(&p),
                         "reason": match why {
                             Removal::Goodbye => "goodbye",
                             _ => "timeout",
@@ -601,7 +614,7 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
                 Event::Master(p) => o.emit(
                     "master",
                     peer_label(&p),
-                    json!({"peer_addr": p.addr.to_string()}),
+                    json!({"peer_addr": peer_addr(&p)}),
                 ),
                 Event::Promotion(_) => o.emit("promotion", None, json!({})),
                 Event::Demotion(_) => o.emit("demotion", None, json!({})),

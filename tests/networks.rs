@@ -776,8 +776,9 @@ fn ipv6_only(args: &[&str]) {
         wait_table(p, &others, &all);
         for added in p.events("added") {
             let addr = added["peer_addr"].as_str().unwrap_or_default();
+            // With its scope as the interface's name.
             assert!(addr.starts_with("[fe80::"), "a link-local peer: {added}");
-            assert!(addr.ends_with(&format!("]:{PORT}")), "{added}");
+            assert!(addr.ends_with(&format!("%eth0]:{PORT}")), "{added}");
             assert_eq!(added["via"]["interface"], "eth0", "{added}");
         }
     }
