@@ -3,13 +3,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 use std::hash::{BuildHasher, RandomState};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
 use crate::election::Rank;
+use crate::interface::Via;
 use crate::wire::envelope::HelloRef;
 
 /// A node's instance id: node-discovery's `iid`, 32 hex characters for
@@ -142,11 +143,24 @@ pub struct Peer {
     pub pid: String,
     /// The peer's host name, as it reported it.
     pub host_name: String,
-    /// Source address and port of its datagrams.
+    /// Source address and port of its datagrams. A peer heard over two
+    /// paths (IPv4 and IPv6, or two interfaces on one LAN) keeps the path
+    /// first heard while that path stays alive (heard within two of its
+    /// hello intervals), so this does not flap between them.
     pub addr: SocketAddr,
-    /// The interface and local address we last heard it on, when the
-    /// driver knows (it always does; a core fed by hand may not).
-    pub via: Option<crate::interface::Via>,
+    /// The interface and local address we heard it on (on the same path
+    /// as `addr`), when the driver knows (it always does; a core fed by
+    /// hand may not).
+    pub via: Option<Via>,
+    /// Where we reach it by unicast: the address its hello advertises
+    /// (see [`ConfigBuilder::advertise_addr`](crate::ConfigBuilder::advertise_addr))
+    /// with the port of `addr`, or `addr` itself.
+    pub(crate) target: SocketAddr,
+    /// When we last heard it on the path of `addr` and `via`.
+    pub(crate) path_heard: Instant,
+    /// The source address of its other path, if it has one we heard (a
+    /// dual-stack node): its registry datagrams may come either way.
+    pub(crate) alt_addr: Option<SocketAddr>,
     /// It says it is a master.
     pub is_master: bool,
     /// It may become a master.
@@ -211,7 +225,8 @@ impl fmt::Display for Peer {
         write_id(f, &self.id)?;
         f.write_str(" (")?;
         write_text(f, &self.host_name)?;
-        write!(f, " at {}", self.addr)?;
+        f.write_str(" at ")?;
+        write_addr(f, self.addr, self.via.as_ref())?;
         if self.is_master {
             f.write_str(", master")?;
         }
@@ -220,6 +235,35 @@ impl fmt::Display for Peer {
         }
         write!(f, ", weight {})", Weight(self.weight))
     }
+}
+
+/// Writes a peer's address: an IPv6 link-local one with its scope as the
+/// name of the interface it was heard on when that is known
+/// (`[fe80::1%eth0]:12345`), else as [`SocketAddrV6`] writes it
+/// (`[fe80::1%2]:12345`).
+pub(crate) fn write_addr(
+    f: &mut fmt::Formatter<'_>,
+    addr: SocketAddr,
+    via: Option<&Via>,
+) -> fmt::Result {
+    if let SocketAddr::V6(v6) = addr {
+        if let Some(name) = scope_name(&v6, via) {
+            f.write_char('[')?;
+            write!(f, "{}%", v6.ip())?;
+            write_text(f, name)?;
+            return write!(f, "]:{}", v6.port());
+        }
+    }
+    write!(f, "{addr}")
+}
+
+/// The name of the interface a link-local address's scope designates, if
+/// `via` is that interface (or the address carries no scope id).
+fn scope_name<'a>(v6: &SocketAddrV6, via: Option<&'a Via>) -> Option<&'a str> {
+    let link_local = v6.ip().segments()[0] & 0xffc0 == 0xfe80;
+    let via = via?;
+    let same = v6.scope_id() == 0 || v6.scope_id() == via.index;
+    (link_local && same && via.local.is_ipv6()).then_some(&*via.interface)
 }
 
 /// Every public field, except that the two `Instant`s, meaningless when
@@ -300,6 +344,8 @@ pub(crate) enum Observed {
     Known {
         was_master: bool,
         info_changed: bool,
+        /// Its address, path or unicast target changed.
+        moved: bool,
     },
     /// A known node's hello older than one already applied (reordered, or
     /// replayed): ignored entirely.
@@ -497,6 +543,7 @@ impl Membership {
         pid: &str,
         host_name: &str,
         from: SocketAddr,
+        via: Option<&Via>,
         hello: &HelloRef<'_>,
     ) -> (Observed, Option<&Peer>) {
         let announced = hello.interval.map(Duration::from_millis);
@@ -569,7 +616,23 @@ impl Membership {
                     });
                 }
             }
-            peer.addr = from;
+            // Stay on the path first heard while it is alive; take the
+            // new one when the old has been silent for two intervals.
+            let (old_addr, old_target) = (peer.addr, peer.target);
+            if peer.addr == from && peer.via.as_ref() == via {
+                peer.path_heard = now;
+            } else if now.saturating_duration_since(peer.path_heard)
+                > peer.hello_interval.saturating_mul(2)
+            {
+                peer.alt_addr = Some(peer.addr);
+                peer.addr = from;
+                peer.via = via.cloned();
+                peer.path_heard = now;
+            } else {
+                peer.alt_addr = Some(from);
+            }
+            peer.target = crate::unicast::target_of(peer.addr, &hello.address);
+            let moved = peer.addr != old_addr || peer.target != old_target;
             peer.is_master = hello.is_master;
             peer.is_master_eligible = hello.is_master_eligible;
             peer.weight = hello.weight;
@@ -589,6 +652,7 @@ impl Membership {
                 Observed::Known {
                     was_master,
                     info_changed,
+                    moved,
                 },
                 Some(peer),
             );
@@ -609,7 +673,10 @@ impl Membership {
             pid: pid.to_owned(),
             host_name: host_name.to_owned(),
             addr: from,
-            via: None,
+            via: via.cloned(),
+            target: crate::unicast::target_of(from, &hello.address),
+            path_heard: now,
+            alt_addr: None,
             is_master: hello.is_master,
             is_master_eligible: hello.is_master_eligible,
             weight: hello.weight,
@@ -691,6 +758,13 @@ impl Membership {
         self.deadlines.first().map(|(deadline, _)| *deadline)
     }
 
+    /// Whether `from` is where peer `id` sends from (on either of its paths).
+    pub(crate) fn is_at(&self, id: &str, from: SocketAddr) -> bool {
+        self.peers
+            .get(id)
+            .is_some_and(|p| p.addr == from || p.alt_addr == Some(from))
+    }
+
     pub(crate) fn get(&self, id: &str) -> Option<&Peer> {
         self.peers.get(id)
     }
@@ -725,7 +799,7 @@ pub(crate) fn observe_owned(
 ) -> (Observed, Option<Peer>) {
     let json = serde_json::value::to_raw_value(&hello).expect("hello encodes");
     let hello = crate::wire::envelope::decode_hello_ref(&json).expect("hello decodes");
-    let (o, p) = m.observe(now, id, pid, host_name, from, &hello);
+    let (o, p) = m.observe(now, id, pid, host_name, from, None, &hello);
     (o, p.cloned())
 }
 
@@ -746,6 +820,7 @@ mod tests {
             epoch: None,
             epoch_master: None,
             reg: None,
+            peers: None,
         }
     }
 
@@ -780,7 +855,8 @@ mod tests {
             o,
             Observed::Known {
                 was_master: false,
-                info_changed: false
+                info_changed: false,
+                moved: false
             }
         );
         assert!(p.unwrap().is_master);
@@ -806,7 +882,8 @@ mod tests {
             o,
             Observed::Known {
                 was_master: false,
-                info_changed: true
+                info_changed: true,
+                moved: false
             }
         );
         assert_eq!(m.get("a").unwrap().weight, 0.6);
@@ -886,6 +963,7 @@ mod lazy_index_tests {
             epoch: None,
             epoch_master: None,
             reg: None,
+            peers: None,
         };
         let mut now = t0;
         let mut refiled = 0;
@@ -935,6 +1013,7 @@ mod first_guess_tests {
             epoch: None,
             epoch_master: None,
             reg: None,
+            peers: None,
         };
         for (own, expect) in [(250, 250), (400, 400), (5000, 1000)] {
             let mut m = Membership::new(
@@ -982,6 +1061,7 @@ mod seq_tests {
             epoch: None,
             epoch_master: None,
             reg: None,
+            peers: None,
         };
         observe_owned(&mut m, t0, "a", "p", "h", addr, hello(1, "one"));
         observe_owned(&mut m, t0, "a", "p", "h", addr, hello(3, "three"));
@@ -1044,6 +1124,7 @@ mod master_index_tests {
             epoch: None,
             epoch_master: None,
             reg: None,
+            peers: None,
         }
     }
 
@@ -1249,6 +1330,7 @@ pub(crate) mod display_tests {
             epoch: None,
             epoch_master: None,
             reg: None,
+            peers: None,
         };
         let mut m = Membership::new(
             4,
