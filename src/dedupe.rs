@@ -31,6 +31,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::interface::Via;
+use crate::membership::NodeId;
 
 /// How long a datagram is remembered: copies over two paths of one LAN
 /// arrive within milliseconds of each other.
@@ -44,17 +45,20 @@ pub(crate) const CAPACITY: usize = 4096;
 pub(crate) struct PathDedupe {
     /// Keys the hashes (random per node, so a sender cannot aim collisions).
     keys: RandomState,
-    /// Datagram hash → (path hash, when it arrived).
-    seen: HashMap<u64, (u64, Instant)>,
+    /// Datagram hash → (path hash, when it arrived, the node whose hello
+    /// it carried).
+    seen: HashMap<u64, (u64, Instant, Option<NodeId>)>,
     /// Arrival order, for expiry.
     order: VecDeque<(Instant, u64)>,
 }
 
 /// What [`PathDedupe::check`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Check {
-    /// A copy of an accepted datagram that came by another path.
-    Duplicate,
+    /// A copy of an accepted datagram that came by another path, and the
+    /// node whose hello it carried, if it was one: that node is still
+    /// heard on this path.
+    Duplicate(Option<NodeId>),
     /// Not a duplicate: [`PathDedupe::remember`] it if it is accepted.
     New(Fingerprint),
 }
@@ -88,7 +92,9 @@ impl PathDedupe {
             .keys
             .hash_one((from, via.map(|v| (v.index, v.local))));
         match self.seen.get(&key) {
-            Some(&(first_path, _)) if first_path != path => Check::Duplicate,
+            Some((first_path, _, hello_of)) if *first_path != path => {
+                Check::Duplicate(hello_of.clone())
+            }
             _ => Check::New(Fingerprint {
                 datagram: key,
                 path,
@@ -96,13 +102,19 @@ impl PathDedupe {
         }
     }
 
-    /// Remembers an accepted datagram (checked at `now`).
-    pub(crate) fn remember(&mut self, now: Instant, fingerprint: Fingerprint) {
+    /// Remembers an accepted datagram (checked at `now`), and the node
+    /// whose hello it carried, if it was one.
+    pub(crate) fn remember(
+        &mut self,
+        now: Instant,
+        fingerprint: Fingerprint,
+        hello_of: Option<NodeId>,
+    ) {
         if self.order.len() >= CAPACITY {
             self.forget_oldest();
         }
         self.seen
-            .insert(fingerprint.datagram, (fingerprint.path, now));
+            .insert(fingerprint.datagram, (fingerprint.path, now, hello_of));
         self.order.push_back((now, fingerprint.datagram));
     }
 
@@ -116,9 +128,9 @@ impl PathDedupe {
         datagram: &[u8],
     ) -> bool {
         match self.check(now, from, via, datagram) {
-            Check::Duplicate => true,
+            Check::Duplicate(_) => true,
             Check::New(f) => {
-                self.remember(now, f);
+                self.remember(now, f, None);
                 false
             }
         }
@@ -136,7 +148,7 @@ impl PathDedupe {
     fn forget_oldest(&mut self) {
         if let Some((at, key)) = self.order.pop_front() {
             // Only if no later arrival of the same datagram refreshed it.
-            if self.seen.get(&key).is_some_and(|&(_, t)| t == at) {
+            if self.seen.get(&key).is_some_and(|&(_, t, _)| t == at) {
                 self.seen.remove(&key);
             }
         }

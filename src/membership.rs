@@ -758,6 +758,18 @@ impl Membership {
         self.deadlines.first().map(|(deadline, _)| *deadline)
     }
 
+    /// A copy of a hello of peer `id` arrived from `from` by `via` (and was
+    /// dropped as a duplicate): that path is alive.
+    pub(crate) fn heard_again(&mut self, now: Instant, id: &str, from: SocketAddr, via: Option<&Via>) {
+        if let Some(peer) = self.peers.get_mut(id) {
+            if peer.addr == from && peer.via.as_ref() == via {
+                peer.path_heard = now;
+            } else {
+                peer.alt_addr = Some(from);
+            }
+        }
+    }
+
     /// Whether `from` is where peer `id` sends from (on either of its paths).
     pub(crate) fn is_at(&self, id: &str, from: SocketAddr) -> bool {
         self.peers

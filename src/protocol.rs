@@ -141,6 +141,8 @@ pub struct Protocol {
     unicast: Unicast,
     /// Copies of one datagram that arrive by two paths.
     dedupe: PathDedupe,
+    /// The sender of the hello the datagram being handled carried, if any.
+    hello_from: Option<NodeId>,
 }
 
 /// Checks a channel name against the reserved names.
@@ -232,6 +234,7 @@ impl Protocol {
             ),
             unicast: Unicast::new(config),
             dedupe: PathDedupe::default(),
+            hello_from: None,
             config: config.clone(),
         }
     }
@@ -354,14 +357,20 @@ impl Protocol {
         self.stats.packets_in += 1;
         self.stats.bytes_in += datagram.len() as u64;
         let fingerprint = match self.dedupe.check(now, from, via, datagram) {
-            Check::Duplicate => {
+            Check::Duplicate(hello_of) => {
                 self.stats.dropped.duplicate += 1;
+                if let Some(id) = hello_of {
+                    // Its other path is alive too: keep it if it is the one
+                    // the peer is on.
+                    self.peers.heard_again(now, id.as_str(), from, via);
+                }
                 return;
             }
             Check::New(fingerprint) => fingerprint,
         };
         let mut incoming = Incoming::new(from, datagram);
         let mut accepted = false;
+        self.hello_from = None;
         while let Some(decoded) = self.codec.decode(now, &mut incoming) {
             match decoded {
                 Ok(Decoded::Message { bytes, sealed_by }) => {
@@ -384,7 +393,8 @@ impl Protocol {
         if accepted {
             // Only what authenticated and decoded: copies of a refused
             // datagram are refused (and counted) again.
-            self.dedupe.remember(now, fingerprint);
+            let hello_from = self.hello_from.take();
+            self.dedupe.remember(now, fingerprint, hello_from);
         }
     }
 
@@ -807,6 +817,7 @@ impl Protocol {
             } => (false, was_master, info_changed, moved),
         };
         let Some(peer) = peer else { return };
+        self.hello_from = Some(peer.id.clone());
         if new || moved {
             self.unicast
                 .peer_seen(&peer.id, peer.addr, peer.target, peer.via.as_ref());

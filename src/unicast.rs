@@ -30,7 +30,7 @@
 //! subnet that reaches one node of another by a seed thus makes all of
 //! them known to each other.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::ops::Bound;
@@ -122,12 +122,10 @@ pub(crate) struct Unicast {
     off_link: BTreeMap<SocketAddr, u32>,
     /// Learned addresses and until when each is kept.
     learned: HashMap<SocketAddr, Instant>,
-    /// The last off-link target the previous hello went to, when they do
-    /// not all fit: the next hello starts after it.
-    sent_up_to: Option<SocketAddr>,
-    /// Where the previous hello's window started (after this address):
-    /// other messages go where that hello went.
-    window_after: Option<SocketAddr>,
+    /// Where the rotation through off-link peers is, when they do not all fit.
+    peer_cursor: Cursor,
+    /// Where the rotation through unverified addresses is.
+    unverified_cursor: Cursor,
     /// The last one the previous hello listed, when they do not all fit.
     listed_up_to: Option<SocketAddr>,
 }
@@ -151,8 +149,8 @@ impl Unicast {
             live: HashMap::new(),
             off_link: BTreeMap::new(),
             learned: HashMap::new(),
-            sent_up_to: None,
-            window_after: None,
+            peer_cursor: Cursor::default(),
+            unverified_cursor: Cursor::default(),
             listed_up_to: None,
         }
     }
@@ -294,8 +292,14 @@ impl Unicast {
     }
 
     /// The addresses to send the next datagram for the cluster to, at most
-    /// the limit. `hello` moves the rotation on (a hello), or not (another
+    /// the limit. `hello` moves the rotations on (a hello), or not (another
     /// message goes where the latest hello went).
+    ///
+    /// When live off-link peers alone would fill the limit, a quarter of it
+    /// (at least one address when the limit is 2 or more) is kept for the
+    /// unverified addresses (seeds not heard, learned addresses): without
+    /// that, a node whose limit is full of peers would never reach the
+    /// others, nor they it.
     pub(crate) fn targets(&mut self, now: Instant, hello: bool) -> Vec<SocketAddr> {
         if hello {
             self.expire(now);
@@ -303,42 +307,43 @@ impl Unicast {
         if self.is_idle() {
             return Vec::new();
         }
-        let mut out: Vec<SocketAddr> = Vec::with_capacity(self.off_link.len().min(self.max));
-        if self.off_link.len() <= self.max {
-            out.extend(self.off_link.keys().copied().filter(|a| !self.is_own(*a)));
-        } else {
-            let after = if hello {
-                self.window_after = self.sent_up_to;
-                self.sent_up_to
-            } else {
-                self.window_after
-            };
-            out.extend(
-                rotation(&self.off_link, after)
-                    .filter(|a| !self.is_own(*a))
-                    .take(self.max),
-            );
-            if hello {
-                self.sent_up_to = out.last().copied();
-            }
-        }
-        if out.len() >= self.max {
-            return out;
-        }
-        let mut taken: HashSet<SocketAddr> = HashSet::new();
-        let extra = self
+        let mut unverified: Vec<SocketAddr> = self
             .seeds
             .iter()
             .chain(self.learned.keys())
             .copied()
-            .filter(|a| !self.is_own(*a) && !self.live.contains_key(a));
-        for addr in extra {
-            if out.len() >= self.max {
-                break;
-            }
-            if taken.insert(addr) {
-                out.push(addr);
-            }
+            .filter(|a| !self.is_own(*a) && !self.live.contains_key(a))
+            .collect();
+        unverified.sort_unstable();
+        unverified.dedup();
+        let reserve = if self.max >= 2 { (self.max / 4).max(1) } else { 0 };
+        let peer_slots = self.max - reserve.min(unverified.len());
+        let mut out: Vec<SocketAddr> = Vec::with_capacity(self.max.min(self.off_link.len() + unverified.len()));
+        if self.off_link.len() <= peer_slots {
+            out.extend(self.off_link.keys().copied().filter(|a| !self.is_own(*a)));
+        } else {
+            let after = self.peer_cursor.start(hello);
+            out.extend(
+                rotation(&self.off_link, after)
+                    .filter(|a| !self.is_own(*a))
+                    .take(peer_slots),
+            );
+            self.peer_cursor.advance(hello, out.last().copied());
+        }
+        let room = self.max - out.len();
+        if unverified.len() <= room {
+            out.extend(unverified);
+        } else {
+            let after = self.unverified_cursor.start(hello);
+            let at = after.map_or(0, |a| unverified.partition_point(|x| *x <= a));
+            let window: Vec<SocketAddr> = unverified[at..]
+                .iter()
+                .chain(&unverified[..at])
+                .copied()
+                .take(room)
+                .collect();
+            self.unverified_cursor.advance(hello, window.last().copied());
+            out.extend(window);
         }
         out
     }
@@ -364,6 +369,31 @@ impl Unicast {
             return None;
         }
         Some(chosen.into_iter().map(|a| Listed(a).to_string()).collect())
+    }
+}
+
+/// A rotation's place: each hello's window starts after the last address
+/// of the previous one; other messages go to the latest hello's window.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cursor {
+    /// Where the next hello's window starts (after this address).
+    next: Option<SocketAddr>,
+    /// Where the latest hello's window started.
+    current: Option<SocketAddr>,
+}
+
+impl Cursor {
+    fn start(&mut self, hello: bool) -> Option<SocketAddr> {
+        if hello {
+            self.current = self.next;
+        }
+        self.current
+    }
+
+    fn advance(&mut self, hello: bool, last: Option<SocketAddr>) {
+        if hello {
+            self.next = last;
+        }
     }
 }
 
