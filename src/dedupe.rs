@@ -24,6 +24,12 @@
 //! sealed datagram (sender, counter) makes those unique, and the tail of a
 //! sealed one is its authentication tag. Memory is bounded: at most
 //! [`CAPACITY`] datagrams are remembered, the oldest forgotten first.
+//!
+//! It costs a hash and a table update per datagram, so it stays off (and
+//! the receive path as it was) until two paths are possible: the node was
+//! given two interface addresses or more, or it saw a sign of a second
+//! path (a hello from a known peer by another path, or a replayed sealed
+//! datagram, which is what a second copy looks like before this is on).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
@@ -34,8 +40,10 @@ use crate::interface::Via;
 use crate::membership::NodeId;
 
 /// How long a datagram is remembered: copies over two paths of one LAN
-/// arrive within milliseconds of each other.
-pub(crate) const WINDOW: Duration = Duration::from_secs(1);
+/// arrive within milliseconds of each other (a busy Wi-Fi link may add a
+/// hundred). Short, so that a replay from another address after that is
+/// still seen, and counted, as a replay.
+pub(crate) const WINDOW: Duration = Duration::from_millis(500);
 
 /// At most this many datagrams are remembered (about 100 kB).
 pub(crate) const CAPACITY: usize = 4096;
@@ -43,6 +51,8 @@ pub(crate) const CAPACITY: usize = 4096;
 /// See the [module docs](self).
 #[derive(Debug, Default)]
 pub(crate) struct PathDedupe {
+    /// Whether it is in use (see the module docs).
+    on: bool,
     /// Keys the hashes (random per node, so a sender cannot aim collisions).
     keys: RandomState,
     /// Datagram hash → (path hash, when it arrived, the node whose hello
@@ -71,6 +81,16 @@ pub(crate) struct Fingerprint {
 }
 
 impl PathDedupe {
+    /// Starts checking datagrams: a second path is possible.
+    pub(crate) fn turn_on(&mut self) {
+        self.on = true;
+    }
+
+    /// Whether it checks datagrams.
+    pub(crate) fn is_on(&self) -> bool {
+        self.on
+    }
+
     /// Whether `datagram`, from `from` by `via`, is a copy of an accepted
     /// one that came by another path within the window.
     pub(crate) fn check(
@@ -84,13 +104,13 @@ impl PathDedupe {
         let key = {
             let mut h = self.keys.build_hasher();
             let head = datagram.get(..64).unwrap_or(datagram);
-            let tail = datagram.get(datagram.len().saturating_sub(16)..).unwrap_or_default();
+            let tail = datagram
+                .get(datagram.len().saturating_sub(16)..)
+                .unwrap_or_default();
             (datagram.len(), head, tail).hash(&mut h);
             h.finish()
         };
-        let path = self
-            .keys
-            .hash_one((from, via.map(|v| (v.index, v.local))));
+        let path = self.keys.hash_one((from, via.map(|v| (v.index, v.local))));
         match self.seen.get(&key) {
             Some((first_path, _, hello_of)) if *first_path != path => {
                 Check::Duplicate(hello_of.clone())
@@ -168,6 +188,7 @@ mod tests {
     fn a_copy_by_another_path_is_a_duplicate_and_by_the_same_path_is_not() {
         let t0 = Instant::now();
         let mut d = PathDedupe::default();
+        d.turn_on();
         let v4: SocketAddr = "10.0.0.2:12345".parse().unwrap();
         let v6: SocketAddr = "[fe80::2%2]:12345".parse().unwrap();
         let eth0 = Via::new("eth0", 2, "10.0.0.1".parse().unwrap());

@@ -760,7 +760,13 @@ impl Membership {
 
     /// A copy of a hello of peer `id` arrived from `from` by `via` (and was
     /// dropped as a duplicate): that path is alive.
-    pub(crate) fn heard_again(&mut self, now: Instant, id: &str, from: SocketAddr, via: Option<&Via>) {
+    pub(crate) fn heard_again(
+        &mut self,
+        now: Instant,
+        id: &str,
+        from: SocketAddr,
+        via: Option<&Via>,
+    ) {
         if let Some(peer) = self.peers.get_mut(id) {
             if peer.addr == from && peer.via.as_ref() == via {
                 peer.path_heard = now;

@@ -49,6 +49,7 @@ use crate::wire::envelope::{self, Hello, HelloRef};
 use crate::wire::fast_hello;
 use crate::wire::{DecodeError, EnvelopeError};
 use crate::Error;
+use crate::SecureError;
 
 /// Event names that cannot be used as channels: node-discovery's six, and
 /// shoal's goodbye and registry.
@@ -356,17 +357,20 @@ impl Protocol {
     ) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += datagram.len() as u64;
-        let fingerprint = match self.dedupe.check(now, from, via, datagram) {
-            Check::Duplicate(hello_of) => {
-                self.stats.dropped.duplicate += 1;
-                if let Some(id) = hello_of {
-                    // Its other path is alive too: keep it if it is the one
-                    // the peer is on.
-                    self.peers.heard_again(now, id.as_str(), from, via);
+        let fingerprint = match self.dedupe.is_on() {
+            false => None,
+            true => match self.dedupe.check(now, from, via, datagram) {
+                Check::Duplicate(hello_of) => {
+                    self.stats.dropped.duplicate += 1;
+                    if let Some(id) = hello_of {
+                        // Its other path is alive too: keep it if it is the
+                        // one the peer is on.
+                        self.peers.heard_again(now, id.as_str(), from, via);
+                    }
+                    return;
                 }
-                return;
-            }
-            Check::New(fingerprint) => fingerprint,
+                Check::New(fingerprint) => Some(fingerprint),
+            },
         };
         let mut incoming = Incoming::new(from, datagram);
         let mut accepted = false;
@@ -380,6 +384,10 @@ impl Protocol {
                 Ok(Decoded::Pending) => accepted = true,
                 Ok(Decoded::Own) => self.stats.dropped.own += 1,
                 Err(error) => {
+                    if matches!(error, DecodeError::Secure(SecureError::Replay)) {
+                        // Perhaps the copy of a datagram by a second path.
+                        self.dedupe.turn_on();
+                    }
                     if let Some(key_id) = self.codec.auth_failure(datagram, &error) {
                         let event = self
                             .unauthenticated
@@ -390,10 +398,10 @@ impl Protocol {
                 }
             }
         }
-        if accepted {
+        let hello_from = self.hello_from.take();
+        if let (true, Some(fingerprint)) = (accepted, fingerprint) {
             // Only what authenticated and decoded: copies of a refused
             // datagram are refused (and counted) again.
-            let hello_from = self.hello_from.take();
             self.dedupe.remember(now, fingerprint, hello_from);
         }
     }
@@ -418,6 +426,10 @@ impl Protocol {
     pub fn set_interfaces(&mut self, now: Instant, interfaces: &[Interface]) {
         let _ = now;
         self.unicast.set_interfaces(interfaces);
+        if interfaces.len() > 1 {
+            // Copies of one datagram may come by two of them.
+            self.dedupe.turn_on();
+        }
     }
 
     /// Tells the core the seeds' addresses (after each resolution of their
@@ -808,7 +820,13 @@ impl Protocol {
             Observed::BadInfo => {
                 return self.drop_packet(from, DecodeError::Envelope(EnvelopeError::BadInfo));
             }
-            Observed::Stale => return,
+            Observed::Stale => {
+                if peer.is_some_and(|p| p.addr != from || p.via.as_ref() != via) {
+                    // The copy of a hello by a second path.
+                    self.dedupe.turn_on();
+                }
+                return;
+            }
             Observed::New => (true, false, false, false),
             Observed::Known {
                 was_master,
@@ -817,7 +835,13 @@ impl Protocol {
             } => (false, was_master, info_changed, moved),
         };
         let Some(peer) = peer else { return };
-        self.hello_from = Some(peer.id.clone());
+        if self.dedupe.is_on() {
+            self.hello_from = Some(peer.id.clone());
+        }
+        if peer.addr != from || peer.via.as_ref() != via {
+            // Heard by a second path (and kept on the first).
+            self.dedupe.turn_on();
+        }
         if new || moved {
             self.unicast
                 .peer_seen(&peer.id, peer.addr, peer.target, peer.via.as_ref());

@@ -105,10 +105,10 @@ pub struct Drops {
     /// address).
     pub registry_unknown: u64,
     /// Benign: a copy of a datagram that already arrived by another path
-    /// within the last second (a node heard over IPv4 and IPv6, or over two
+    /// within the last half second (a node heard over IPv4 and IPv6, or over two
     /// interfaces, or a seed hearing both our broadcast and our unicast).
     /// Dropped so that a message is handled once; not a sign of attack,
-    /// though a replay from another address within that second lands here
+    /// though a replay from another address within that time lands here
     /// rather than in `replay`.
     pub duplicate: u64,
 }

@@ -186,7 +186,13 @@ impl Unicast {
     }
 
     /// A live peer, new or whose path or target changed.
-    pub(crate) fn peer_seen(&mut self, id: &NodeId, source: SocketAddr, target: SocketAddr, via: Option<&Via>) {
+    pub(crate) fn peer_seen(
+        &mut self,
+        id: &NodeId,
+        source: SocketAddr,
+        target: SocketAddr,
+        via: Option<&Via>,
+    ) {
         self.peer_gone(id.as_str());
         let path = PeerPath {
             source,
@@ -223,7 +229,11 @@ impl Unicast {
         };
         match path.source {
             SocketAddr::V6(v6) if is_link_local(v6.ip()) => {
-                let scope = if v6.scope_id() != 0 { v6.scope_id() } else { path.index };
+                let scope = if v6.scope_id() != 0 {
+                    v6.scope_id()
+                } else {
+                    path.index
+                };
                 interfaces
                     .iter()
                     .any(|i| i.addr.is_ipv6() && (scope == 0 || i.index == scope))
@@ -316,9 +326,14 @@ impl Unicast {
             .collect();
         unverified.sort_unstable();
         unverified.dedup();
-        let reserve = if self.max >= 2 { (self.max / 4).max(1) } else { 0 };
+        let reserve = if self.max >= 2 {
+            (self.max / 4).max(1)
+        } else {
+            0
+        };
         let peer_slots = self.max - reserve.min(unverified.len());
-        let mut out: Vec<SocketAddr> = Vec::with_capacity(self.max.min(self.off_link.len() + unverified.len()));
+        let mut out: Vec<SocketAddr> =
+            Vec::with_capacity(self.max.min(self.off_link.len() + unverified.len()));
         if self.off_link.len() <= peer_slots {
             out.extend(self.off_link.keys().copied().filter(|a| !self.is_own(*a)));
         } else {
@@ -342,7 +357,8 @@ impl Unicast {
                 .copied()
                 .take(room)
                 .collect();
-            self.unverified_cursor.advance(hello, window.last().copied());
+            self.unverified_cursor
+                .advance(hello, window.last().copied());
             out.extend(window);
         }
         out
@@ -524,5 +540,205 @@ impl Visitor<'_> for EntryVisitor {
         } else {
             None
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_owned()).unwrap()
+    }
+
+    fn set(config: crate::ConfigBuilder) -> Unicast {
+        let mut u = Unicast::new(&config.build().unwrap());
+        u.set_interfaces(&[Interface::new("eth0", 2, "10.0.1.5".parse().unwrap(), 24)]);
+        u
+    }
+
+    #[test]
+    fn usable_addresses_are_unicast_ones() {
+        let lan: IpAddr = "10.0.1.9".parse().unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        for ok in ["10.0.2.1", "192.0.2.1", "2001:db8::1", "fd00::1"] {
+            assert!(usable(ok.parse().unwrap(), lan), "{ok}");
+        }
+        for bad in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "255.255.255.255",
+            "224.0.0.1",
+            "239.1.2.3",
+            "::",
+            "ff02::1",
+            "fe80::1",
+            "127.0.0.1",
+            "::1",
+        ] {
+            assert!(!usable(bad.parse().unwrap(), lan), "{bad}");
+        }
+        // Loopback only from loopback (a test cluster on one host).
+        assert!(usable("127.0.0.2".parse().unwrap(), lo));
+    }
+
+    #[test]
+    fn the_target_is_the_advertised_address_with_the_source_port() {
+        let from = sa("10.0.0.2:40000");
+        assert_eq!(target_of(from, "127.0.0.1"), from);
+        assert_eq!(target_of(from, "203.0.113.9"), sa("203.0.113.9:40000"));
+        assert_eq!(target_of(from, "2001:db8::9"), sa("[2001:db8::9]:40000"));
+        for bad in [
+            "",
+            "x",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "fe80::1",
+            &"1".repeat(100),
+        ] {
+            assert_eq!(target_of(from, bad), from, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_peers_field_is_read_with_bounds() {
+        // The first 16 entries at most, the rest skipped.
+        let many: Vec<String> = (1..=1000)
+            .map(|i| format!("\"10.9.{}.{}:1\"", i / 250, i % 250 + 1))
+            .collect();
+        let got = parse_listed(&raw(&format!("[{}]", many.join(","))));
+        assert_eq!(got.len(), MAX_LISTED);
+        assert_eq!(got[0], sa("10.9.0.2:1"));
+        // Entries that do not parse are skipped; anything but an array of
+        // strings is no list.
+        let long = format!("\"{}\"", "1".repeat(5000));
+        let got = parse_listed(&raw(&format!(
+            r#"["x","","999.1.1.1:1",{long},"[2001:db8::1]:5","10.0.0.1:7"]"#
+        )));
+        assert_eq!(got, vec![sa("[2001:db8::1]:5"), sa("10.0.0.1:7")]);
+        for not_a_list in [
+            "null",
+            "17",
+            r#""10.0.0.1:7""#,
+            r#"{"a":"10.0.0.1:7"}"#,
+            "[1,2]",
+            r#"[["10.0.0.1:7"]]"#,
+            r#"["10.0.0.1:7",null]"#,
+        ] {
+            assert!(parse_listed(&raw(not_a_list)).is_empty(), "{not_a_list}");
+        }
+    }
+
+    #[test]
+    fn learned_addresses_are_checked_bounded_and_expire() {
+        let t0 = Instant::now();
+        let mut u = set(crate::Config::builder()
+            .max_unicast_peers(4)
+            .seeds(["10.0.7.7:12345"]));
+        let from = sa("10.0.3.3:12345");
+        let listed = raw(
+            r#"["10.0.1.5:12345","10.0.1.9:12345","10.0.1.255:12345","10.0.7.7:12345","10.0.8.1:12345","10.0.8.1:12345","127.0.0.1:1","10.0.8.2:12345","10.0.8.3:12345","10.0.8.4:12345","10.0.8.5:12345"]"#,
+        );
+        u.learn(t0, from, &listed);
+        // Ours, on our subnet, its broadcast, a seed, loopback: skipped;
+        // then at most the limit.
+        assert_eq!(u.learned.len(), 4);
+        assert!(u
+            .learned
+            .keys()
+            .all(|a| a.ip().to_string().starts_with("10.0.8.")));
+        let targets = u.targets(t0, true);
+        assert_eq!(targets.len(), 4, "{targets:?}");
+        // Not listed again for a node timeout: forgotten.
+        let later = t0 + crate::Config::default().node_timeout() + Duration::from_millis(1);
+        assert_eq!(u.targets(later, true), vec![sa("10.0.7.7:12345")]);
+        assert!(u.learned.is_empty());
+    }
+
+    #[test]
+    fn off_link_peers_come_first_and_rotate_when_over_the_limit() {
+        let t0 = Instant::now();
+        let mut u = set(crate::Config::builder().max_unicast_peers(4));
+        // Four on-link peers: no unicast, nothing listed.
+        for n in 1..=4u8 {
+            let a = SocketAddr::from(([10, 0, 1, 10 + n], 12345));
+            u.peer_seen(&NodeId::new(&format!("on{n}")), a, a, None);
+        }
+        assert!(u.targets(t0, true).is_empty());
+        assert_eq!(u.listed(), None);
+        // Ten off-link peers, limit 4: each hello the next 4, all in 3 hellos.
+        for n in 1..=10u8 {
+            let a = SocketAddr::from(([10, 0, 2, n], 12345));
+            u.peer_seen(&NodeId::new(&format!("off{n}")), a, a, None);
+        }
+        let mut reached = std::collections::HashSet::new();
+        for _ in 0..3 {
+            let t = u.targets(t0, true);
+            assert_eq!(t.len(), 4);
+            // A message goes where the latest hello went.
+            assert_eq!(u.targets(t0, false), t);
+            reached.extend(t);
+        }
+        assert_eq!(reached.len(), 10);
+        let listed = u.listed().unwrap();
+        assert_eq!(listed.len(), 10);
+        assert!(listed.contains(&"10.0.2.1:12345".to_owned()));
+        // A peer that leaves is no longer sent to.
+        u.peer_gone("off1");
+        assert!((0..5).all(|_| !u.targets(t0, true).contains(&sa("10.0.2.1:12345"))));
+        // unicast_only: every peer is off-link.
+        let mut only = set(crate::Config::builder().unicast_only(true));
+        let a = sa("10.0.1.11:12345");
+        only.peer_seen(&NodeId::new("x"), a, a, None);
+        assert_eq!(only.targets(t0, true), vec![a]);
+    }
+
+    #[test]
+    fn seeds_are_sent_to_until_heard_and_never_our_own() {
+        let t0 = Instant::now();
+        let mut u =
+            set(crate::Config::builder().seeds(["10.0.1.5:12345", "10.0.2.1:12345", "10.0.1.7"]));
+        // Ours (10.0.1.5 with our port) is skipped; a seed on our subnet is
+        // still sent to until heard (the network may carry no broadcast).
+        assert_eq!(
+            u.targets(t0, true),
+            vec![sa("10.0.1.7:12345"), sa("10.0.2.1:12345")]
+        );
+        let seed = sa("10.0.2.1:12345");
+        u.peer_seen(&NodeId::new("s"), seed, seed, None);
+        // Heard: now it is an off-link peer, sent to once.
+        assert_eq!(u.targets(t0, true), vec![seed, sa("10.0.1.7:12345")]);
+        let near = sa("10.0.1.7:12345");
+        u.peer_seen(&NodeId::new("n"), near, near, None);
+        // Heard on our subnet: it hears our broadcast.
+        assert_eq!(u.targets(t0, true), vec![seed]);
+        // set_seeds replaces them and says whether one is new.
+        assert!(!u.set_seeds(&[seed]));
+        assert!(u.set_seeds(&[sa("10.0.3.1:12345")]));
+    }
+
+    #[test]
+    fn link_local_peers_are_on_link_by_their_scope_and_never_listed() {
+        let t0 = Instant::now();
+        let mut u = Unicast::new(&crate::Config::builder().build().unwrap());
+        u.set_interfaces(&[
+            Interface::new("eth0", 2, "10.0.1.5".parse().unwrap(), 24),
+            Interface::new("eth0", 2, "fe80::5".parse().unwrap(), 64),
+        ]);
+        let eth0 = sa("[fe80::9%2]:12345");
+        let eth1 = sa("[fe80::9%3]:12345");
+        u.peer_seen(&NodeId::new("a"), eth0, eth0, None);
+        assert!(u.targets(t0, true).is_empty());
+        u.peer_seen(&NodeId::new("b"), eth1, eth1, None);
+        assert_eq!(u.targets(t0, true), vec![eth1]);
+        assert_eq!(u.listed(), None);
+        let global = sa("[2001:db8::9]:12345");
+        u.peer_seen(&NodeId::new("c"), global, global, None);
+        assert_eq!(u.listed(), Some(vec!["[2001:db8::9]:12345".to_owned()]));
     }
 }

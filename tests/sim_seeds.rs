@@ -86,7 +86,12 @@ fn two_subnets_are_two_clusters_without_seeds() {
     net.run_for(secs(10.0));
     assert_eq!(net.masters().len(), 2, "{}", describe(&net));
     for i in live(&net) {
-        assert_eq!(net.node(i).protocol.peers().count(), 3, "{}", describe(&net));
+        assert_eq!(
+            net.node(i).protocol.peers().count(),
+            3,
+            "{}",
+            describe(&net)
+        );
         // Nothing but hellos to the subnet: no unicast at all.
         assert_eq!(net.node(i).protocol.stats().dropped.duplicate, 0);
     }
@@ -257,10 +262,14 @@ fn a_channel_message_crosses_subnets_once() {
     }
     assert!(net.run_until(secs(5.0), one_cluster), "{}", describe(&net));
     let now = net.now();
-    net.protocol_mut(0).send(now, "jobs", &json!({"n": 1})).unwrap();
+    net.protocol_mut(0)
+        .send(now, "jobs", &json!({"n": 1}))
+        .unwrap();
     net.poll(0);
     let now = net.now();
-    net.protocol_mut(5).send(now, "jobs", &json!({"n": 2})).unwrap();
+    net.protocol_mut(5)
+        .send(now, "jobs", &json!({"n": 2}))
+        .unwrap();
     net.poll(5);
     net.run_for(secs(1.0));
     for i in 0..6 {
@@ -325,8 +334,14 @@ fn a_dual_stack_node_is_one_peer_and_each_datagram_counts_once() {
             ],
         );
         b.join("jobs").unwrap();
-        let v4 = (addr("10.0.0.2:12345"), Via::new("eth0", 2, "10.0.0.1".parse().unwrap()));
-        let v6 = (addr("[fe80::2%2]:12345"), Via::new("eth0", 2, "fe80::1".parse().unwrap()));
+        let v4 = (
+            addr("10.0.0.2:12345"),
+            Via::new("eth0", 2, "10.0.0.1".parse().unwrap()),
+        );
+        let v6 = (
+            addr("[fe80::2%2]:12345"),
+            Via::new("eth0", 2, "fe80::1".parse().unwrap()),
+        );
         let interval = config.hello_interval();
         let mut now = t0;
         // 20 hellos, the copies in either order.
@@ -346,7 +361,10 @@ fn a_dual_stack_node_is_one_peer_and_each_datagram_counts_once() {
         // The first path heard stays while it lives.
         assert_eq!(peer.addr, v6.0, "secure {secure}");
         assert_eq!(peer.via.as_ref(), Some(&v6.1));
-        assert!(peer.to_string().contains("at [fe80::2%eth0]:12345"), "{peer}");
+        assert!(
+            peer.to_string().contains("at [fe80::2%eth0]:12345"),
+            "{peer}"
+        );
         let d = &b.stats().dropped;
         assert_eq!(d.duplicate, 20, "secure {secure}: {d:?}");
         assert_eq!(d.replay + d.auth_failed + d.unknown_key, 0, "{d:?}");
@@ -361,9 +379,18 @@ fn a_dual_stack_node_is_one_peer_and_each_datagram_counts_once() {
             }
         }
         let events: Vec<Event> = std::iter::from_fn(|| b.poll_event()).collect();
-        let added = events.iter().filter(|e| matches!(e, Event::Added(_))).count();
-        let updated = events.iter().filter(|e| matches!(e, Event::Updated(_))).count();
-        let messages = events.iter().filter(|e| matches!(e, Event::Message(_))).count();
+        let added = events
+            .iter()
+            .filter(|e| matches!(e, Event::Added(_)))
+            .count();
+        let updated = events
+            .iter()
+            .filter(|e| matches!(e, Event::Updated(_)))
+            .count();
+        let messages = events
+            .iter()
+            .filter(|e| matches!(e, Event::Message(_)))
+            .count();
         assert_eq!((added, updated, messages), (1, 0, 2), "{events:?}");
 
         // The IPv6 path dies: after two intervals of silence on it, the
@@ -378,7 +405,11 @@ fn a_dual_stack_node_is_one_peer_and_each_datagram_counts_once() {
         }
         let peer = b.peers().next().unwrap();
         assert_eq!(peer.addr, v4.0);
-        assert_eq!(peer.to_string().contains("at 10.0.0.2:12345"), true, "{peer}");
+        assert_eq!(
+            peer.to_string().contains("at 10.0.0.2:12345"),
+            true,
+            "{peer}"
+        );
         assert_eq!(std::iter::from_fn(|| b.poll_event()).count(), 0);
     }
 }
@@ -433,7 +464,10 @@ fn an_advertised_address_is_sent_and_used_as_the_unicast_target() {
     // address with the source port; its table shows the source address.
     let config = cfg().weight(0.1).build().unwrap();
     let mut b = Protocol::new(&config, sender('b'), t0, 2);
-    b.set_interfaces(t0, &[Interface::new("eth0", 2, "10.0.1.1".parse().unwrap(), 24)]);
+    b.set_interfaces(
+        t0,
+        &[Interface::new("eth0", 2, "10.0.1.1".parse().unwrap(), 24)],
+    );
     let from = addr("192.0.2.77:40000");
     b.handle_datagram(t0, from, &hello);
     assert_eq!(b.peers().next().unwrap().addr, from);
@@ -486,15 +520,34 @@ fn hostile_peers_lists_are_bounded_and_never_panic() {
     let t0 = Instant::now();
     let config = cfg().weight(0.5).max_unicast_peers(LIMIT).build().unwrap();
     let mut node = Protocol::new(&config, sender('a'), t0, 1);
-    node.set_interfaces(t0, &[Interface::new("eth0", 2, "10.0.1.5".parse().unwrap(), 24)]);
-    let many: Vec<String> = (0..1000).map(|i| format!("10.9.{}.{}:12345", i / 250, i % 250 + 1)).collect();
+    node.set_interfaces(
+        t0,
+        &[Interface::new("eth0", 2, "10.0.1.5".parse().unwrap(), 24)],
+    );
+    let many: Vec<String> = (0..1000)
+        .map(|i| format!("10.9.{}.{}:12345", i / 250, i % 250 + 1))
+        .collect();
     let long = "1".repeat(5000);
     let lists = [
         json!(many),
-        json!(["0.0.0.0:12345", "224.0.0.1:12345", "255.255.255.255:12345", "10.0.1.255:12345",
-               "[ff02::1]:12345", "[::]:12345", "[fe80::1%2]:12345", "127.0.0.1:12345",
-               "10.0.1.5:12345", "10.0.1.77:12345", "0.1.2.3:12345", "10.9.9.9:0",
-               "999.1.1.1:1", "x", "", long]),
+        json!([
+            "0.0.0.0:12345",
+            "224.0.0.1:12345",
+            "255.255.255.255:12345",
+            "10.0.1.255:12345",
+            "[ff02::1]:12345",
+            "[::]:12345",
+            "[fe80::1%2]:12345",
+            "127.0.0.1:12345",
+            "10.0.1.5:12345",
+            "10.0.1.77:12345",
+            "0.1.2.3:12345",
+            "10.9.9.9:0",
+            "999.1.1.1:1",
+            "x",
+            "",
+            long
+        ]),
         json!([1, 2, 3]),
         json!([["10.9.9.9:1"]]),
         json!({"a": "10.9.9.9:1"}),
@@ -517,16 +570,27 @@ fn hostile_peers_lists_are_bounded_and_never_panic() {
     }
     // The second list held nothing usable.
     let mut fresh = Protocol::new(&config, sender('a'), t0, 1);
-    fresh.set_interfaces(t0, &[Interface::new("eth0", 2, "10.0.1.5".parse().unwrap(), 24)]);
+    fresh.set_interfaces(
+        t0,
+        &[Interface::new("eth0", 2, "10.0.1.5".parse().unwrap(), 24)],
+    );
     for datagram in plain_hello('x', 1, lists[1].clone()) {
         fresh.handle_datagram(t0, addr("10.0.1.9:12345"), &datagram);
     }
     fresh.handle_timeout(t0 + secs(0.5));
     let sent: Vec<Transmit> = std::iter::from_fn(|| fresh.poll_transmit()).collect();
-    assert_eq!(sent.len(), 1, "{:?}", sent.iter().map(|t| t.destination).collect::<Vec<_>>());
+    assert_eq!(
+        sent.len(),
+        1,
+        "{:?}",
+        sent.iter().map(|t| t.destination).collect::<Vec<_>>()
+    );
     // When the hostile peers fall silent, their addresses are forgotten.
     now += secs(10.0);
     node.handle_timeout(now);
     let sent: Vec<Transmit> = std::iter::from_fn(|| node.poll_transmit()).collect();
-    assert!(sent.iter().all(|t| t.destination == Destination::Cluster), "{sent:?}");
+    assert!(
+        sent.iter().all(|t| t.destination == Destination::Cluster),
+        "{sent:?}"
+    );
 }
