@@ -32,7 +32,7 @@
 //! datagram, which is what a second copy looks like before this is on).
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -101,15 +101,11 @@ impl PathDedupe {
         datagram: &[u8],
     ) -> Check {
         self.expire(now);
-        let key = {
-            let mut h = self.keys.build_hasher();
-            let head = datagram.get(..64).unwrap_or(datagram);
-            let tail = datagram
-                .get(datagram.len().saturating_sub(16)..)
-                .unwrap_or_default();
-            (datagram.len(), head, tail).hash(&mut h);
-            h.finish()
-        };
+        let head = datagram.get(..64).unwrap_or(datagram);
+        let tail = datagram
+            .get(datagram.len().saturating_sub(16)..)
+            .unwrap_or_default();
+        let key = self.keys.hash_one((datagram.len(), head, tail));
         let path = self.keys.hash_one((from, via.map(|v| (v.index, v.local))));
         match self.seen.get(&key) {
             Some((first_path, _, hello_of)) if *first_path != path => {

@@ -365,7 +365,7 @@ impl Protocol {
                     if let Some(id) = hello_of {
                         // Its other path is alive too: keep it if it is the
                         // one the peer is on.
-                        self.peers.heard_again(now, id.as_str(), from, via);
+                        self.peers.heard_again(id.as_str(), from, via);
                     }
                     return;
                 }
@@ -844,7 +844,7 @@ impl Protocol {
         }
         if new || moved {
             self.unicast
-                .peer_seen(&peer.id, peer.addr, peer.target, peer.via.as_ref());
+                .peer_seen(&peer.id, peer.addr, peer.target(), peer.via.as_ref());
         }
         let is_master = peer.is_master;
         let became_master = is_master && !was_master;

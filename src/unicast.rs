@@ -56,7 +56,7 @@ const MAX_SEED_ADDRS: usize = 1024;
 
 /// The address node-discovery always puts in a hello, and shoal too unless
 /// told to advertise another: it means "use the source address".
-const DEFAULT_ADDRESS: &str = "127.0.0.1";
+pub(crate) const DEFAULT_ADDRESS: &str = "127.0.0.1";
 
 /// Whether `ip` may be sent to by unicast, as told by a node at `told_by`:
 /// not unspecified, multicast, broadcast or in 0.0.0.0/8, not IPv6
