@@ -642,7 +642,7 @@ impl Membership {
                 self.deadlines.insert((deadline, peer.id.clone()));
                 peer.indexed = deadline;
             }
-            peer.last_seen = now;
+            let previous_hello = std::mem::replace(&mut peer.last_seen, now);
             let was_master = peer.is_master;
             // The one check a routine hello pays for the master index.
             let rank_changed = was_master != hello.is_master
@@ -664,8 +664,7 @@ impl Membership {
             if peer.addr == from && peer.via.as_ref() == via {
                 peer.path_lag_ms = 0;
             } else {
-                // `last_seen` is still the previous hello's time here.
-                let silent = now.saturating_duration_since(peer.last_seen)
+                let silent = now.saturating_duration_since(previous_hello)
                     + Duration::from_millis(u64::from(peer.path_lag_ms));
                 if silent > peer.hello_interval.saturating_mul(2) {
                     let old = peer.addr;
@@ -1489,6 +1488,46 @@ pub(crate) mod display_tests {
         assert!(debug.ends_with(", .. }"), "{debug}");
     }
 }
+#[cfg(test)]
+mod addr_display_tests {
+    use super::*;
+
+    struct Addr(SocketAddr, Option<Via>);
+
+    impl fmt::Display for Addr {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write_addr(f, self.0, self.1.as_ref())
+        }
+    }
+
+    #[test]
+    fn a_link_local_address_shows_its_interface_by_name() {
+        let eth0 = Via::new("eth0", 2, "fe80::1".parse().unwrap());
+        let shown = |a: &str, via: Option<&Via>| Addr(a.parse().unwrap(), via.cloned()).to_string();
+        assert_eq!(
+            shown("[fe80::9%2]:12345", Some(&eth0)),
+            "[fe80::9%eth0]:12345"
+        );
+        assert_eq!(
+            shown("[fe80::9]:12345", Some(&eth0)),
+            "[fe80::9%eth0]:12345"
+        );
+        // Another interface's scope, or none known: as SocketAddrV6 shows it.
+        assert_eq!(shown("[fe80::9%3]:12345", Some(&eth0)), "[fe80::9%3]:12345");
+        assert_eq!(shown("[fe80::9%2]:12345", None), "[fe80::9%2]:12345");
+        // Global and IPv4 addresses: unchanged.
+        assert_eq!(
+            shown("[2001:db8::9]:12345", Some(&eth0)),
+            "[2001:db8::9]:12345"
+        );
+        let v4 = Via::new("eth0", 2, "10.0.0.1".parse().unwrap());
+        assert_eq!(shown("10.0.0.9:12345", Some(&v4)), "10.0.0.9:12345");
+        // An interface name from the OS is escaped like any text.
+        let odd = Via::new("e\nth", 2, "fe80::1".parse().unwrap());
+        assert_eq!(shown("[fe80::9%2]:1", Some(&odd)), "[fe80::9%e\\nth]:1");
+    }
+}
+
 #[cfg(test)]
 mod size_tests {
     /// `Peer` travels in every event; the CLI's input enum holds an event

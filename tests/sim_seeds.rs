@@ -544,6 +544,39 @@ fn an_advertised_address_is_sent_and_used_as_the_unicast_target() {
     );
 }
 
+#[test]
+fn a_newly_resolved_seed_gets_a_hello_at_once_and_set_seeds_replaces_the_list() {
+    let t0 = Instant::now();
+    let config = cfg().weight(0.5).seeds(["10.0.2.1:12345"]).build().unwrap();
+    let mut node = Protocol::new(&config, sender('a'), t0, 1);
+    node.set_interfaces(
+        t0,
+        &[Interface::new("eth0", 2, "10.0.1.1".parse().unwrap(), 24)],
+    );
+    let unicast = |node: &mut Protocol| -> Vec<SocketAddr> {
+        std::iter::from_fn(|| node.poll_transmit())
+            .filter_map(|t| match t.destination {
+                Destination::Peer(to) => Some(to),
+                _ => None,
+            })
+            .collect()
+    };
+    // The literal seed from the config: from the first hello on.
+    node.handle_timeout(t0);
+    assert_eq!(unicast(&mut node), vec![addr("10.0.2.1:12345")]);
+    // A name resolved 100 ms later to a new address: a hello within 5 ms,
+    // not at the next interval; the old literal is replaced.
+    let t1 = t0 + secs(0.1);
+    node.set_seeds(t1, &[addr("10.0.3.1:12345")]);
+    let due = node.poll_timeout().unwrap();
+    assert!(due <= t1 + secs(0.005), "{:?}", due - t1);
+    node.handle_timeout(due);
+    assert_eq!(unicast(&mut node), vec![addr("10.0.3.1:12345")]);
+    // The same list again: nothing early.
+    node.set_seeds(due, &[addr("10.0.3.1:12345")]);
+    assert_eq!(node.poll_timeout(), Some(due + config.hello_interval()));
+}
+
 // ----- hostile peers lists ---------------------------------------------
 
 fn plain_hello(from_iid: char, seq: u64, peers: serde_json::Value) -> Vec<Vec<u8>> {

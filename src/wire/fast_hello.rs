@@ -497,6 +497,39 @@ mod tests {
     }
 
     #[test]
+    fn takes_a_peers_list_raw_and_leaves_a_null_one_absent() {
+        let with = Hello {
+            peers: Some(vec!["10.0.2.1:12345".into(), "[2001:db8::1]:12345".into()]),
+            ..typical()
+        };
+        let bytes = envelope::encode("hello", &with, &sender()).unwrap();
+        assert_eq!(agrees(&bytes), Ok(true));
+        let fast = decode(&bytes).unwrap();
+        assert_eq!(
+            fast.hello.peers.unwrap().get(),
+            r#"["10.0.2.1:12345","[2001:db8::1]:12345"]"#
+        );
+        // Without peers, the field is absent: the bytes of before.
+        let without = envelope::encode("hello", &typical(), &sender()).unwrap();
+        assert!(!String::from_utf8(without.clone())
+            .unwrap()
+            .contains("peers"));
+        assert!(decode(&without).unwrap().hello.peers.is_none());
+        let null = br#"{"data":{"isMaster":false,"isMasterEligible":true,"weight":0.5,"address":"x","peers":null},"event":"hello","pid":"p","iid":"i"}"#;
+        assert!(decode(null).unwrap().hello.peers.is_none());
+        // A list of 1,000 entries is still one borrowed slice, read later
+        // with a bound (see `unicast::parse_listed`).
+        let many: Vec<String> = (0..1000)
+            .map(|i| format!("\"10.0.{}.{}:1\"", i / 250, i % 250))
+            .collect();
+        let json = format!(
+            r#"{{"data":{{"isMaster":false,"isMasterEligible":true,"weight":0.5,"address":"x","peers":[{}]}},"event":"hello","pid":"p","iid":"i"}}"#,
+            many.join(",")
+        );
+        assert!(decode(json.as_bytes()).unwrap().hello.peers.is_some());
+    }
+
+    #[test]
     fn leaves_the_rest_to_the_general_path() {
         let cases: &[&[u8]] = &[
             br#"{"data":{"a":1},"event":"chat","pid":"p","iid":"i"}"#,
