@@ -4,26 +4,34 @@
 //! cluster's broadcast or multicast address.
 //!
 //! Three kinds of address are sent to, at most
-//! [`max_unicast_peers`](crate::ConfigBuilder::max_unicast_peers) in all,
-//! in this order of priority when there are more:
+//! [`max_unicast_peers`](crate::ConfigBuilder::max_unicast_peers) in all:
 //! 1. live peers that do not hear our broadcast or multicast: those outside
 //!    every subnet of the interfaces the driver chose
 //!    ([`Protocol::set_interfaces`](crate::protocol::Protocol::set_interfaces)),
 //!    or every peer with `unicast_only`. Until the driver names its
 //!    interfaces (the core alone, a plain simulation), every peer counts as
-//!    on the link. When there are more than the limit, each hello goes to
-//!    the next `limit` of them in address order, so that every one is
-//!    reached every `ceil(n / limit)` hellos;
+//!    on the link. An IPv6 link-local peer is on the link when a chosen
+//!    IPv6 interface has the index of its scope;
 //! 2. the seeds (the literal ones from the config, then whatever
 //!    [`Protocol::set_seeds`](crate::protocol::Protocol::set_seeds) says),
 //!    except those that are live peers (they are in the first group or hear
-//!    our broadcast);
+//!    our broadcast). A seed on our own subnet is sent to until heard: the
+//!    network may carry no broadcast;
 //! 3. addresses learned from the `peers` field of other nodes' hellos, not
-//!    yet heard from, each until a node timeout after it was last listed.
+//!    yet heard from and not on our subnets (unless `unicast_only`), each
+//!    until a node timeout after it was last listed.
 //!
 //! Live peers come first because they are known to be there; seeds and
-//! learned addresses are unverified. Our own addresses (an interface's
-//! address with our port) are never sent to, and no address twice.
+//! learned addresses (together: unverified) are not. When they do not all
+//! fit, live peers get the limit less a quarter of it (at least one
+//! address when the limit is 2 or more) kept for unverified addresses while
+//! there are any: without that, a node whose limit is full of peers would
+//! never reach the rest of a large cluster, nor they it. Each group that
+//! does not fit rotates, in address order: every hello goes to the next
+//! ones, so a live peer is reached every `ceil(n / slots)` hellos. Other
+//! datagrams for the cluster go where the latest hello went. Our own
+//! addresses (an interface's address with our port) are never sent to,
+//! and no address twice.
 //!
 //! Each hello lists (in `peers`) up to [`MAX_LISTED`] live peers of the
 //! first group, rotating through them when there are more: a node of one

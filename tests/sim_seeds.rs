@@ -131,6 +131,20 @@ fn one_seed_joins_two_subnets_and_they_stay_one_when_it_dies() {
     }
 }
 
+/// More nodes than one hello lists (16): the lists rotate, and every node
+/// still learns every node of the other side.
+#[test]
+fn thirty_nodes_a_side_join_through_one_seed() {
+    let mut net = SimNet::new(5);
+    two_subnets(&mut net, 30, &["10.0.2.1:12345"]);
+    let joined = net.run_until(secs(10.0), one_cluster);
+    assert!(joined, "{}", describe(&net));
+    let took = net.elapsed();
+    net.run_for(secs(5.0));
+    assert!(one_cluster(&net), "{}", describe(&net));
+    eprintln!("60 nodes on two subnets joined in {took:?}");
+}
+
 #[test]
 fn a_cloud_without_broadcast_is_one_cluster_through_seeds() {
     // Every node has the same two seeds, itself among them for nodes 0
