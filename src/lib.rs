@@ -112,6 +112,7 @@
 // The sans-IO core: no sockets, no clocks, no tokio (CI builds it with
 // `--no-default-features` to prove it).
 mod config;
+mod dedupe;
 mod election;
 mod error;
 mod event;
@@ -126,6 +127,7 @@ pub mod service;
 pub mod sim;
 mod stats;
 mod unauthenticated;
+mod unicast;
 
 // The tokio driver.
 #[cfg(feature = "runtime")]

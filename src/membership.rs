@@ -3,13 +3,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 use std::hash::{BuildHasher, RandomState};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
 use crate::election::Rank;
+use crate::interface::Via;
 use crate::wire::envelope::HelloRef;
 
 /// A node's instance id: node-discovery's `iid`, 32 hex characters for
@@ -142,11 +143,23 @@ pub struct Peer {
     pub pid: String,
     /// The peer's host name, as it reported it.
     pub host_name: String,
-    /// Source address and port of its datagrams.
+    /// Source address and port of its datagrams. A peer heard over two
+    /// paths (IPv4 and IPv6, or two interfaces on one LAN) keeps the path
+    /// first heard while that path stays alive (heard within two of its
+    /// hello intervals), so this does not flap between them.
     pub addr: SocketAddr,
-    /// The interface and local address we last heard it on, when the
-    /// driver knows (it always does; a core fed by hand may not).
-    pub via: Option<crate::interface::Via>,
+    /// The interface and local address we heard it on (on the same path
+    /// as `addr`), when the driver knows (it always does; a core fed by
+    /// hand may not).
+    pub via: Option<Via>,
+    /// How long before `last_seen` we last heard it on the path of `addr`
+    /// and `via`, in ms (0 when its latest hello came that way). A `u32`
+    /// in what would be padding, not a second `Instant`: `Peer` travels in
+    /// every event.
+    pub(crate) path_lag_ms: u32,
+    /// What only some peers need (an advertised address, a second path),
+    /// out of line for the same reason.
+    pub(crate) paths: Option<Box<Paths>>,
     /// It says it is a master.
     pub is_master: bool,
     /// It may become a master.
@@ -182,6 +195,49 @@ pub struct Peer {
     pub(crate) indexed: Instant,
 }
 
+/// The rarer facts about a peer's addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Paths {
+    /// Where we reach it by unicast when its hello advertises an address
+    /// (see [`ConfigBuilder::advertise_addr`](crate::ConfigBuilder::advertise_addr)):
+    /// that address with the port of `addr`.
+    pub(crate) advertised: Option<SocketAddr>,
+    /// The source address of its other path, if it has one we heard (a
+    /// dual-stack node): its registry datagrams may come either way.
+    pub(crate) alt: Option<SocketAddr>,
+}
+
+impl Peer {
+    /// Where we reach it by unicast: the address it advertises, with the
+    /// port of `addr`, or `addr` itself.
+    pub(crate) fn target(&self) -> SocketAddr {
+        self.paths
+            .as_ref()
+            .and_then(|p| p.advertised)
+            .unwrap_or(self.addr)
+    }
+
+    fn paths_mut(&mut self) -> &mut Paths {
+        self.paths.get_or_insert_with(Box::default)
+    }
+
+    /// Records the source of a second path.
+    fn set_alt(&mut self, alt: SocketAddr) {
+        if self.paths.as_ref().and_then(|p| p.alt) != Some(alt) {
+            self.paths_mut().alt = Some(alt);
+        }
+    }
+
+    /// Sets the unicast target from the hello's `address` field.
+    fn set_advertised(&mut self, address: &str) {
+        let target = crate::unicast::target_of(self.addr, address);
+        let advertised = (target != self.addr).then_some(target);
+        if self.paths.as_ref().and_then(|p| p.advertised) != advertised {
+            self.paths_mut().advertised = advertised;
+        }
+    }
+}
+
 /// One line for a log: the id (shortened, see below), host name, address,
 /// `master` when it says it is one, `not eligible` when it may not become
 /// one, and its weight (two decimals when exact, else in full).
@@ -211,7 +267,8 @@ impl fmt::Display for Peer {
         write_id(f, &self.id)?;
         f.write_str(" (")?;
         write_text(f, &self.host_name)?;
-        write!(f, " at {}", self.addr)?;
+        f.write_str(" at ")?;
+        write_addr(f, self.addr, self.via.as_ref())?;
         if self.is_master {
             f.write_str(", master")?;
         }
@@ -220,6 +277,35 @@ impl fmt::Display for Peer {
         }
         write!(f, ", weight {})", Weight(self.weight))
     }
+}
+
+/// Writes a peer's address: an IPv6 link-local one with its scope as the
+/// name of the interface it was heard on when that is known
+/// (`[fe80::1%eth0]:12345`), else as [`SocketAddrV6`] writes it
+/// (`[fe80::1%2]:12345`).
+pub(crate) fn write_addr(
+    f: &mut fmt::Formatter<'_>,
+    addr: SocketAddr,
+    via: Option<&Via>,
+) -> fmt::Result {
+    if let SocketAddr::V6(v6) = addr {
+        if let Some(name) = scope_name(&v6, via) {
+            f.write_char('[')?;
+            write!(f, "{}%", v6.ip())?;
+            write_text(f, name)?;
+            return write!(f, "]:{}", v6.port());
+        }
+    }
+    write!(f, "{addr}")
+}
+
+/// The name of the interface a link-local address's scope designates, if
+/// `via` is that interface (or the address carries no scope id).
+fn scope_name<'a>(v6: &SocketAddrV6, via: Option<&'a Via>) -> Option<&'a str> {
+    let link_local = v6.ip().segments()[0] & 0xffc0 == 0xfe80;
+    let via = via?;
+    let same = v6.scope_id() == 0 || v6.scope_id() == via.index;
+    (link_local && same && via.local.is_ipv6()).then_some(&*via.interface)
 }
 
 /// Every public field, except that the two `Instant`s, meaningless when
@@ -300,6 +386,8 @@ pub(crate) enum Observed {
     Known {
         was_master: bool,
         info_changed: bool,
+        /// Its address, path or unicast target changed.
+        moved: bool,
     },
     /// A known node's hello older than one already applied (reordered, or
     /// replayed): ignored entirely.
@@ -497,6 +585,7 @@ impl Membership {
         pid: &str,
         host_name: &str,
         from: SocketAddr,
+        via: Option<&Via>,
         hello: &HelloRef<'_>,
     ) -> (Observed, Option<&Peer>) {
         let announced = hello.interval.map(Duration::from_millis);
@@ -553,7 +642,7 @@ impl Membership {
                 self.deadlines.insert((deadline, peer.id.clone()));
                 peer.indexed = deadline;
             }
-            peer.last_seen = now;
+            let previous_hello = std::mem::replace(&mut peer.last_seen, now);
             let was_master = peer.is_master;
             // The one check a routine hello pays for the master index.
             let rank_changed = was_master != hello.is_master
@@ -569,7 +658,29 @@ impl Membership {
                     });
                 }
             }
-            peer.addr = from;
+            // Stay on the path first heard while it is alive; take the
+            // new one when the old has been silent for two intervals.
+            let (old_addr, old_target) = (peer.addr, peer.target());
+            if peer.addr == from && peer.via.as_ref() == via {
+                peer.path_lag_ms = 0;
+            } else {
+                let silent = now.saturating_duration_since(previous_hello)
+                    + Duration::from_millis(u64::from(peer.path_lag_ms));
+                if silent > peer.hello_interval.saturating_mul(2) {
+                    let old = peer.addr;
+                    peer.addr = from;
+                    peer.via = via.cloned();
+                    peer.path_lag_ms = 0;
+                    peer.set_alt(old);
+                } else {
+                    peer.path_lag_ms = u32::try_from(silent.as_millis()).unwrap_or(u32::MAX);
+                    peer.set_alt(from);
+                }
+            }
+            if hello.address != crate::unicast::DEFAULT_ADDRESS || peer.paths.is_some() {
+                peer.set_advertised(&hello.address);
+            }
+            let moved = peer.addr != old_addr || peer.target() != old_target;
             peer.is_master = hello.is_master;
             peer.is_master_eligible = hello.is_master_eligible;
             peer.weight = hello.weight;
@@ -589,6 +700,7 @@ impl Membership {
                 Observed::Known {
                     was_master,
                     info_changed,
+                    moved,
                 },
                 Some(peer),
             );
@@ -609,7 +721,9 @@ impl Membership {
             pid: pid.to_owned(),
             host_name: host_name.to_owned(),
             addr: from,
-            via: None,
+            via: via.cloned(),
+            path_lag_ms: 0,
+            paths: None,
             is_master: hello.is_master,
             is_master_eligible: hello.is_master_eligible,
             weight: hello.weight,
@@ -629,6 +743,9 @@ impl Membership {
             self.masters.insert(MasterKey::of(&peer));
         }
         let peer = self.peers.entry(id).or_insert(peer);
+        if hello.address != crate::unicast::DEFAULT_ADDRESS {
+            peer.set_advertised(&hello.address);
+        }
         (Observed::New, Some(peer))
     }
 
@@ -691,6 +808,26 @@ impl Membership {
         self.deadlines.first().map(|(deadline, _)| *deadline)
     }
 
+    /// A copy of a hello of peer `id` arrived from `from` by `via` (and was
+    /// dropped as a duplicate): that path is alive.
+    pub(crate) fn heard_again(&mut self, id: &str, from: SocketAddr, via: Option<&Via>) {
+        if let Some(peer) = self.peers.get_mut(id) {
+            if peer.addr == from && peer.via.as_ref() == via {
+                // Heard on its own path after its latest hello: no lag.
+                peer.path_lag_ms = 0;
+            } else {
+                peer.set_alt(from);
+            }
+        }
+    }
+
+    /// Whether `from` is where peer `id` sends from (on either of its paths).
+    pub(crate) fn is_at(&self, id: &str, from: SocketAddr) -> bool {
+        self.peers.get(id).is_some_and(|p| {
+            p.addr == from || p.paths.as_ref().is_some_and(|x| x.alt == Some(from))
+        })
+    }
+
     pub(crate) fn get(&self, id: &str) -> Option<&Peer> {
         self.peers.get(id)
     }
@@ -725,7 +862,7 @@ pub(crate) fn observe_owned(
 ) -> (Observed, Option<Peer>) {
     let json = serde_json::value::to_raw_value(&hello).expect("hello encodes");
     let hello = crate::wire::envelope::decode_hello_ref(&json).expect("hello decodes");
-    let (o, p) = m.observe(now, id, pid, host_name, from, &hello);
+    let (o, p) = m.observe(now, id, pid, host_name, from, None, &hello);
     (o, p.cloned())
 }
 
@@ -746,6 +883,7 @@ mod tests {
             epoch: None,
             epoch_master: None,
             reg: None,
+            peers: None,
         }
     }
 
@@ -780,7 +918,8 @@ mod tests {
             o,
             Observed::Known {
                 was_master: false,
-                info_changed: false
+                info_changed: false,
+                moved: false
             }
         );
         assert!(p.unwrap().is_master);
@@ -806,7 +945,8 @@ mod tests {
             o,
             Observed::Known {
                 was_master: false,
-                info_changed: true
+                info_changed: true,
+                moved: false
             }
         );
         assert_eq!(m.get("a").unwrap().weight, 0.6);
@@ -886,6 +1026,7 @@ mod lazy_index_tests {
             epoch: None,
             epoch_master: None,
             reg: None,
+            peers: None,
         };
         let mut now = t0;
         let mut refiled = 0;
@@ -935,6 +1076,7 @@ mod first_guess_tests {
             epoch: None,
             epoch_master: None,
             reg: None,
+            peers: None,
         };
         for (own, expect) in [(250, 250), (400, 400), (5000, 1000)] {
             let mut m = Membership::new(
@@ -982,6 +1124,7 @@ mod seq_tests {
             epoch: None,
             epoch_master: None,
             reg: None,
+            peers: None,
         };
         observe_owned(&mut m, t0, "a", "p", "h", addr, hello(1, "one"));
         observe_owned(&mut m, t0, "a", "p", "h", addr, hello(3, "three"));
@@ -1044,6 +1187,7 @@ mod master_index_tests {
             epoch: None,
             epoch_master: None,
             reg: None,
+            peers: None,
         }
     }
 
@@ -1249,6 +1393,7 @@ pub(crate) mod display_tests {
             epoch: None,
             epoch_master: None,
             reg: None,
+            peers: None,
         };
         let mut m = Membership::new(
             4,
@@ -1341,5 +1486,60 @@ pub(crate) mod display_tests {
         }
         assert!(!debug.contains("Instant"), "{debug}");
         assert!(debug.ends_with(", .. }"), "{debug}");
+    }
+}
+#[cfg(test)]
+mod addr_display_tests {
+    use super::*;
+
+    struct Addr(SocketAddr, Option<Via>);
+
+    impl fmt::Display for Addr {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write_addr(f, self.0, self.1.as_ref())
+        }
+    }
+
+    #[test]
+    fn a_link_local_address_shows_its_interface_by_name() {
+        let eth0 = Via::new("eth0", 2, "fe80::1".parse().unwrap());
+        let shown = |a: &str, via: Option<&Via>| Addr(a.parse().unwrap(), via.cloned()).to_string();
+        assert_eq!(
+            shown("[fe80::9%2]:12345", Some(&eth0)),
+            "[fe80::9%eth0]:12345"
+        );
+        assert_eq!(
+            shown("[fe80::9]:12345", Some(&eth0)),
+            "[fe80::9%eth0]:12345"
+        );
+        // Another interface's scope, or none known: as SocketAddrV6 shows it.
+        assert_eq!(shown("[fe80::9%3]:12345", Some(&eth0)), "[fe80::9%3]:12345");
+        assert_eq!(shown("[fe80::9%2]:12345", None), "[fe80::9%2]:12345");
+        // Global and IPv4 addresses: unchanged.
+        assert_eq!(
+            shown("[2001:db8::9]:12345", Some(&eth0)),
+            "[2001:db8::9]:12345"
+        );
+        let v4 = Via::new("eth0", 2, "10.0.0.1".parse().unwrap());
+        assert_eq!(shown("10.0.0.9:12345", Some(&v4)), "10.0.0.9:12345");
+        // An interface name from the OS is escaped like any text.
+        let odd = Via::new("e\nth", 2, "fe80::1".parse().unwrap());
+        assert_eq!(shown("[fe80::9%2]:1", Some(&odd)), "[fe80::9%e\\nth]:1");
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// `Peer` travels in every event; the CLI's input enum holds an event
+    /// beside much smaller variants, and clippy refuses a difference of
+    /// 200 bytes or more. Keep it from growing unnoticed.
+    #[test]
+    fn a_peer_stays_small() {
+        let event = std::mem::size_of::<crate::Event>();
+        let registry = std::mem::size_of::<crate::RegistryEvent>();
+        assert!(
+            event < registry + 200,
+            "Event {event}, RegistryEvent {registry} bytes"
+        );
     }
 }

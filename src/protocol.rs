@@ -24,7 +24,7 @@
 //! ```
 
 use std::collections::{HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -33,6 +33,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Encryption, Ignore};
 use crate::crypto::key::{Key, KeyId};
+use crate::dedupe::{Check, PathDedupe};
 use crate::election::{self, Rank};
 use crate::event::{ChannelMessage, Event, LocalState, Removal};
 use crate::interface::{Interface, Via};
@@ -42,11 +43,13 @@ use crate::registry::replica::{self, Refusal, Replica};
 use crate::registry::{Filter, Registration, RegistryError, RegistryEvent};
 use crate::stats::Stats;
 use crate::unauthenticated::UnauthenticatedSenders;
+use crate::unicast::Unicast;
 pub use crate::wire::envelope::Sender;
 use crate::wire::envelope::{self, Hello, HelloRef};
 use crate::wire::fast_hello;
 use crate::wire::{DecodeError, EnvelopeError};
 use crate::Error;
+use crate::SecureError;
 
 /// Event names that cannot be used as channels: node-discovery's six, and
 /// shoal's goodbye and registry.
@@ -135,6 +138,12 @@ pub struct Protocol {
     unauthenticated: UnauthenticatedSenders,
     /// The LAN's registrations, ours included.
     registry: Replica,
+    /// Who else gets each datagram for the cluster, by unicast.
+    unicast: Unicast,
+    /// Copies of one datagram that arrive by two paths.
+    dedupe: PathDedupe,
+    /// The sender of the hello the datagram being handled carried, if any.
+    hello_from: Option<NodeId>,
 }
 
 /// Checks a channel name against the reserved names.
@@ -185,7 +194,7 @@ impl Protocol {
                 is_master: false,
                 is_master_eligible: config.master_eligible,
                 weight,
-                address: "127.0.0.1".to_owned(),
+                address: advertised(config.advertise_addr),
                 info: config.info.clone(),
                 interval: Some(
                     u64::try_from(config.hello_interval.as_millis()).unwrap_or(u64::MAX),
@@ -194,6 +203,7 @@ impl Protocol {
                 epoch: None,
                 epoch_master: None,
                 reg: None,
+                peers: None,
             },
             peers: Membership::new(
                 config.max_nodes,
@@ -223,6 +233,9 @@ impl Protocol {
                 config.reassembly.max_message,
                 now,
             ),
+            unicast: Unicast::new(config),
+            dedupe: PathDedupe::default(),
+            hello_from: None,
             config: config.clone(),
         }
     }
@@ -342,18 +355,39 @@ impl Protocol {
         via: Option<&Via>,
         datagram: &[u8],
     ) {
-        let _ = via;
         self.stats.packets_in += 1;
         self.stats.bytes_in += datagram.len() as u64;
+        let fingerprint = match self.dedupe.is_on() {
+            false => None,
+            true => match self.dedupe.check(now, from, via, datagram) {
+                Check::Duplicate(hello_of) => {
+                    self.stats.dropped.duplicate += 1;
+                    if let Some(id) = hello_of {
+                        // Its other path is alive too: keep it if it is the
+                        // one the peer is on.
+                        self.peers.heard_again(id.as_str(), from, via);
+                    }
+                    return;
+                }
+                Check::New(fingerprint) => Some(fingerprint),
+            },
+        };
         let mut incoming = Incoming::new(from, datagram);
+        let mut accepted = false;
+        self.hello_from = None;
         while let Some(decoded) = self.codec.decode(now, &mut incoming) {
             match decoded {
                 Ok(Decoded::Message { bytes, sealed_by }) => {
-                    self.handle_envelope(now, from, &bytes, sealed_by)
+                    accepted = true;
+                    self.handle_envelope(now, from, via, &bytes, sealed_by)
                 }
-                Ok(Decoded::Pending) => {}
+                Ok(Decoded::Pending) => accepted = true,
                 Ok(Decoded::Own) => self.stats.dropped.own += 1,
                 Err(error) => {
+                    if matches!(error, DecodeError::Secure(SecureError::Replay)) {
+                        // Perhaps the copy of a datagram by a second path.
+                        self.dedupe.turn_on();
+                    }
                     if let Some(key_id) = self.codec.auth_failure(datagram, &error) {
                         let event = self
                             .unauthenticated
@@ -363,6 +397,12 @@ impl Protocol {
                     self.drop_packet(from, error)
                 }
             }
+        }
+        let hello_from = self.hello_from.take();
+        if let (true, Some(fingerprint)) = (accepted, fingerprint) {
+            // Only what authenticated and decoded: copies of a refused
+            // datagram are refused (and counted) again.
+            self.dedupe.remember(now, fingerprint, hello_from);
         }
     }
 
@@ -378,8 +418,18 @@ impl Protocol {
     /// let mut node = Protocol::new(&config, sender, Instant::now(), 7);
     /// node.set_interfaces(Instant::now(), &[shoal::Interface::new("eth0", 2, "10.0.0.5".parse().unwrap(), 24)]);
     /// ```
+    ///
+    /// Takes effect at the next hello: peers outside every subnet of these
+    /// interfaces are sent each hello and each datagram for the cluster by
+    /// unicast from then on. Until this is first called, every peer counts
+    /// as on the link.
     pub fn set_interfaces(&mut self, now: Instant, interfaces: &[Interface]) {
-        let _ = (now, interfaces);
+        let _ = now;
+        self.unicast.set_interfaces(interfaces);
+        if interfaces.len() > 1 {
+            // Copies of one datagram may come by two of them.
+            self.dedupe.turn_on();
+        }
     }
 
     /// Tells the core the seeds' addresses (after each resolution of their
@@ -394,8 +444,15 @@ impl Protocol {
     /// let mut node = Protocol::new(&config, sender, Instant::now(), 7);
     /// node.set_seeds(Instant::now(), &["10.0.1.7:12345".parse().unwrap()]);
     /// ```
+    ///
+    /// The list replaces the previous one. A seed not in it before gets a
+    /// hello within milliseconds (an early hello, subject to the same
+    /// spacing and burst limit as those that answer newcomers), not at the
+    /// next interval.
     pub fn set_seeds(&mut self, now: Instant, seeds: &[SocketAddr]) {
-        let _ = (now, seeds);
+        if self.unicast.set_seeds(seeds) {
+            self.schedule_early_hello(now);
+        }
     }
 
     /// Runs whatever timers are due at `now`: peer deadlines, the election
@@ -632,7 +689,11 @@ impl Protocol {
                     continue;
                 }
             };
-            if let Err(error) = self.transmit_to(now, out.to, json) {
+            let sent = match out.to {
+                Destination::Cluster => self.transmit(now, json),
+                to => self.transmit_to(now, to, json),
+            };
+            if let Err(error) = sent {
                 tracing::warn!(%error, "registry message not sent");
             }
         }
@@ -642,7 +703,7 @@ impl Protocol {
     fn on_registry(&mut self, now: Instant, from: SocketAddr, iid: &str, data: &str) {
         // Only nodes in the table, at their address, are heard: their
         // number is bounded, and a forged sender must also forge the source.
-        let known = self.peers.get(iid).is_some_and(|p| p.addr == from);
+        let known = self.peers.is_at(iid, from);
         let result = self
             .registry
             .on_message(now, iid, known, data, &mut self.stats);
@@ -663,6 +724,7 @@ impl Protocol {
         &mut self,
         now: Instant,
         from: SocketAddr,
+        via: Option<&Via>,
         plain: &[u8],
         sealed_by: Option<[u8; 16]>,
     ) {
@@ -670,7 +732,7 @@ impl Protocol {
         if let Some(fast) = fast_hello::decode(plain) {
             if self.accept_sender(from, fast.iid, fast.pid, sealed_by) {
                 let sender = (fast.iid, fast.pid, fast.host_name);
-                self.on_hello(now, from, sender, &fast.hello);
+                self.on_hello(now, from, via, sender, &fast.hello);
             }
             return;
         }
@@ -688,7 +750,7 @@ impl Protocol {
             "hello" => match envelope::decode_hello_ref(data) {
                 Ok(hello) => {
                     let sender = (&*env.iid, &*env.pid, &*env.host_name);
-                    self.on_hello(now, from, sender, &hello)
+                    self.on_hello(now, from, via, sender, &hello)
                 }
                 Err(error) => self.drop_packet(from, error),
             },
@@ -742,12 +804,15 @@ impl Protocol {
         &mut self,
         now: Instant,
         from: SocketAddr,
+        via: Option<&Via>,
         (iid, pid, host_name): (&str, &str, &str),
         hello: &HelloRef<'_>,
     ) {
         self.stats.hellos_in += 1;
-        let (observed, peer) = self.peers.observe(now, iid, pid, host_name, from, hello);
-        let (new, was_master, info_changed) = match observed {
+        let (observed, peer) = self
+            .peers
+            .observe(now, iid, pid, host_name, from, via, hello);
+        let (new, was_master, info_changed, moved) = match observed {
             Observed::Refused => {
                 self.stats.dropped.table_full += 1;
                 return;
@@ -755,14 +820,32 @@ impl Protocol {
             Observed::BadInfo => {
                 return self.drop_packet(from, DecodeError::Envelope(EnvelopeError::BadInfo));
             }
-            Observed::Stale => return,
-            Observed::New => (true, false, false),
+            Observed::Stale => {
+                if peer.is_some_and(|p| p.addr != from || p.via.as_ref() != via) {
+                    // The copy of a hello by a second path.
+                    self.dedupe.turn_on();
+                }
+                return;
+            }
+            Observed::New => (true, false, false, false),
             Observed::Known {
                 was_master,
                 info_changed,
-            } => (false, was_master, info_changed),
+                moved,
+            } => (false, was_master, info_changed, moved),
         };
         let Some(peer) = peer else { return };
+        if self.dedupe.is_on() {
+            self.hello_from = Some(peer.id.clone());
+        }
+        if peer.addr != from || peer.via.as_ref() != via {
+            // Heard by a second path (and kept on the first).
+            self.dedupe.turn_on();
+        }
+        if new || moved {
+            self.unicast
+                .peer_seen(&peer.id, peer.addr, peer.target(), peer.via.as_ref());
+        }
         let is_master = peer.is_master;
         let became_master = is_master && !was_master;
         // The epoch only matters if it is newer than ours: compare before cloning.
@@ -794,6 +877,9 @@ impl Protocol {
             if let (true, Some(peer)) = (became_master, snapshot) {
                 self.events.push_back(Event::Master(peer));
             }
+        }
+        if let Some(listed) = hello.peers {
+            self.unicast.learn(now, from, listed);
         }
         if hello.reg.is_some() {
             self.registry.on_hello(now, iid, hello.reg, &mut self.stats);
@@ -829,6 +915,7 @@ impl Protocol {
                 self.masters_gone.push(until);
             }
             self.registry.owner_removed(peer.id.as_str());
+            self.unicast.peer_gone(peer.id.as_str());
             self.events
                 .push_back(Event::Removed(peer, Removal::Timeout));
         }
@@ -837,6 +924,7 @@ impl Protocol {
     fn on_goodbye(&mut self, now: Instant, id: &str) {
         if let Some(peer) = self.peers.remove(id) {
             self.registry.owner_removed(id);
+            self.unicast.peer_gone(id);
             let was_master = peer.is_master;
             self.events
                 .push_back(Event::Removed(peer, Removal::Goodbye));
@@ -929,13 +1017,52 @@ impl Protocol {
         self.early_hello = None;
         self.me.seq = self.me.seq.map(|seq| seq.wrapping_add(1));
         self.me.reg = self.registry.version();
+        self.me.peers = self.unicast.listed();
         let json = envelope::encode("hello", &self.me, &self.sender).map_err(Error::Encode)?;
-        self.transmit(now, json)
+        let targets = self.unicast.targets(now, true);
+        self.transmit_all(now, json, targets)
     }
 
-    /// Protects one message and queues its datagrams for the whole cluster.
+    /// Protects one message and queues its datagrams for the whole cluster:
+    /// the cluster address (unless unicast only) and the unicast targets
+    /// the latest hello went to.
     fn transmit(&mut self, now: Instant, json: Vec<u8>) -> Result<(), Error> {
-        self.transmit_to(now, Destination::Cluster, json)
+        let targets = self.unicast.targets(now, false);
+        self.transmit_all(now, json, targets)
+    }
+
+    /// Protects one message once and queues each datagram for the cluster
+    /// address (unless unicast only) and for each of `targets`: every
+    /// destination gets the same bytes, so that a node reached both ways
+    /// can tell the copies apart from new messages.
+    fn transmit_all(
+        &mut self,
+        now: Instant,
+        json: Vec<u8>,
+        targets: Vec<SocketAddr>,
+    ) -> Result<(), Error> {
+        let cluster = !self.config.unicast_only;
+        let (stats, transmits) = (&mut self.stats, &mut self.transmits);
+        self.codec.encode(now, json, &mut self.rng, |payload| {
+            for to in &targets {
+                stats.packets_out += 1;
+                stats.bytes_out += payload.len() as u64;
+                transmits.push_back(Transmit {
+                    destination: Destination::Peer(*to),
+                    payload: payload.clone(),
+                });
+            }
+            if cluster {
+                stats.packets_out += 1;
+                stats.bytes_out += payload.len() as u64;
+                transmits.push_back(Transmit {
+                    destination: Destination::Cluster,
+                    payload,
+                });
+            }
+        })?;
+        self.stats.messages_out += 1;
+        Ok(())
     }
 
     /// Protects one message and queues its datagrams for `destination`.
@@ -969,6 +1096,12 @@ impl Protocol {
             self.events.push_back(Event::DataError { from, error });
         }
     }
+}
+
+/// The `address` field of our hellos: the advertised address, or
+/// node-discovery's constant `127.0.0.1` (receivers then use the source).
+fn advertised(addr: Option<IpAddr>) -> String {
+    addr.map_or_else(|| "127.0.0.1".to_owned(), |a| a.to_string())
 }
 
 fn rank(peer: &Peer) -> Rank<'_> {

@@ -9,6 +9,13 @@
 //! next, so hours of protocol time for thousands of nodes run in
 //! milliseconds to seconds, and a seed reproduces a run exactly.
 //!
+//! Nodes may also sit on subnets joined by a router
+//! ([`SimNet::add_node_on`]): a node of subnet `s` is at 10.0.s.n, has one
+//! interface (`sim0`, 10.0.s.n/24, which the simulator tells its protocol
+//! about with [`Protocol::set_interfaces`]), hears the cluster datagrams of
+//! its own subnet only, and is reached by unicast from anywhere, as across
+//! a router that forwards unicast but not broadcast.
+//!
 //! ```
 //! use std::time::Duration;
 //! use shoal::sim::SimNet;
@@ -31,6 +38,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::event::Event;
+use crate::interface::{Interface, Via};
 use crate::protocol::{Destination, Protocol, Transmit};
 use crate::registry::RegistryEvent;
 use crate::wire::envelope::Sender;
@@ -38,6 +46,14 @@ use crate::Config;
 
 /// Wall-clock ms at the start of every simulation.
 const SIM_WALL_MS: u64 = 1_700_000_000_000;
+
+/// The name of a simulated node's one interface.
+const SIM_INTERFACE: &str = "sim0";
+
+/// A subnet node's interface: `sim0`, its address, /24.
+fn sim_interface(addr: SocketAddr) -> Interface {
+    Interface::new(SIM_INTERFACE, 1, addr.ip(), 24)
+}
 
 /// A simulated node.
 #[derive(Debug)]
@@ -54,6 +70,8 @@ pub struct SimNode {
     pub registry_events: Vec<(Duration, RegistryEvent)>,
     /// Its partition group; nodes only hear nodes of the same group.
     pub group: u32,
+    /// Its subnet, if it was added on one ([`SimNet::add_node_on`]).
+    pub subnet: Option<u8>,
     timer: Option<Instant>,
 }
 
@@ -127,7 +145,49 @@ impl SimNet {
             Ipv4Addr::from(0x0a00_0000 + index as u32 + 1),
             config.port(),
         ));
-        let protocol = self.protocol(&config, index);
+        self.push(config, addr, None)
+    }
+
+    /// Starts a node now on subnet `subnet`, at 10.0.`subnet`.n (n = 1, 2,
+    /// ... in the order they are added) on its configured port; returns
+    /// its index. It hears the cluster datagrams of its subnet only;
+    /// unicast reaches it from any subnet.
+    ///
+    /// Do not mix with [`add_node`](Self::add_node) on one network: its
+    /// addresses (10.0.0.1, ...) could collide. A collision panics.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shoal::sim::SimNet;
+    ///
+    /// let mut net = SimNet::new(1);
+    /// let config = || shoal::Config::builder().build().unwrap();
+    /// let a = net.add_node_on(config(), 1);
+    /// let b = net.add_node_on(config(), 2);
+    /// assert_eq!(net.node(b).addr, "10.0.2.1:12345".parse().unwrap());
+    /// net.run_for(Duration::from_secs(3));
+    /// // No seed: broadcast does not cross the router, two clusters.
+    /// assert_eq!(net.masters(), vec![a, b]);
+    /// ```
+    pub fn add_node_on(&mut self, config: Config, subnet: u8) -> usize {
+        let n = self
+            .nodes
+            .iter()
+            .filter(|node| node.subnet == Some(subnet))
+            .count();
+        let n = u8::try_from(n + 1).expect("at most 254 nodes on one simulated subnet");
+        assert!(n < 255, "at most 254 nodes on one simulated subnet");
+        let addr = SocketAddr::from((Ipv4Addr::new(10, 0, subnet, n), config.port()));
+        self.push(config, addr, Some(subnet))
+    }
+
+    fn push(&mut self, config: Config, addr: SocketAddr, subnet: Option<u8>) -> usize {
+        assert!(
+            self.nodes.iter().all(|node| node.addr != addr),
+            "two simulated nodes at {addr}"
+        );
+        let index = self.nodes.len();
+        let protocol = self.protocol(&config, index, addr, subnet);
         self.nodes.push(SimNode {
             protocol,
             addr,
@@ -135,13 +195,20 @@ impl SimNet {
             events: Vec::new(),
             registry_events: Vec::new(),
             group: 0,
+            subnet,
             timer: None,
         });
         self.after(index);
         index
     }
 
-    fn protocol(&mut self, config: &Config, index: usize) -> Protocol {
+    fn protocol(
+        &mut self,
+        config: &Config,
+        index: usize,
+        addr: SocketAddr,
+        subnet: Option<u8>,
+    ) -> Protocol {
         let sender = Sender {
             pid: format!("{:032x}", self.rng.gen::<u128>()),
             iid: format!("{:032x}", self.rng.gen::<u128>()),
@@ -150,6 +217,9 @@ impl SimNet {
         let mut protocol = Protocol::new(config, sender, self.now, self.rng.gen());
         // One wall clock for the whole simulated LAN.
         protocol.set_wall_clock(self.start, SIM_WALL_MS);
+        if subnet.is_some() {
+            protocol.set_interfaces(self.now, &[sim_interface(addr)]);
+        }
         protocol
     }
 
@@ -162,7 +232,8 @@ impl SimNet {
 
     /// Restarts node `i` as a fresh instance (a new id) with `config`.
     pub fn restart(&mut self, i: usize, config: Config) {
-        let protocol = self.protocol(&config, i);
+        let (addr, subnet) = (self.nodes[i].addr, self.nodes[i].subnet);
+        let protocol = self.protocol(&config, i, addr, subnet);
         if let Some(node) = self.nodes.get_mut(i) {
             node.protocol = protocol;
             node.alive = true;
@@ -274,9 +345,15 @@ impl SimNet {
             let (to, from) = (&self.nodes[d.to], &self.nodes[d.from]);
             if to.alive && to.group == from.group {
                 let (from, now) = (from.addr, self.now);
-                self.nodes[d.to]
-                    .protocol
-                    .handle_datagram(now, from, &d.payload);
+                let node = &mut self.nodes[d.to];
+                match node.subnet {
+                    Some(_) => {
+                        let via = Via::new(SIM_INTERFACE, 1, node.addr.ip());
+                        node.protocol
+                            .handle_datagram_via(now, from, Some(&via), &d.payload)
+                    }
+                    None => node.protocol.handle_datagram(now, from, &d.payload),
+                }
                 self.delivered += 1;
                 self.after(d.to);
             }
@@ -344,15 +421,18 @@ impl SimNet {
 
     /// Queues one delivery of `transmit` per node it is addressed to.
     fn schedule(&mut self, i: usize, transmit: Transmit) {
-        let sender = self.nodes[i].addr;
+        let (sender, subnet) = (self.nodes[i].addr, self.nodes[i].subnet);
         {
             let payload: Arc<[u8]> = transmit.payload.into();
             for to in 0..self.nodes.len() {
                 let receiver = self.nodes[to].addr;
                 let addressed = match transmit.destination {
                     // A broadcast or multicast reaches every node on the
-                    // port, the sender included (it loops back).
-                    Destination::Cluster => receiver.port() == sender.port(),
+                    // port and the subnet, the sender included (it loops
+                    // back); a router does not forward it.
+                    Destination::Cluster => {
+                        receiver.port() == sender.port() && self.nodes[to].subnet == subnet
+                    }
                     Destination::Peer(addr) => receiver == addr,
                 };
                 if !addressed || !self.nodes[to].alive || self.rng.gen::<f64>() < self.loss {

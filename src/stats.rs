@@ -104,6 +104,13 @@ pub struct Drops {
     /// Registry: messages from a node not in the peer table (or not at its
     /// address).
     pub registry_unknown: u64,
+    /// Benign: a copy of a datagram that already arrived by another path
+    /// within the last half second (a node heard over IPv4 and IPv6, or over two
+    /// interfaces, or a seed hearing both our broadcast and our unicast).
+    /// Dropped so that a message is handled once; not a sign of attack,
+    /// though a replay from another address within that time lands here
+    /// rather than in `replay`.
+    pub duplicate: u64,
 }
 
 impl Drops {
@@ -129,6 +136,7 @@ impl Drops {
             + self.registry_limit
             + self.registry_invalid
             + self.registry_unknown
+            + self.duplicate
     }
 
     pub(crate) fn count_secure(&mut self, error: &crate::crypto::secure::SecureError) {

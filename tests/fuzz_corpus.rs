@@ -236,7 +236,7 @@ proptest! {
                          reg in any::<Option<u64>>()) {
         let hello = Hello {
             is_master, is_master_eligible: eligible, weight, address, info,
-            interval, seq, epoch, epoch_master, reg,
+            interval, seq, epoch, epoch_master, reg, peers: None,
         };
         let sender = drivers::protocol_sender();
         let bytes = envelope::encode("hello", &hello, &sender).unwrap();

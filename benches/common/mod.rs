@@ -89,6 +89,7 @@ pub fn typical_hello() -> Hello {
         epoch: Some(3),
         epoch_master: Some(format!("{:032x}", 0xabcd_u128)),
         reg: None,
+        peers: None,
     }
 }
 

@@ -441,6 +441,8 @@ mod counter_tests {
             host_name: "h".into(),
             addr: "10.0.0.2:12345".parse().unwrap(),
             via: None,
+            path_lag_ms: 0,
+            paths: None,
             is_master: false,
             is_master_eligible: true,
             weight: 0.5,

@@ -68,6 +68,13 @@ pub struct Hello {
     /// registered something (see [`crate::registry`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reg: Option<u64>,
+    /// shoal: up to 16 live peers the sender reaches by unicast, as
+    /// `"ip:port"` (IPv6 as `"[ip]:port"`, never link-local), so that one
+    /// reachable seed leads to the rest of the cluster. Absent when there
+    /// are none, so that a hello with no unicast peers is byte for byte
+    /// what it was before (node-discovery ignores unknown fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<String>>,
 }
 
 impl Hello {
@@ -134,6 +141,13 @@ pub struct HelloRef<'a> {
     /// shoal: the version of the sender's registry table.
     #[serde(default)]
     pub reg: Option<u64>,
+    /// shoal: the peers the sender reaches by unicast, as raw JSON (an
+    /// array of `"ip:port"` strings); `None` if absent or `null`. Kept raw
+    /// so that a hello pays for it only when the receiver reads it, and
+    /// read with a bound on the number of entries whatever their number
+    /// on the wire.
+    #[serde(borrow, default)]
+    pub peers: Option<&'a RawValue>,
 }
 
 impl HelloRef<'_> {
@@ -297,6 +311,7 @@ mod tests {
             epoch: None,
             epoch_master: None,
             reg: None,
+            peers: None,
         }
     }
 
@@ -346,6 +361,10 @@ mod tests {
                 epoch: Some(7),
                 epoch_master: Some("ab".repeat(16)),
                 reg: None,
+                ..hello()
+            },
+            Hello {
+                peers: Some(vec!["10.0.1.7:12345".into(), "[2001:db8::1]:12345".into()]),
                 ..hello()
             },
         ] {

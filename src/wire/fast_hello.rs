@@ -107,6 +107,7 @@ const HELLO_KEYS: &[&str] = &[
     "epoch",
     "epochMaster",
     "reg",
+    "peers",
 ];
 
 /// The `data` object of a hello.
@@ -115,6 +116,7 @@ fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
     let (mut is_master, mut eligible, mut weight, mut address) = (None, None, None, None);
     let (mut info, mut interval, mut seq, mut epoch, mut epoch_master, mut reg) =
         (None, None, None, None, None, None);
+    let mut peers = None;
     let mut hint = 0;
     loop {
         let key = c.key(HELLO_KEYS, &mut hint)?;
@@ -130,6 +132,7 @@ fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
             7 /* epoch */ if epoch.is_none() => epoch = Some(c.unsigned()?),
             8 /* epochMaster */ if epoch_master.is_none() => epoch_master = Some(c.string()?),
             9 /* reg */ if reg.is_none() => reg = Some(c.unsigned()?),
+            10 /* peers */ if peers.is_none() => peers = Some(c.raw()?),
             _ => return None,
         }
         if !c.next_member()? {
@@ -148,6 +151,8 @@ fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
         epoch,
         epoch_master: epoch_master.map(Cow::Borrowed),
         reg,
+        // As `info`: `null` reads as absent.
+        peers: peers.filter(|raw: &&RawValue| raw.get() != "null"),
     })
 }
 
@@ -405,6 +410,7 @@ mod tests {
             epoch: h.epoch,
             epoch_master: h.epoch_master.as_ref().map(|m| m.to_string()),
             reg: h.reg,
+            peers: h.peers.and_then(|r| serde_json::from_str(r.get()).ok()),
         };
         (
             fast.pid.to_owned(),
@@ -452,6 +458,7 @@ mod tests {
             epoch: Some(3),
             epoch_master: Some("ab".repeat(16)),
             reg: None,
+            peers: None,
         }
     }
 
@@ -487,6 +494,39 @@ mod tests {
             );
             assert_eq!(agrees(json.as_bytes()), Ok(true), "{weight}");
         }
+    }
+
+    #[test]
+    fn takes_a_peers_list_raw_and_leaves_a_null_one_absent() {
+        let with = Hello {
+            peers: Some(vec!["10.0.2.1:12345".into(), "[2001:db8::1]:12345".into()]),
+            ..typical()
+        };
+        let bytes = envelope::encode("hello", &with, &sender()).unwrap();
+        assert_eq!(agrees(&bytes), Ok(true));
+        let fast = decode(&bytes).unwrap();
+        assert_eq!(
+            fast.hello.peers.unwrap().get(),
+            r#"["10.0.2.1:12345","[2001:db8::1]:12345"]"#
+        );
+        // Without peers, the field is absent: the bytes of before.
+        let without = envelope::encode("hello", &typical(), &sender()).unwrap();
+        assert!(!String::from_utf8(without.clone())
+            .unwrap()
+            .contains("peers"));
+        assert!(decode(&without).unwrap().hello.peers.is_none());
+        let null = br#"{"data":{"isMaster":false,"isMasterEligible":true,"weight":0.5,"address":"x","peers":null},"event":"hello","pid":"p","iid":"i"}"#;
+        assert!(decode(null).unwrap().hello.peers.is_none());
+        // A list of 1,000 entries is still one borrowed slice, read later
+        // with a bound (see `unicast::parse_listed`).
+        let many: Vec<String> = (0..1000)
+            .map(|i| format!("\"10.0.{}.{}:1\"", i / 250, i % 250))
+            .collect();
+        let json = format!(
+            r#"{{"data":{{"isMaster":false,"isMasterEligible":true,"weight":0.5,"address":"x","peers":[{}]}},"event":"hello","pid":"p","iid":"i"}}"#,
+            many.join(",")
+        );
+        assert!(decode(json.as_bytes()).unwrap().hello.peers.is_some());
     }
 
     #[test]
@@ -580,6 +620,7 @@ mod tests {
             seq in proptest::option::of(any::<u64>()),
             reg in proptest::option::of(any::<u64>()),
             epoch in proptest::option::of((any::<u64>(), "[0-9a-f]{0,40}")),
+            peers in proptest::option::of(proptest::collection::vec("[0-9a-f.:\\[\\]]{0,24}", 0..20)),
             host in ".{0,12}",
         ) {
             let hello = Hello {
@@ -593,6 +634,7 @@ mod tests {
                 epoch: epoch.as_ref().map(|e| e.0),
                 epoch_master: epoch.map(|e| e.1),
                 reg,
+                peers,
             };
             let s = Sender { host_name: host, ..sender() };
             if let Ok(bytes) = envelope::encode("hello", &hello, &s) {
