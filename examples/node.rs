@@ -12,8 +12,9 @@
 //!
 //! By default nothing leaves this host: the node broadcasts to
 //! 127.255.255.255 (the loopback interface) on UDP port 40123. `--lan` uses
-//! the real LAN with the library's defaults instead (broadcast
-//! 255.255.255.255, UDP port 12345, as node-discovery); an explicit
+//! the real LAN with the library's defaults instead (on each LAN interface,
+//! its subnet's broadcast address, where 255.255.255.255 would leave by the
+//! default route only; UDP port 12345, as node-discovery); an explicit
 //! `--broadcast`, `--multicast` or `--port` wins over either default.
 //! Naming an interface (`--interface eth0`, repeatable), a seed (`--seed
 //! HOST:PORT`, repeatable) or `--ipv6` is an explicit choice of the real
@@ -55,8 +56,9 @@ const HOST_PORT: u16 = 40_123;
     about = "Run one shoal node; prints one JSON event per line",
     long_about = "Run one shoal node; prints one JSON event per line.\n\n\
         By default nothing leaves this host: broadcast to 127.255.255.255 on UDP \
-        port 40123. --lan uses the real LAN with shoal's defaults (255.255.255.255, \
-        UDP port 12345). An explicit --broadcast, --multicast or --port wins over \
+        port 40123. --lan uses the real LAN with shoal's defaults (each LAN \
+        interface's subnet broadcast, not 255.255.255.255, which leaves by the default \
+        route only; UDP port 12345). An explicit --broadcast, --multicast or --port wins over \
         either default. --interface, --seed and --ipv6 choose the real network too \
         (the named interfaces, or every up LAN interface).\n\n\
         Example, two subnets joined by a router, where broadcast does not cross:\n  \
@@ -66,8 +68,8 @@ struct Args {
     /// A label advertised as {"id": ID} in the node's info (default host-pid).
     #[arg(long)]
     id: Option<String>,
-    /// Use the real LAN: broadcast 255.255.255.255, UDP port 12345 (shoal's
-    /// defaults). Without it nothing leaves this host.
+    /// Use the real LAN: each LAN interface's subnet broadcast, UDP port
+    /// 12345 (shoal's defaults). Without it nothing leaves this host.
     #[arg(long)]
     lan: bool,
     /// UDP port (default 40123; 12345 with --lan).
@@ -76,8 +78,9 @@ struct Args {
     /// Local address of the socket (default 0.0.0.0).
     #[arg(long)]
     bind: Option<IpAddr>,
-    /// Broadcast address (default 127.255.255.255, this host only;
-    /// 255.255.255.255 with --lan).
+    /// Broadcast address, the one destination (default 127.255.255.255,
+    /// this host only; with --lan, each interface's subnet broadcast;
+    /// 255.255.255.255 leaves by the default route only).
     #[arg(long)]
     broadcast: Option<Ipv4Addr>,
     /// Multicast group to use instead of broadcast (TTL 1 reaches the LAN).
@@ -90,8 +93,9 @@ struct Args {
     #[arg(long)]
     multicast_ttl: Option<u32>,
     /// Use this network interface (repeatable); default: every interface
-    /// that is up, multicast-capable and neither loopback nor
-    /// point-to-point. A choice of the real network.
+    /// that is up, multicast-capable and neither loopback, point-to-point
+    /// nor a bridge of containers or VMs (docker0). A choice of the real
+    /// network.
     #[arg(long, value_name = "NAME")]
     interface: Vec<String>,
     /// Also speak IPv6, on the link-local multicast group ff02::5ea1 of the
@@ -532,6 +536,11 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
         None,
         json!({
             "broadcast": config.multicast().is_none().then(|| config.broadcast().to_string()),
+            // No --broadcast and not this host only: the library sends to
+            // each chosen interface's own subnet broadcast address instead.
+            "per_interface": config.multicast().is_none()
+                && args.broadcast.is_none()
+                && (args.lan || args.names_network()),
             "multicast": config.multicast().map(|m| m.to_string()),
             "port": config.port(),
             "bind": config.bind().to_string(),

@@ -135,7 +135,12 @@ fn node_interface_seed_and_ipv6_flags_choose_the_real_network() {
     assert_eq!(quiet["seeds"], json!([]), "{quiet}");
     assert_eq!(quiet["ipv6"], false, "{quiet}");
 
+    assert_eq!(quiet["per_interface"], false, "{quiet}");
+
     let lan = print_config("node", &["--id", "x", "--lan"]);
+    assert_eq!(lan["per_interface"], true, "{lan}");
+    let one = print_config("node", &["--id", "x", "--lan", "--broadcast", "10.9.8.255"]);
+    assert_eq!(one["per_interface"], false, "one destination: {one}");
     assert_eq!(
         lan["interfaces"],
         Value::Null,
@@ -148,6 +153,7 @@ fn node_interface_seed_and_ipv6_flags_choose_the_real_network() {
     );
     assert_eq!(named["interfaces"], json!(["eth7", "br1"]), "{named}");
     assert_eq!(named["host_only"], false, "{named}");
+    assert_eq!(named["per_interface"], true, "{named}");
 
     let seeded = print_config(
         "node",

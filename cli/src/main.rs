@@ -30,10 +30,11 @@ Zero-config discovery on a LAN. Every shoal command is a node of the cluster \
 while it runs: it hears every other node's hellos and holds every live \
 registration, with no server and no configuration.
 
-By default a command joins the real LAN with shoal's defaults: broadcast to \
-255.255.255.255 on UDP port 12345. --loopback keeps everything on this host. \
+By default a command joins the real LAN with shoal's defaults: on each LAN \
+interface its subnet's broadcast address, on UDP port 12345. --loopback keeps everything on this host. \
 --interface chooses the interfaces (default: every one that is up, \
-multicast-capable and neither loopback nor point-to-point), --ipv6 adds IPv6 \
+multicast-capable and neither loopback, point-to-point nor a bridge of \
+containers or VMs such as docker0), --ipv6 adds IPv6 \
 link-local multicast, and --seed HOST:PORT reaches nodes that broadcast does \
 not (another subnet, a cloud network).";
 

@@ -1,11 +1,12 @@
 //! The flags every command shares: which network, which key, which weight.
 //! They become a [`shoal::Config`], and [`NetArgs::start`] starts the node.
 //!
-//! The defaults are the library's, those of a real LAN: broadcast to
-//! 255.255.255.255 on UDP port 12345. `--loopback` keeps everything on this
+//! The defaults are the library's, those of a real LAN: on each LAN
+//! interface, its subnet's broadcast address, on UDP port 12345. `--loopback` keeps everything on this
 //! host (127.255.255.255, on the loopback interface only). `--interface`
 //! narrows the library's default choice of interfaces (every one that is
-//! up, multicast-capable and neither loopback nor point-to-point), `--ipv6`
+//! up, multicast-capable and neither loopback, point-to-point nor a bridge
+//! of containers or VMs such as docker0), `--ipv6`
 //! adds the IPv6 link-local group, and `--seed` reaches peers by unicast
 //! where broadcast does not go (another subnet, a cloud network). A key is read from a file (`--key-file`) or the
 //! environment (`SHOAL_KEY`), never from a bare argument, which anyone on
@@ -31,7 +32,8 @@ pub struct NetArgs {
     /// UDP port of the cluster [default: 12345]
     #[arg(long, global = true, env = "SHOAL_PORT", value_name = "PORT")]
     pub port: Option<u16>,
-    /// Broadcast address [default: 255.255.255.255, the LAN]
+    /// Send to this one broadcast address (255.255.255.255 leaves by the
+    /// default route only) [default: each interface's subnet broadcast]
     #[arg(long, global = true, env = "SHOAL_BROADCAST", value_name = "ADDR")]
     pub broadcast: Option<Ipv4Addr>,
     /// Send to this IPv4 multicast group instead of broadcasting
@@ -47,7 +49,8 @@ pub struct NetArgs {
     #[arg(long, global = true, conflicts_with_all = ["broadcast", "multicast", "interface", "ipv6"])]
     pub loopback: bool,
     /// Use this network interface (repeatable) [default: every interface
-    /// that is up, multicast-capable, neither loopback nor point-to-point]
+    /// that is up, multicast-capable, neither loopback, point-to-point nor
+    /// a bridge of containers or VMs such as docker0]
     #[arg(long, global = true, value_name = "NAME")]
     pub interface: Vec<String>,
     /// Also speak IPv6, on the link-local group ff02::5ea1 of the chosen

@@ -73,6 +73,7 @@ fn help_explains_interfaces_and_seeds_with_examples() {
         "shoal nodes --interface eth0",
         "shoal nodes --seed 10.0.2.7:12345",
         "point-to-point",
+        "docker0",
         "ff02::5ea1",
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
