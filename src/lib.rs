@@ -115,7 +115,7 @@ mod config;
 mod election;
 mod error;
 mod event;
-mod interface;
+pub mod interface;
 mod membership;
 mod packet;
 pub mod protocol;

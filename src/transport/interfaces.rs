@@ -1,0 +1,140 @@
+//! Lists the host's interfaces with getifaddrs(3) (through nix): one
+//! [`Interface`] per IPv4 or IPv6 address, with the flags the selection
+//! rules need. Read-only: listing sends nothing.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use nix::ifaddrs::getifaddrs;
+use nix::libc;
+use nix::net::if_::InterfaceFlags;
+
+use crate::interface::Interface;
+
+/// What the link-layer (`AF_PACKET`) entry of an interface says.
+#[derive(Clone, Copy)]
+struct Link {
+    index: u32,
+    /// `ARPHRD_*`.
+    hatype: u16,
+    /// Length of the hardware address.
+    halen: usize,
+}
+
+/// Link types that carry IP with no link layer of their own: tunnels
+/// (tun, WireGuard, IP-in-IP, GRE, SIT) and PPP. Broadcast and link-local
+/// multicast on them reach one far end at most, never a LAN.
+const TUNNEL_TYPES: [u16; 9] = [
+    libc::ARPHRD_NONE,
+    libc::ARPHRD_VOID,
+    libc::ARPHRD_TUNNEL,
+    libc::ARPHRD_TUNNEL6,
+    libc::ARPHRD_SIT,
+    libc::ARPHRD_IPGRE,
+    // ARPHRD_IP6GRE, which libc does not name.
+    823,
+    libc::ARPHRD_PPP,
+    libc::ARPHRD_IPDDP,
+];
+
+/// Every IPv4 and IPv6 address of every interface of the host, in the
+/// kernel's order.
+pub(crate) fn list() -> std::io::Result<Vec<Interface>> {
+    let entries: Vec<_> = getifaddrs()?.collect();
+    let mut links: HashMap<&str, Link> = HashMap::new();
+    for entry in &entries {
+        if let Some(link) = entry.address.as_ref().and_then(|a| a.as_link_addr()) {
+            links.insert(
+                &entry.interface_name,
+                Link {
+                    index: u32::try_from(link.ifindex()).unwrap_or(0),
+                    hatype: link.hatype(),
+                    halen: link.halen(),
+                },
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for entry in &entries {
+        let Some(address) = &entry.address else {
+            continue;
+        };
+        let addr: IpAddr = if let Some(v4) = address.as_sockaddr_in() {
+            v4.ip().into()
+        } else if let Some(v6) = address.as_sockaddr_in6() {
+            v6.ip().into()
+        } else {
+            continue;
+        };
+        let prefix_len =
+            entry
+                .netmask
+                .as_ref()
+                .map_or(if addr.is_ipv4() { 32 } else { 128 }, |mask| {
+                    if let Some(m) = mask.as_sockaddr_in() {
+                        u32::from(m.ip()).count_ones() as u8
+                    } else if let Some(m) = mask.as_sockaddr_in6() {
+                        u128::from(m.ip()).count_ones() as u8
+                    } else {
+                        0
+                    }
+                });
+        let link = links.get(entry.interface_name.as_str()).copied();
+        let index = match link {
+            Some(link) if link.index != 0 => link.index,
+            _ => match nix::net::if_::if_nametoindex(entry.interface_name.as_str()) {
+                Ok(index) => index,
+                // Gone between the two calls.
+                Err(_) => continue,
+            },
+        };
+        let flags = entry.flags;
+        let is_loopback = flags.contains(InterfaceFlags::IFF_LOOPBACK);
+        let tunnel = !is_loopback
+            && match link {
+                Some(link) => link.halen == 0 || TUNNEL_TYPES.contains(&link.hatype),
+                // No link-layer entry at all: nothing to broadcast on.
+                None => true,
+            };
+        let mut interface = Interface::new(&entry.interface_name, index, addr, prefix_len);
+        if let Some(b) = entry.broadcast.as_ref().and_then(|b| b.as_sockaddr_in()) {
+            interface.broadcast = Some(b.ip());
+        }
+        // Administratively up and with a carrier: a cable that is out
+        // carries nothing, and the next rescan picks the link up when it
+        // comes back.
+        interface.is_up =
+            flags.contains(InterfaceFlags::IFF_UP) && flags.contains(InterfaceFlags::IFF_RUNNING);
+        interface.is_loopback = is_loopback;
+        interface.is_multicast = flags.contains(InterfaceFlags::IFF_MULTICAST);
+        interface.is_point_to_point = flags.contains(InterfaceFlags::IFF_POINTOPOINT) || tunnel;
+        if interface.is_point_to_point {
+            // The "broadcast" union of a point-to-point link holds the far
+            // end's address, not a broadcast address.
+            interface.broadcast = None;
+        }
+        out.push(interface);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reading the host's interfaces sends nothing; every host has a
+    /// loopback interface that is up with 127.0.0.1/8.
+    #[test]
+    fn lists_loopback() {
+        let all = list().unwrap();
+        let lo = all
+            .iter()
+            .find(|i| i.addr == IpAddr::from([127, 0, 0, 1]))
+            .expect("127.0.0.1 is listed");
+        assert!(lo.is_loopback && lo.is_up && !lo.is_point_to_point);
+        assert_eq!(lo.prefix_len, 8);
+        assert_eq!(lo.broadcast, Some([127, 255, 255, 255].into()));
+        assert!(lo.index > 0);
+        assert!(all.iter().all(|i| i.index > 0));
+    }
+}
