@@ -96,10 +96,11 @@ pub(crate) fn list() -> std::io::Result<Vec<Interface>> {
                 // No link-layer entry at all: nothing to broadcast on.
                 None => true,
             };
+        // The broadcast address is the subnet's, computed from the prefix
+        // (Interface::new): getifaddrs reports the address itself when the
+        // address was added without one (`ip addr add 10.0.0.1/24`), yet
+        // the kernel routes the subnet's broadcast address all the same.
         let mut interface = Interface::new(&entry.interface_name, index, addr, prefix_len);
-        if let Some(b) = entry.broadcast.as_ref().and_then(|b| b.as_sockaddr_in()) {
-            interface.broadcast = Some(b.ip());
-        }
         // Administratively up and with a carrier: a cable that is out
         // carries nothing, and the next rescan picks the link up when it
         // comes back.
