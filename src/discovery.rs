@@ -73,6 +73,33 @@ impl Shared {
 /// afterwards the commands of every clone return [`Error::Closed`] and every
 /// stream ends.
 ///
+/// # Which networks
+///
+/// By default a node uses every interface that is up, multicast-capable
+/// and neither loopback, point-to-point nor a tunnel (loopback if there is
+/// nothing else): on each it broadcasts to that subnet's broadcast address
+/// (or multicasts with that interface as the outgoing one), and it drops
+/// datagrams that arrive on any other interface. To choose:
+/// - name them: [`ConfigBuilder::interfaces`](crate::ConfigBuilder::interfaces)
+///   with [`IfKind::Name`]`("eth0")`, an address, an index, IPv4 or IPv6
+///   only, or a [`Predicate`](crate::Predicate) (leave out `docker0`,
+///   which the default takes as a LAN); change the choice while the node
+///   runs with [`set_interfaces`](Self::set_interfaces), and see it with
+///   [`interfaces`](Self::interfaces);
+/// - add IPv6 ([`ipv6`](crate::ConfigBuilder::ipv6)): link-local multicast
+///   on `ff02::5ea1` on the same interfaces;
+/// - where broadcast does not reach (cloud networks, another subnet),
+///   give [`seeds`](crate::ConfigBuilder::seeds), and with
+///   [`unicast_only`](crate::ConfigBuilder::unicast_only) send no
+///   broadcast at all;
+/// - one fixed destination, as node-discovery has it: an explicit
+///   [`broadcast`](crate::ConfigBuilder::broadcast) address (what the
+///   examples below use to stay on this host) or
+///   [`multicast_interface`](crate::ConfigBuilder::multicast_interface).
+///
+/// [`Peer::via`] says on which interface and local address each peer was
+/// last heard.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), shoal::Error> {
