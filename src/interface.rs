@@ -42,7 +42,9 @@ pub struct Interface {
     pub prefix_len: u8,
     /// The directed broadcast address of its IPv4 subnet, if it has one.
     pub broadcast: Option<Ipv4Addr>,
-    /// It is up.
+    /// It is up: administratively, and (as the driver lists it) with a
+    /// carrier, so that a link whose cable is out is not used until it
+    /// comes back.
     pub is_up: bool,
     /// It is a loopback interface.
     pub is_loopback: bool,
