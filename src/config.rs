@@ -913,13 +913,15 @@ impl ConfigBuilder {
     /// and with a carrier), multicast-capable, and neither loopback,
     /// point-to-point nor a tunnel (tun, WireGuard, GRE, IP-in-IP, PPP:
     /// links with no link layer, on which broadcast reaches at most one far
-    /// end); of those, the IPv4 addresses and, with [`ipv6`](Self::ipv6),
-    /// the IPv6 link-local ones. If that leaves nothing, the loopback
-    /// interface, so that a host with no network still finds the nodes on
-    /// itself. The rule is [`interface::select`](crate::interface::select).
-    /// A bridge (docker0, a VM host's br0) is a LAN to this rule: leave it
-    /// out by naming the interfaces you want, or with a
-    /// [`Predicate`](crate::Predicate).
+    /// end), nor a bridge whose ports are all virtual (docker0, virbr0,
+    /// cni0: this host's containers and virtual machines, not the LAN; a
+    /// bridge holding a physical port, a VM host's `br0`, is the LAN); of
+    /// those, the IPv4 addresses and, with [`ipv6`](Self::ipv6), the IPv6
+    /// link-local ones. If that leaves nothing, the loopback interface, so
+    /// that a host with no network still finds the nodes on itself. The
+    /// rule is [`interface::select`](crate::interface::select). To reach
+    /// the containers on docker0 too, name it (with the LAN) or choose
+    /// with a [`Predicate`](crate::Predicate).
     ///
     /// On each chosen interface the node sends where that interface's
     /// peers hear it (its IPv4 subnet's directed broadcast address, or the

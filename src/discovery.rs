@@ -76,14 +76,14 @@ impl Shared {
 /// # Which networks
 ///
 /// By default a node uses every interface that is up, multicast-capable
-/// and neither loopback, point-to-point nor a tunnel (loopback if there is
-/// nothing else): on each it broadcasts to that subnet's broadcast address
+/// and neither loopback, point-to-point, a tunnel, nor a bridge to this
+/// host's containers such as docker0 (loopback if there is nothing else):
+/// on each it broadcasts to that subnet's broadcast address
 /// (or multicasts with that interface as the outgoing one), and it drops
 /// datagrams that arrive on any other interface. To choose:
 /// - name them: [`ConfigBuilder::interfaces`](crate::ConfigBuilder::interfaces)
 ///   with [`IfKind::Name`]`("eth0")`, an address, an index, IPv4 or IPv6
-///   only, or a [`Predicate`](crate::Predicate) (leave out `docker0`,
-///   which the default takes as a LAN); change the choice while the node
+///   only, or a [`Predicate`](crate::Predicate); change the choice while the node
 ///   runs with [`set_interfaces`](Self::set_interfaces), and see it with
 ///   [`interfaces`](Self::interfaces);
 /// - add IPv6 ([`ipv6`](crate::ConfigBuilder::ipv6)): link-local multicast

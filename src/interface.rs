@@ -52,6 +52,11 @@ pub struct Interface {
     pub is_multicast: bool,
     /// It is a point-to-point link (or a tunnel with no link layer).
     pub is_point_to_point: bool,
+    /// It is a bridge whose ports are all virtual (docker0, virbr0, cni0:
+    /// the containers and virtual machines of this host, not the LAN). A
+    /// bridge with a physical port (a VM host's `br0` holding `eth0`) is a
+    /// LAN, and this is false.
+    pub is_virtual_bridge: bool,
 }
 
 impl Interface {
@@ -80,6 +85,7 @@ impl Interface {
             is_loopback: addr.is_loopback(),
             is_multicast: true,
             is_point_to_point: false,
+            is_virtual_bridge: false,
         }
     }
 
@@ -183,8 +189,10 @@ impl IfKind {
 
 /// Whether the default rule chooses `interface`: it is up and
 /// multicast-capable, neither loopback nor point-to-point (a tunnel such as
-/// tun or WireGuard has no link layer and is listed as point-to-point), and
-/// its address is IPv4 or IPv6 link-local.
+/// tun or WireGuard has no link layer and is listed as point-to-point) nor
+/// a bridge to this host's containers or virtual machines
+/// ([`Interface::is_virtual_bridge`]), and its address is IPv4 or IPv6
+/// link-local.
 ///
 /// Global IPv6 addresses are left out: shoal speaks IPv6 on a link-local
 /// multicast group, and one link-local address per link is enough to name
@@ -202,6 +210,7 @@ pub fn is_default_choice(interface: &Interface) -> bool {
         && interface.is_multicast
         && !interface.is_loopback
         && !interface.is_point_to_point
+        && !interface.is_virtual_bridge
         && match interface.addr {
             IpAddr::V4(_) => true,
             IpAddr::V6(v6) => is_link_local_v6(v6),
@@ -225,14 +234,18 @@ pub(crate) fn is_link_local_v6(addr: Ipv6Addr) -> bool {
 ///
 /// ```
 /// use shoal::{interface::select, IfKind, Interface};
+/// let mut docker0 = Interface::new("docker0", 3, "172.17.0.1".parse().unwrap(), 16);
+/// docker0.is_virtual_bridge = true; // as the driver lists it
 /// let host = [
 ///     Interface::new("lo", 1, "127.0.0.1".parse().unwrap(), 8),
 ///     Interface::new("eth0", 2, "10.0.0.5".parse().unwrap(), 24),
-///     Interface::new("docker0", 3, "172.17.0.1".parse().unwrap(), 16),
+///     Interface::new("eth1", 4, "10.1.0.5".parse().unwrap(), 24),
+///     docker0,
 /// ];
 /// let names = |chosen: Vec<Interface>| chosen.iter().map(|i| i.name.to_string()).collect::<Vec<_>>();
-/// assert_eq!(names(select(None, &host)), ["eth0", "docker0"]);
-/// assert_eq!(names(select(Some(&[IfKind::Name("eth0".into())]), &host)), ["eth0"]);
+/// assert_eq!(names(select(None, &host)), ["eth0", "eth1"]);
+/// assert_eq!(names(select(Some(&[IfKind::Name("eth1".into())]), &host)), ["eth1"]);
+/// assert_eq!(names(select(Some(&[IfKind::Name("docker0".into())]), &host)), ["docker0"]);
 /// assert_eq!(names(select(None, &host[..1])), ["lo"]); // nothing else: loopback
 /// ```
 pub fn select(kinds: Option<&[IfKind]>, all: &[Interface]) -> Vec<Interface> {
@@ -353,6 +366,8 @@ mod tests {
         eth1.is_up = false;
         let mut wg0_v6 = iface("wg0", 5, "fe80::8", 64);
         wg0_v6.is_point_to_point = true;
+        let mut docker0 = iface("docker0", 9, "172.18.0.1", 16);
+        docker0.is_virtual_bridge = true;
         let mut ib0 = iface("ib0", 8, "10.9.0.2", 24);
         ib0.is_multicast = false;
         vec![
@@ -367,6 +382,7 @@ mod tests {
             ppp0,
             eth1,
             ib0,
+            docker0,
         ]
     }
 
@@ -378,7 +394,7 @@ mod tests {
     }
 
     #[test]
-    fn default_takes_up_multicast_lans_ipv4_and_link_local() {
+    fn default_takes_up_multicast_lans_ipv4_and_link_local_not_virtual_bridges() {
         assert_eq!(
             chosen(None, &host()),
             ["eth0 10.0.0.5", "eth0 fe80::5", "br0 172.17.0.1"]
@@ -430,6 +446,7 @@ mod tests {
         assert_eq!(chosen(Some(&addr), &all), ["eth0 10.0.0.5"]);
         let all_up = chosen(Some(&[IfKind::All]), &all);
         assert_eq!(all_up.len(), all.len() - 1);
+        assert!(all_up.contains(&"docker0 172.18.0.1".to_owned()));
         let pred = [IfKind::Predicate(Predicate::new(|i: &Interface| {
             i.name.starts_with("br")
         }))];

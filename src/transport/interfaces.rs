@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::Path;
 
 use nix::ifaddrs::getifaddrs;
 use nix::libc;
@@ -54,6 +55,7 @@ pub(crate) fn list() -> std::io::Result<Vec<Interface>> {
             );
         }
     }
+    let mut virtual_bridges: HashMap<&str, bool> = HashMap::new();
     let mut out = Vec::new();
     for entry in &entries {
         let Some(address) = &entry.address else {
@@ -109,6 +111,9 @@ pub(crate) fn list() -> std::io::Result<Vec<Interface>> {
         interface.is_loopback = is_loopback;
         interface.is_multicast = flags.contains(InterfaceFlags::IFF_MULTICAST);
         interface.is_point_to_point = flags.contains(InterfaceFlags::IFF_POINTOPOINT) || tunnel;
+        interface.is_virtual_bridge = *virtual_bridges
+            .entry(&entry.interface_name)
+            .or_insert_with(|| is_virtual_bridge(SYS_CLASS_NET, &entry.interface_name));
         if interface.is_point_to_point {
             // The "broadcast" union of a point-to-point link holds the far
             // end's address, not a broadcast address.
@@ -117,6 +122,51 @@ pub(crate) fn list() -> std::io::Result<Vec<Interface>> {
         out.push(interface);
     }
     Ok(out)
+}
+
+/// Where Linux describes each network interface (for the namespace of
+/// whoever mounted it: a container's own, or `ip netns exec`'s).
+const SYS_CLASS_NET: &str = "/sys/class/net";
+
+/// Whether `name` is a bridge whose ports are all virtual: docker0,
+/// virbr0, cni0 and the like connect this host to its own containers and
+/// virtual machines, not to the LAN. A bridge with a port backed by
+/// hardware (directly, or through a bond or VLAN) is a LAN's. Read from
+/// sysfs (`bridge/`, `brif/`, `device`, `lower_*`); where it is missing
+/// (not Linux), nothing is a virtual bridge.
+fn is_virtual_bridge(sys: &str, name: &str) -> bool {
+    let base = Path::new(sys).join(name);
+    if !base.join("bridge").is_dir() {
+        return false;
+    }
+    match std::fs::read_dir(base.join("brif")) {
+        Ok(ports) => !ports
+            .flatten()
+            .any(|port| has_hardware(sys, &port.file_name().to_string_lossy(), 0)),
+        Err(_) => false,
+    }
+}
+
+/// Whether interface `name` is a device (`device` link) or sits on one
+/// through its lower interfaces (`lower_<name>`: a bond's slaves, a
+/// VLAN's parent), a few levels down at most.
+fn has_hardware(sys: &str, name: &str, depth: u8) -> bool {
+    let base = Path::new(sys).join(name);
+    if base.join("device").exists() {
+        return true;
+    }
+    if depth >= 4 {
+        return false;
+    }
+    std::fs::read_dir(&base).is_ok_and(|entries| {
+        entries.flatten().any(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .strip_prefix("lower_")
+                .is_some_and(|lower| has_hardware(sys, lower, depth + 1))
+        })
+    })
 }
 
 #[cfg(test)]
@@ -137,5 +187,38 @@ mod tests {
         assert_eq!(lo.broadcast, Some([127, 255, 255, 255].into()));
         assert!(lo.index > 0);
         assert!(all.iter().all(|i| i.index > 0));
+        assert!(!lo.is_virtual_bridge);
+    }
+
+    /// A fake sysfs: docker0 (a veth port), br0 (eth0, a device), br1 (a
+    /// bond over eth1), br2 (no ports), eth0 (not a bridge).
+    #[test]
+    fn virtual_bridges_from_sysfs() {
+        let dir = std::env::temp_dir().join(format!("shoal-sysfs-{}", std::process::id()));
+        let mk = |path: &str| std::fs::create_dir_all(dir.join(path)).unwrap();
+        for path in [
+            "docker0/bridge",
+            "docker0/brif/veth1",
+            "veth1",
+            "br0/bridge",
+            "br0/brif/eth0",
+            "eth0/device",
+            "br1/bridge",
+            "br1/brif/bond0",
+            "bond0/lower_eth1",
+            "eth1/device",
+            "br2/bridge",
+            "br2/brif",
+        ] {
+            mk(path);
+        }
+        let sys = dir.to_str().unwrap();
+        assert!(is_virtual_bridge(sys, "docker0"));
+        assert!(!is_virtual_bridge(sys, "br0"));
+        assert!(!is_virtual_bridge(sys, "br1"));
+        assert!(is_virtual_bridge(sys, "br2"));
+        assert!(!is_virtual_bridge(sys, "eth0"));
+        assert!(!is_virtual_bridge(sys, "nonexistent"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
