@@ -210,6 +210,31 @@ fn parse_seed(text: &str, port: u16) -> Result<(String, u16), &'static str> {
     Ok((host.to_owned(), port))
 }
 
+/// The limits of [`ConfigBuilder::interfaces`] (and of
+/// `Discovery::set_interfaces`): at least one kind, no empty name, no
+/// index 0.
+pub(crate) fn check_interfaces(kinds: &[IfKind]) -> Result<(), ConfigError> {
+    let limit = |reason| {
+        Err(ConfigError::Limit {
+            field: "interfaces",
+            reason,
+        })
+    };
+    if kinds.is_empty() {
+        return limit("at least one IfKind (leave it unset for the default rule)");
+    }
+    for kind in kinds {
+        match kind {
+            IfKind::Name(name) if name.is_empty() => {
+                return limit("an interface name is not empty")
+            }
+            IfKind::Index(0) => return limit("interface index 0 names no interface"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Shortest and longest hello and check intervals.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 const MAX_INTERVAL: Duration = Duration::from_secs(60);
@@ -1501,23 +1526,7 @@ impl ConfigBuilder {
             return Err(ConfigError::PortZero);
         }
         if let Some(kinds) = &c.transport.interfaces {
-            if kinds.is_empty() {
-                return limit(
-                    "interfaces",
-                    "at least one IfKind (leave it unset for the default rule)",
-                );
-            }
-            for kind in kinds {
-                match kind {
-                    IfKind::Name(name) if name.is_empty() => {
-                        return limit("interfaces", "an interface name is not empty")
-                    }
-                    IfKind::Index(0) => {
-                        return limit("interfaces", "interface index 0 names no interface")
-                    }
-                    _ => {}
-                }
-            }
+            check_interfaces(kinds)?;
         }
         if !c.transport.ipv6_group.is_multicast() {
             return limit("ipv6_group", "must be an IPv6 multicast address (ff00::/8)");

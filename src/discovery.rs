@@ -272,7 +272,8 @@ impl Discovery {
     /// it at once: it joins the multicast groups on the new interfaces,
     /// leaves those on the old, and from then on sends and hears on the
     /// new ones only. [`interfaces`](Self::interfaces) shows the result
-    /// shortly after.
+    /// shortly after. Refused as the builder refuses it
+    /// ([`Error::Config`]): an empty list, an empty name, index 0.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -288,9 +289,13 @@ impl Discovery {
     /// #     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     /// # }
     /// assert!(node.interfaces().iter().all(|i| i.is_loopback && i.addr.is_ipv4()));
+    /// assert!(node.set_interfaces(Some(vec![])).is_err()); // deaf: refused
     /// # Ok(()) }
     /// ```
     pub fn set_interfaces(&self, kinds: Option<Vec<IfKind>>) -> Result<(), Error> {
+        if let Some(kinds) = &kinds {
+            crate::config::check_interfaces(kinds)?;
+        }
         self.handle.ensure_running()?;
         *lock(&self.shared().new_selection) = Some(kinds);
         self.shared().rescan.notify_one();

@@ -5,7 +5,8 @@
 //!
 //! - two LANs on one host: a node that chose `eth0` hears only eth0's
 //!   peer, although the other LAN's datagrams reach the host (a node there
-//!   with the default choice hears both);
+//!   with the default choice hears both); switched to `eth1` while it
+//!   runs, it hears the other;
 //! - an IPv6-only link (no IPv4 address anywhere): two nodes with
 //!   `ipv6(true)` find each other over `ff02::5ea1`, and `Peer::via` names
 //!   the interface and our link-local address;
@@ -281,6 +282,26 @@ fn only_the_chosen_interface_is_heard() {
     // a's address is on eth0's subnet: it came in by eth0.
     let a_peer = peer(&chosen, "a").unwrap();
     assert_eq!(a_peer.addr.ip(), "10.250.0.2".parse::<IpAddr>().unwrap());
+
+    // Switched to eth1 while running: b is heard, a times out.
+    chosen
+        .set_interfaces(Some(vec![IfKind::Name("eth1".into())]))
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || names(&chosen)
+            == ["eth1 10.251.0.1"]),
+        "{:?}",
+        names(&chosen)
+    );
+    assert!(
+        wait_for(Duration::from_secs(15), || hosts(&chosen)
+            == ["b", "h-default"]
+            && hosts(&node_b) == ["h-default", "h-eth0"]),
+        "after the switch, h-eth0 sees {:?} and b sees {:?}",
+        hosts(&chosen),
+        hosts(&node_b)
+    );
+    assert!(chosen.set_interfaces(Some(vec![])).is_err());
 
     for (rt, node) in [
         (&rt_h, chosen),
