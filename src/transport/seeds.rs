@@ -14,6 +14,10 @@ use std::time::Duration;
 /// hold back the other seeds' new addresses.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// At most this many addresses are kept per name (a headless service of
+/// more pods than this is reached through the peers they list).
+const MAX_ADDRS_PER_SEED: usize = 256;
+
 /// Every seed and the addresses it resolved to last.
 #[derive(Debug)]
 pub(crate) struct Seeds {
@@ -114,6 +118,7 @@ impl Seeds {
                 Ok(mut addrs) if !addrs.is_empty() => {
                     addrs.sort();
                     addrs.dedup();
+                    addrs.truncate(MAX_ADDRS_PER_SEED);
                     if seed.failing {
                         tracing::info!(seed = %seed.host, "seed resolves again");
                     }
@@ -189,6 +194,9 @@ mod tests {
         assert!(s.apply(vec![(2, Ok(vec![b]))]), "the name moved");
         assert_eq!(s.addresses()[2..], [b]);
         assert!(!s.apply(vec![(99, Ok(vec![a]))]), "no such seed");
+        let many = (0..1000u16).map(|p| SocketAddr::new([10, 0, 0, 1].into(), p + 1));
+        assert!(s.apply(vec![(2, Ok(many.collect()))]));
+        assert_eq!(s.addresses().len(), 2 + MAX_ADDRS_PER_SEED, "bounded");
     }
 
     #[tokio::test]
