@@ -345,6 +345,7 @@ impl Discovery {
         let mut stats = self.shared().core().stats().clone();
         stats.events_lost += self.shared().events.lost().load(Ordering::Relaxed);
         stats.events_lost += self.shared().registry_events.lost().load(Ordering::Relaxed);
+        stats.dropped.other_interface += self.shared().foreign_drops.load(Ordering::Relaxed);
         stats
     }
 

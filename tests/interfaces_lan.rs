@@ -275,6 +275,12 @@ fn only_the_chosen_interface_is_heard() {
         ["a", "h-default"],
         "b on eth1 is never heard"
     );
+    // b's hellos did reach it, on eth1, and were dropped and counted.
+    assert!(
+        chosen.stats().dropped.other_interface > 0,
+        "{:?}",
+        chosen.stats().dropped
+    );
     // And b never hears `chosen`, which sends on eth0 only.
     assert_eq!(hosts(&node_b), ["h-default"]);
     assert_eq!(hosts(&node_a), ["h-default", "h-eth0"]);
