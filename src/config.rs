@@ -210,6 +210,31 @@ fn parse_seed(text: &str, port: u16) -> Result<(String, u16), &'static str> {
     Ok((host.to_owned(), port))
 }
 
+/// The limits of [`ConfigBuilder::interfaces`] (and of
+/// `Discovery::set_interfaces`): at least one kind, no empty name, no
+/// index 0.
+pub(crate) fn check_interfaces(kinds: &[IfKind]) -> Result<(), ConfigError> {
+    let limit = |reason| {
+        Err(ConfigError::Limit {
+            field: "interfaces",
+            reason,
+        })
+    };
+    if kinds.is_empty() {
+        return limit("at least one IfKind (leave it unset for the default rule)");
+    }
+    for kind in kinds {
+        match kind {
+            IfKind::Name(name) if name.is_empty() => {
+                return limit("an interface name is not empty")
+            }
+            IfKind::Index(0) => return limit("interface index 0 names no interface"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Shortest and longest hello and check intervals.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 const MAX_INTERVAL: Duration = Duration::from_secs(60);
@@ -756,11 +781,16 @@ impl ConfigBuilder {
         transport.multicast_ttl: u32
     );
     setter!(
-        /// The local interface address multicast is joined and sent on.
+        /// The local interface address multicast is joined and sent on,
+        /// instead of every chosen [interface](Self::interfaces).
         ///
-        /// Default `0.0.0.0`: the kernel picks (the default route's
-        /// interface). `127.0.0.1` keeps multicast on this host. Limits: not
-        /// a multicast or broadcast address.
+        /// Default `0.0.0.0`: the group is joined and sent to on each
+        /// chosen interface. Set, the node joins and sends on this one
+        /// address only, as node-discovery does (`0.0.0.0` given together
+        /// with an explicit [`broadcast`](Self::broadcast): the kernel picks,
+        /// which is the default route's interface). `127.0.0.1` keeps
+        /// multicast on this host. Limits: not a multicast or broadcast
+        /// address.
         ///
         /// ```
         /// let config = shoal::Config::builder().build()?;
@@ -881,8 +911,13 @@ impl ConfigBuilder {
     /// Send to this multicast group instead of broadcasting (and join it).
     ///
     /// Default: none, broadcast. Multicast crosses switches that filter
-    /// broadcast and reaches only nodes that joined the group. Limits: an
-    /// IPv4 multicast address (224.0.0.0/4).
+    /// broadcast and reaches only nodes that joined the group. The group
+    /// is joined on each chosen [interface](Self::interfaces), by index,
+    /// and each datagram for the cluster is sent once per interface with
+    /// that interface as the outgoing one, [`multicast_ttl`](Self::multicast_ttl)
+    /// routers far; [`multicast_interface`](Self::multicast_interface)
+    /// pins one interface instead. Limits: an IPv4 multicast address
+    /// (224.0.0.0/4).
     ///
     /// ```
     /// let config = shoal::Config::builder().build()?;
@@ -894,14 +929,41 @@ impl ConfigBuilder {
         self
     }
 
-    /// Which network interfaces to use: those any of `kinds` matches.
+    /// Which network interfaces to use: every address, of an interface
+    /// that is up, that any of `kinds` matches ([`IfKind`]: all, by name,
+    /// by address, by index, IPv4 only, IPv6 only, loopback, or a
+    /// predicate).
     ///
-    /// Default: every interface that is up and multicast-capable and is
-    /// neither loopback nor point-to-point (nor a tunnel); loopback if
-    /// nothing else exists. On each one the node sends where that
-    /// interface's peers hear it (its subnet's broadcast address, or the
-    /// multicast group with that interface as the outgoing one), and it
-    /// ignores datagrams that arrive on any other.
+    /// Default (not called): every interface that is up (administratively
+    /// and with a carrier), multicast-capable, and neither loopback,
+    /// point-to-point nor a tunnel (tun, WireGuard, GRE, IP-in-IP, PPP:
+    /// links with no link layer, on which broadcast reaches at most one far
+    /// end), nor a bridge whose ports are all virtual (docker0, virbr0,
+    /// cni0: this host's containers and virtual machines, not the LAN; a
+    /// bridge holding a physical port, a VM host's `br0`, is the LAN); of
+    /// those, the IPv4 addresses and, with [`ipv6`](Self::ipv6), the IPv6
+    /// link-local ones. If that leaves nothing, the loopback interface, so
+    /// that a host with no network still finds the nodes on itself. The
+    /// rule is [`interface::select`](crate::interface::select). To reach
+    /// the containers on docker0 too, name it (with the LAN) or choose
+    /// with a [`Predicate`](crate::Predicate).
+    ///
+    /// On each chosen interface the node sends where that interface's
+    /// peers hear it (its IPv4 subnet's directed broadcast address, or the
+    /// multicast group with that interface as the outgoing one; on IPv6,
+    /// `ff02::5ea1` scoped to it), and it drops datagrams that arrive on
+    /// any other interface. The host's interfaces are listed again every
+    /// [`rescan_interval`](Self::rescan_interval), and
+    /// [`Discovery::set_interfaces`](crate::Discovery::set_interfaces)
+    /// changes the choice while the node runs.
+    ///
+    /// An explicit [`broadcast`](Self::broadcast) address or
+    /// [`multicast_interface`](Self::multicast_interface) means one
+    /// destination instead, as in node-discovery: cluster datagrams go to
+    /// that address only, and (unless `interfaces` is also called)
+    /// datagrams from every interface are heard.
+    ///
+    /// Limits: at least one kind; no empty name and no index 0.
     ///
     /// ```
     /// use shoal::IfKind;
@@ -914,10 +976,17 @@ impl ConfigBuilder {
         self
     }
 
-    /// Also speak IPv6: multicast on the link-local group
-    /// [`ipv6_group`](Self::ipv6_group) on each chosen interface.
+    /// Also speak IPv6: a second socket, `[::]:port` (IPv6 only), joined
+    /// to the link-local group [`ipv6_group`](Self::ipv6_group) on each
+    /// chosen interface by its index, and cluster datagrams sent to
+    /// `[group%index]:port` on each. Peers' link-local addresses keep
+    /// their scope (the interface index), so unicast replies leave by the
+    /// right link. A node reachable on both IPv4 and IPv6 is one peer.
     ///
-    /// Default off.
+    /// Default off: IPv4 reaches every LAN a dual-stack host is on, and one
+    /// socket is less to open. Turn it on for links with no IPv4 address,
+    /// or to meet IPv6-only nodes. Limits: link-local multicast goes one
+    /// link, never through a router (use [`seeds`](Self::seeds) beyond).
     ///
     /// ```
     /// let config = shoal::Config::builder().ipv6(true).build()?;
@@ -932,7 +1001,12 @@ impl ConfigBuilder {
     /// The IPv6 multicast group, when [`ipv6`](Self::ipv6) is on.
     ///
     /// Default [`DEFAULT_IPV6_GROUP`](crate::DEFAULT_IPV6_GROUP),
-    /// `ff02::5ea1`. Limits: an IPv6 multicast address.
+    /// `ff02::5ea1`: link-local scope (`ff02::/16`), so it never leaves the
+    /// link, and unassigned by IANA, so nothing else listens there. Choose
+    /// another to keep two clusters on one link apart. Limits: an IPv6
+    /// multicast address (`ff00::/8`); a wider scope than link-local still
+    /// goes out of each chosen interface, but is routed only where
+    /// multicast routing is set up.
     ///
     /// ```
     /// let config = shoal::Config::builder().ipv6_group("ff02::1234".parse().unwrap()).build()?;
@@ -945,9 +1019,13 @@ impl ConfigBuilder {
     }
 
     /// How often the host's interfaces are listed again, to pick up one
-    /// that appeared, went or changed address.
+    /// that appeared, went or changed address: a new interface is used,
+    /// and its multicast groups joined, within this time; sends to one that
+    /// went stop.
     ///
-    /// Default 5 s.
+    /// Default 5 s. A listing is one netlink dump (well under a
+    /// millisecond), so shorter costs little; longer leaves a new link
+    /// unused for longer. Limits: 100 ms to 10 min.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -960,12 +1038,21 @@ impl ConfigBuilder {
         self
     }
 
-    /// Peers to reach by unicast, for networks that carry no broadcast:
-    /// `host:port`, where host is an address or a name (re-resolved every
-    /// [`seed_refresh`](Self::seed_refresh)). Without a port, the node's
-    /// [`port`](Self::port).
+    /// Peers to reach by unicast, for networks that carry no broadcast
+    /// (cloud VPCs, most of Kubernetes) or subnets a router joins:
+    /// `host:port`, `[v6]:port`, a bare address or a bare name, where
+    /// host is an address or a DNS name. Without a port, the node's
+    /// [`port`](Self::port). Addresses are used at once; names are
+    /// resolved with the system resolver at start and again every
+    /// [`seed_refresh`](Self::seed_refresh), off the protocol's task (a
+    /// Kubernetes headless service works: every pod's address is a seed).
+    /// A lookup that fails keeps that seed's previous addresses, and is
+    /// logged (a warning once per outage). One reachable seed is enough:
+    /// the peers it knows are learned from the hellos.
     ///
-    /// Default none.
+    /// Default none. Seeds and broadcast work together. Limits: at most
+    /// 64 seeds, each an IP address or a valid DNS name with a port 1 to
+    /// 65535.
     ///
     /// ```
     /// let config = shoal::Config::builder().seeds(["10.0.1.7:12345", "shoal.default.svc"]).build()?;
@@ -977,9 +1064,12 @@ impl ConfigBuilder {
         self
     }
 
-    /// How often seed host names are resolved again.
+    /// How often seed host names are resolved again (addresses are never
+    /// looked up).
     ///
-    /// Default 60 s.
+    /// Default 60 s: a pod that moved is followed within a minute, at one
+    /// lookup per name per minute. Shorter follows faster and asks the
+    /// resolver more often. Limits: 1 s to 1 hour.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -993,9 +1083,15 @@ impl ConfigBuilder {
     }
 
     /// Send nothing to the broadcast or multicast address: reach peers by
-    /// unicast only, from the [`seeds`](Self::seeds) on (cloud networks).
+    /// unicast only, from the [`seeds`](Self::seeds) on (cloud networks,
+    /// where broadcast and multicast go nowhere and only cost a send per
+    /// interface).
     ///
-    /// Default off.
+    /// Default off: broadcast (or multicast) on the chosen interfaces, and
+    /// unicast to seeds and to peers that are not on those interfaces'
+    /// subnets. On, every peer costs a datagram per hello and per message
+    /// (see [`max_unicast_peers`](Self::max_unicast_peers)). A node with
+    /// this on and no seeds is found only by nodes that have it as a seed.
     ///
     /// ```
     /// let config = shoal::Config::builder().seeds(["10.0.0.2"]).unicast_only(true).build()?;
@@ -1009,7 +1105,20 @@ impl ConfigBuilder {
 
     /// At most this many peers are sent each hello and message by unicast.
     ///
-    /// Default 128.
+    /// The cost of unicast: each hello and each channel message goes once
+    /// to each peer that does not hear our broadcast (every peer, with
+    /// [`unicast_only`](Self::unicast_only)), plus each seed not yet
+    /// heard from. A cluster of N nodes on unicast alone sends about
+    /// N × (N − 1) datagrams per [`hello_interval`](Self::hello_interval):
+    /// 100 nodes at the default 400 ms, about 25 000 datagrams a second in
+    /// all, 250 per node. Past the limit, each hello goes to the next
+    /// `max_unicast_peers` peers in turn, so each is reached every
+    /// ⌈N / limit⌉ hellos: keep ⌈N / limit⌉ × hello_interval well inside
+    /// [`node_timeout`](Self::node_timeout), or peers are dropped. Beyond a
+    /// few hundred nodes on unicast, a gossip protocol (SWIM, as in Serf or
+    /// memberlist) scales better than shoal's all-to-all hellos.
+    ///
+    /// Default 128. Limits: 1 to 4096.
     ///
     /// ```
     /// let config = shoal::Config::builder().max_unicast_peers(32).build()?;
@@ -1416,6 +1525,9 @@ impl ConfigBuilder {
         if c.transport.port == 0 {
             return Err(ConfigError::PortZero);
         }
+        if let Some(kinds) = &c.transport.interfaces {
+            check_interfaces(kinds)?;
+        }
         if !c.transport.ipv6_group.is_multicast() {
             return limit("ipv6_group", "must be an IPv6 multicast address (ff00::/8)");
         }
@@ -1767,6 +1879,15 @@ mod tests {
             (Config::builder().weight(f64::NAN), "weight"),
             (Config::builder().port(0), "port"),
             (Config::builder().bind("::1".parse().unwrap()), "bind"),
+            (Config::builder().interfaces([]), "interfaces"),
+            (
+                Config::builder().interfaces([IfKind::Name(String::new())]),
+                "interfaces",
+            ),
+            (
+                Config::builder().interfaces([IfKind::Loopback, IfKind::Index(0)]),
+                "interfaces",
+            ),
             (Config::builder().passphrase(""), "passphrase"),
             (Config::builder().legacy_key(""), "legacy_key"),
             (Config::builder().secret_key(""), "secret_key"),

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -15,10 +15,11 @@ use crate::handle::{lock, Events, Handle, StopSignal};
 use crate::stream::{EventStream, Subscription};
 
 use crate::event::{ChannelMessage, Event, LocalState};
+use crate::interface::{IfKind, Interface};
 use crate::membership::{NodeId, Peer};
 use crate::protocol::{check_channel, Protocol};
 use crate::registry::{Filter, Registration, Registry, RegistryEvent};
-use crate::transport::UdpTransport;
+use crate::transport::{Family, Incoming, Seeds, UdpTransport};
 use crate::wire::envelope::Sender;
 use crate::{Config, Error, Stats};
 
@@ -40,6 +41,16 @@ struct Shared {
     channels: Mutex<HashMap<String, broadcast::Sender<ChannelMessage>>>,
     capacity: usize,
     local_addr: SocketAddr,
+    /// The interfaces in use, as of the last rescan.
+    interfaces: Mutex<Vec<Interface>>,
+    /// A new selection from [`Discovery::set_interfaces`], for the driver
+    /// to apply (`Some(None)`: back to the default rule).
+    new_selection: Mutex<Option<Option<Vec<IfKind>>>>,
+    /// Wakes the driver to list the interfaces now.
+    rescan: Notify,
+    /// Datagrams dropped because they came in on an interface the node
+    /// does not use.
+    foreign_drops: AtomicU64,
 }
 
 impl Shared {
@@ -61,6 +72,33 @@ impl Shared {
 /// [`shutdown`](Self::shutdown), from any clone, stops it and waits for that;
 /// afterwards the commands of every clone return [`Error::Closed`] and every
 /// stream ends.
+///
+/// # Which networks
+///
+/// By default a node uses every interface that is up, multicast-capable
+/// and neither loopback, point-to-point, a tunnel, nor a bridge to this
+/// host's containers such as docker0 (loopback if there is nothing else):
+/// on each it broadcasts to that subnet's broadcast address
+/// (or multicasts with that interface as the outgoing one), and it drops
+/// datagrams that arrive on any other interface. To choose:
+/// - name them: [`ConfigBuilder::interfaces`](crate::ConfigBuilder::interfaces)
+///   with [`IfKind::Name`]`("eth0")`, an address, an index, IPv4 or IPv6
+///   only, or a [`Predicate`](crate::Predicate); change the choice while the node
+///   runs with [`set_interfaces`](Self::set_interfaces), and see it with
+///   [`interfaces`](Self::interfaces);
+/// - add IPv6 ([`ipv6`](crate::ConfigBuilder::ipv6)): link-local multicast
+///   on `ff02::5ea1` on the same interfaces;
+/// - where broadcast does not reach (cloud networks, another subnet),
+///   give [`seeds`](crate::ConfigBuilder::seeds), and with
+///   [`unicast_only`](crate::ConfigBuilder::unicast_only) send no
+///   broadcast at all;
+/// - one fixed destination, as node-discovery has it: an explicit
+///   [`broadcast`](crate::ConfigBuilder::broadcast) address (what the
+///   examples below use to stay on this host) or
+///   [`multicast_interface`](crate::ConfigBuilder::multicast_interface).
+///
+/// [`Peer::via`] says on which interface and local address each peer was
+/// last heard.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -114,8 +152,9 @@ impl Discovery {
     /// # Ok(()) }
     /// ```
     pub async fn start(config: Config) -> Result<Discovery, Error> {
-        let transport = UdpTransport::open(&config.transport)?;
+        let transport = UdpTransport::open(&config.transport, config.unicast_only)?;
         let local_addr = transport.local_addr();
+        let seeds = Seeds::new(&config.transport.seeds);
         let host_name = match &config.host_name {
             Some(name) => name.clone(),
             None => hostname::get()
@@ -133,6 +172,10 @@ impl Discovery {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         core.set_wall_clock(now, unix_ms);
+        // Before the first flush, so that the first hello already goes to
+        // every interface and every literal seed.
+        core.set_interfaces(now, transport.chosen());
+        core.set_seeds(now, &seeds.addresses());
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
             wake: Notify::new(),
@@ -146,8 +189,18 @@ impl Discovery {
             channels: Mutex::new(HashMap::new()),
             capacity: config.event_capacity,
             local_addr,
+            interfaces: Mutex::new(transport.chosen().to_vec()),
+            new_selection: Mutex::new(None),
+            rescan: Notify::new(),
+            foreign_drops: AtomicU64::new(0),
         });
-        let handle = Handle::spawn(shared, |shared, stop| run(shared, transport, stop));
+        let timers = Timers {
+            rescan: config.transport.rescan_interval,
+            seed_refresh: config.transport.seed_refresh,
+        };
+        let handle = Handle::spawn(shared, move |shared, stop| {
+            run(shared, transport, seeds, timers, stop)
+        });
         Ok(Discovery { handle })
     }
 
@@ -185,6 +238,68 @@ impl Discovery {
     /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.shared().local_addr
+    }
+
+    /// The network interfaces (one entry per address) the node uses now:
+    /// where it sends to the cluster and the only ones it hears. The
+    /// driver lists the host's interfaces again every
+    /// [`rescan_interval`](crate::ConfigBuilder::rescan_interval), so an
+    /// interface that appears, goes or changes address shows here within
+    /// that time.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// use shoal::IfKind;
+    /// let config = shoal::Config::builder()
+    ///     .interfaces([IfKind::Loopback]) // this host only
+    ///     .port(47_630)
+    ///     .build()?;
+    /// let node = shoal::Discovery::start(config).await?;
+    /// for i in node.interfaces() {
+    ///     println!("{} ({}) {}/{}", i.name, i.index, i.addr, i.prefix_len);
+    /// }
+    /// assert!(node.interfaces().iter().all(|i| i.is_loopback));
+    /// # Ok(()) }
+    /// ```
+    pub fn interfaces(&self) -> Vec<Interface> {
+        lock(&self.shared().interfaces).clone()
+    }
+
+    /// Changes which interfaces the node uses, while it runs: those any of
+    /// `kinds` matches, as [`ConfigBuilder::interfaces`](crate::ConfigBuilder::interfaces)
+    /// chooses them (`None`: back to the default rule). The driver applies
+    /// it at once: it joins the multicast groups on the new interfaces,
+    /// leaves those on the old, and from then on sends and hears on the
+    /// new ones only. [`interfaces`](Self::interfaces) shows the result
+    /// shortly after. Refused as the builder refuses it
+    /// ([`Error::Config`]): an empty list, an empty name, index 0.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), shoal::Error> {
+    /// use shoal::IfKind;
+    /// # let config = shoal::Config::builder().interfaces([IfKind::Loopback]).port(47_631).build()?;
+    /// let node = shoal::Discovery::start(config).await?;
+    /// // Only the loopback interface's IPv4 addresses, chosen by a predicate:
+    /// let v4_loopback = shoal::Predicate::new(|i: &shoal::Interface| i.is_loopback && i.addr.is_ipv4());
+    /// node.set_interfaces(Some(vec![IfKind::Predicate(v4_loopback)]))?;
+    /// # for _ in 0..500 {
+    /// #     if node.interfaces().iter().all(|i| i.addr.is_ipv4()) { break }
+    /// #     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    /// # }
+    /// assert!(node.interfaces().iter().all(|i| i.is_loopback && i.addr.is_ipv4()));
+    /// assert!(node.set_interfaces(Some(vec![])).is_err()); // deaf: refused
+    /// # Ok(()) }
+    /// ```
+    pub fn set_interfaces(&self, kinds: Option<Vec<IfKind>>) -> Result<(), Error> {
+        if let Some(kinds) = &kinds {
+            crate::config::check_interfaces(kinds)?;
+        }
+        self.handle.ensure_running()?;
+        *lock(&self.shared().new_selection) = Some(kinds);
+        self.shared().rescan.notify_one();
+        Ok(())
     }
 
     /// Our own election state and advertised value.
@@ -230,6 +345,7 @@ impl Discovery {
         let mut stats = self.shared().core().stats().clone();
         stats.events_lost += self.shared().events.lost().load(Ordering::Relaxed);
         stats.events_lost += self.shared().registry_events.lost().load(Ordering::Relaxed);
+        stats.dropped.other_interface += self.shared().foreign_drops.load(Ordering::Relaxed);
         stats
     }
 
@@ -577,7 +693,21 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
 }
 
-async fn run(shared: Arc<Shared>, transport: UdpTransport, mut stop: StopSignal) {
+/// The driver's periodic work besides the core's timers.
+struct Timers {
+    /// How often the host's interfaces are listed again.
+    rescan: std::time::Duration,
+    /// How often seed names are resolved again.
+    seed_refresh: std::time::Duration,
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    mut transport: UdpTransport,
+    mut seeds: Seeds,
+    timers: Timers,
+    mut stop: StopSignal,
+) {
     let mut buf = vec![0u8; 65_536];
     let mut outbox = Outbox::default();
     // One timer for the driver's life, moved only when the core's next
@@ -586,6 +716,16 @@ async fn run(shared: Arc<Shared>, transport: UdpTransport, mut stop: StopSignal)
     let mut deadline = shared.core().poll_timeout();
     let sleep = tokio::time::sleep_until(deadline.map_or_else(far_future, Into::into));
     tokio::pin!(sleep);
+    // The first listing was at start.
+    let mut rescan =
+        tokio::time::interval_at(tokio::time::Instant::now() + timers.rescan, timers.rescan);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut foreign_logged = 0;
+    // Seed names resolve on tokio's blocking pool, in a task of their own:
+    // a slow resolver never holds up the protocol.
+    let mut lookup = seeds.has_names().then(|| tokio::spawn(seeds.lookups()));
+    let next_lookup = tokio::time::sleep(far_future() - tokio::time::Instant::now());
+    tokio::pin!(next_lookup);
     // A burst was cut short: the socket still holds datagrams.
     let mut more = false;
     loop {
@@ -601,13 +741,16 @@ async fn run(shared: Arc<Shared>, transport: UdpTransport, mut stop: StopSignal)
         tokio::select! {
             biased;
             () = stop.requested() => {
+                if let Some(lookup) = lookup.take() {
+                    lookup.abort();
+                }
                 // Leave politely: peers drop us now, not at our deadline.
                 shared.core().goodbye(Instant::now());
                 flush(&shared, &transport, &mut outbox).await;
                 break;
             }
-            ready = transport.readable() => match ready {
-                Ok(()) => match receive(&shared, &transport, &mut buf) {
+            (family, ready) = transport.readable() => match ready {
+                Ok(()) => match receive(&shared, &transport, family, &mut buf) {
                     Ok(cut_short) => more = cut_short,
                     // Readiness is still set: pause rather than spin on
                     // an error that repeats.
@@ -620,6 +763,41 @@ async fn run(shared: Arc<Shared>, transport: UdpTransport, mut stop: StopSignal)
             },
             _ = &mut sleep, if deadline.is_some() => shared.core().handle_timeout(Instant::now()),
             _ = shared.wake.notified() => {}
+            _ = rescan.tick() => {
+                apply_rescan(&shared, &mut transport);
+                let dropped = shared.foreign_drops.load(Ordering::Relaxed);
+                if dropped != foreign_logged {
+                    // At most once per rescan period, however many.
+                    tracing::debug!(
+                        dropped = dropped - foreign_logged,
+                        total = dropped,
+                        "datagrams from interfaces not chosen were dropped"
+                    );
+                    foreign_logged = dropped;
+                }
+            }
+            _ = shared.rescan.notified() => {
+                if let Some(kinds) = lock(&shared.new_selection).take() {
+                    transport.set_kinds(kinds);
+                }
+                apply_rescan(&shared, &mut transport);
+            }
+            resolved = async { lookup.as_mut().expect("guarded").await }, if lookup.is_some() => {
+                lookup = None;
+                match resolved {
+                    Ok(resolved) => {
+                        if seeds.apply(resolved) {
+                            shared.core().set_seeds(Instant::now(), &seeds.addresses());
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "the seed lookup task failed"),
+                }
+                next_lookup.as_mut().reset(tokio::time::Instant::now() + timers.seed_refresh);
+            }
+            () = &mut next_lookup, if lookup.is_none() && seeds.has_names() => {
+                lookup = Some(tokio::spawn(seeds.lookups()));
+                next_lookup.as_mut().reset(far_future());
+            }
         }
         let next = flush(&shared, &transport, &mut outbox).await;
         if next != deadline {
@@ -635,21 +813,41 @@ async fn run(shared: Arc<Shared>, transport: UdpTransport, mut stop: StopSignal)
     shared.registry_events.close();
 }
 
+/// Lists the interfaces again and, if the choice changed, tells the core
+/// and [`Discovery::interfaces`].
+fn apply_rescan(shared: &Shared, transport: &mut UdpTransport) {
+    if transport.rescan() {
+        let chosen = transport.chosen();
+        shared.core().set_interfaces(Instant::now(), chosen);
+        *lock(&shared.interfaces) = chosen.to_vec();
+    }
+}
+
 /// Reads what the socket holds, under one lock, until it would block (which
 /// also clears tokio's readiness, so the next `readable` waits for a new
 /// datagram) or a burst's worth has been handled. Returns whether the burst
 /// was cut short (the socket may hold more), or `Err` after a failed read.
-fn receive(shared: &Shared, transport: &UdpTransport, buf: &mut [u8]) -> Result<bool, ()> {
+fn receive(
+    shared: &Shared,
+    transport: &UdpTransport,
+    family: Family,
+    buf: &mut [u8],
+) -> Result<bool, ()> {
     let mut core = shared.core();
     let now = Instant::now();
     for _ in 0..RECV_BURST {
-        match transport.try_recv(buf) {
-            Ok((len, from)) => core.handle_datagram(now, from, &buf[..len]),
+        match transport.try_recv(family, buf) {
+            Ok(Incoming::Datagram { len, from, via }) => {
+                core.handle_datagram_via(now, from, via.as_ref(), &buf[..len])
+            }
+            Ok(Incoming::Foreign) => {
+                shared.foreign_drops.fetch_add(1, Ordering::Relaxed);
+            }
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
             Err(error) => {
                 // E.g. ECONNREFUSED from an earlier send: nothing was
                 // consumed that the next read cannot get.
-                tracing::debug!(%error, "recv_from failed");
+                tracing::debug!(%error, "recvmsg failed");
                 return Err(());
             }
         }

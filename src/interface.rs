@@ -15,7 +15,7 @@
 //! ```
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 /// One address of one network interface, as the driver found it.
@@ -42,7 +42,9 @@ pub struct Interface {
     pub prefix_len: u8,
     /// The directed broadcast address of its IPv4 subnet, if it has one.
     pub broadcast: Option<Ipv4Addr>,
-    /// It is up.
+    /// It is up: administratively, and (as the driver lists it) with a
+    /// carrier, so that a link whose cable is out is not used until it
+    /// comes back.
     pub is_up: bool,
     /// It is a loopback interface.
     pub is_loopback: bool,
@@ -50,6 +52,11 @@ pub struct Interface {
     pub is_multicast: bool,
     /// It is a point-to-point link (or a tunnel with no link layer).
     pub is_point_to_point: bool,
+    /// It is a bridge whose ports are all virtual (docker0, virbr0, cni0:
+    /// the containers and virtual machines of this host, not the LAN). A
+    /// bridge with a physical port (a VM host's `br0` holding `eth0`) is a
+    /// LAN, and this is false.
+    pub is_virtual_bridge: bool,
 }
 
 impl Interface {
@@ -78,6 +85,7 @@ impl Interface {
             is_loopback: addr.is_loopback(),
             is_multicast: true,
             is_point_to_point: false,
+            is_virtual_bridge: false,
         }
     }
 
@@ -179,6 +187,92 @@ impl IfKind {
     }
 }
 
+/// Whether the default rule chooses `interface`: it is up and
+/// multicast-capable, neither loopback nor point-to-point (a tunnel such as
+/// tun or WireGuard has no link layer and is listed as point-to-point) nor
+/// a bridge to this host's containers or virtual machines
+/// ([`Interface::is_virtual_bridge`]), and its address is IPv4 or IPv6
+/// link-local.
+///
+/// Global IPv6 addresses are left out: shoal speaks IPv6 on a link-local
+/// multicast group, and one link-local address per link is enough to name
+/// the link.
+///
+/// ```
+/// use shoal::{interface::is_default_choice, Interface};
+/// assert!(is_default_choice(&Interface::new("eth0", 2, "10.0.0.5".parse().unwrap(), 24)));
+/// assert!(is_default_choice(&Interface::new("eth0", 2, "fe80::1".parse().unwrap(), 64)));
+/// assert!(!is_default_choice(&Interface::new("eth0", 2, "2001:db8::1".parse().unwrap(), 64)));
+/// assert!(!is_default_choice(&Interface::new("lo", 1, "127.0.0.1".parse().unwrap(), 8)));
+/// ```
+pub fn is_default_choice(interface: &Interface) -> bool {
+    interface.is_up
+        && interface.is_multicast
+        && !interface.is_loopback
+        && !interface.is_point_to_point
+        && !interface.is_virtual_bridge
+        && match interface.addr {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(v6) => is_link_local_v6(v6),
+        }
+}
+
+/// `fe80::/10`.
+pub(crate) fn is_link_local_v6(addr: Ipv6Addr) -> bool {
+    addr.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// The interfaces (addresses) a node uses out of `all`, the host's.
+///
+/// With `kinds` (what [`ConfigBuilder::interfaces`](crate::ConfigBuilder::interfaces)
+/// was given): every address that is up and that any of them matches.
+/// Without: the default rule ([`is_default_choice`]); if it leaves nothing,
+/// every loopback address, so that a host with no network still finds the
+/// nodes on itself. IPv6 addresses are used only by a node with
+/// [`ipv6`](crate::ConfigBuilder::ipv6) on; the driver leaves them out
+/// otherwise.
+///
+/// ```
+/// use shoal::{interface::select, IfKind, Interface};
+/// let mut docker0 = Interface::new("docker0", 3, "172.17.0.1".parse().unwrap(), 16);
+/// docker0.is_virtual_bridge = true; // as the driver lists it
+/// let host = [
+///     Interface::new("lo", 1, "127.0.0.1".parse().unwrap(), 8),
+///     Interface::new("eth0", 2, "10.0.0.5".parse().unwrap(), 24),
+///     Interface::new("eth1", 4, "10.1.0.5".parse().unwrap(), 24),
+///     docker0,
+/// ];
+/// let names = |chosen: Vec<Interface>| chosen.iter().map(|i| i.name.to_string()).collect::<Vec<_>>();
+/// assert_eq!(names(select(None, &host)), ["eth0", "eth1"]);
+/// assert_eq!(names(select(Some(&[IfKind::Name("eth1".into())]), &host)), ["eth1"]);
+/// assert_eq!(names(select(Some(&[IfKind::Name("docker0".into())]), &host)), ["docker0"]);
+/// assert_eq!(names(select(None, &host[..1])), ["lo"]); // nothing else: loopback
+/// ```
+pub fn select(kinds: Option<&[IfKind]>, all: &[Interface]) -> Vec<Interface> {
+    match kinds {
+        Some(kinds) => all
+            .iter()
+            .filter(|i| i.is_up && kinds.iter().any(|kind| kind.matches(i)))
+            .cloned()
+            .collect(),
+        None => {
+            let chosen: Vec<Interface> = all
+                .iter()
+                .filter(|i| is_default_choice(i))
+                .cloned()
+                .collect();
+            if chosen.is_empty() {
+                all.iter()
+                    .filter(|i| i.is_up && i.is_loopback)
+                    .cloned()
+                    .collect()
+            } else {
+                chosen
+            }
+        }
+    }
+}
+
 /// A function that chooses interfaces, for [`IfKind::Predicate`].
 ///
 /// ```
@@ -249,5 +343,122 @@ impl Via {
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} on {}", self.local, self.interface)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(name: &str, index: u32, addr: &str, prefix: u8) -> Interface {
+        Interface::new(name, index, addr.parse().unwrap(), prefix)
+    }
+
+    /// A host with one of everything: loopback, a LAN with IPv4 and IPv6,
+    /// a bridge, a tunnel, a VPN point-to-point link, an interface that is
+    /// down and one without multicast.
+    fn host() -> Vec<Interface> {
+        let mut wg0 = iface("wg0", 5, "10.8.0.2", 24);
+        wg0.is_point_to_point = true; // what the lister says of a tunnel
+        let mut ppp0 = iface("ppp0", 6, "100.64.0.2", 32);
+        ppp0.is_point_to_point = true;
+        let mut eth1 = iface("eth1", 7, "192.168.7.2", 24);
+        eth1.is_up = false;
+        let mut wg0_v6 = iface("wg0", 5, "fe80::8", 64);
+        wg0_v6.is_point_to_point = true;
+        let mut docker0 = iface("docker0", 9, "172.18.0.1", 16);
+        docker0.is_virtual_bridge = true;
+        let mut ib0 = iface("ib0", 8, "10.9.0.2", 24);
+        ib0.is_multicast = false;
+        vec![
+            iface("lo", 1, "127.0.0.1", 8),
+            iface("lo", 1, "::1", 128),
+            iface("eth0", 2, "10.0.0.5", 24),
+            iface("eth0", 2, "fe80::5", 64),
+            iface("eth0", 2, "2001:db8::5", 64),
+            iface("br0", 3, "172.17.0.1", 16),
+            wg0,
+            wg0_v6,
+            ppp0,
+            eth1,
+            ib0,
+            docker0,
+        ]
+    }
+
+    fn chosen(kinds: Option<&[IfKind]>, all: &[Interface]) -> Vec<String> {
+        select(kinds, all)
+            .iter()
+            .map(|i| format!("{} {}", i.name, i.addr))
+            .collect()
+    }
+
+    #[test]
+    fn default_takes_up_multicast_lans_ipv4_and_link_local_not_virtual_bridges() {
+        assert_eq!(
+            chosen(None, &host()),
+            ["eth0 10.0.0.5", "eth0 fe80::5", "br0 172.17.0.1"]
+        );
+    }
+
+    #[test]
+    fn default_falls_back_to_loopback() {
+        let all = host();
+        let without_lans: Vec<Interface> = all
+            .iter()
+            .filter(|i| !["eth0", "br0"].contains(&&*i.name))
+            .cloned()
+            .collect();
+        assert_eq!(chosen(None, &without_lans), ["lo 127.0.0.1", "lo ::1"]);
+        assert!(select(None, &[]).is_empty());
+    }
+
+    #[test]
+    fn loopback_fallback_skips_a_down_loopback() {
+        let mut lo = iface("lo", 1, "127.0.0.1", 8);
+        lo.is_up = false;
+        assert!(select(None, &[lo]).is_empty());
+    }
+
+    #[test]
+    fn explicit_kinds_match_any_and_only_up() {
+        let all = host();
+        let name = [IfKind::Name("eth1".into())];
+        assert!(chosen(Some(&name), &all).is_empty(), "eth1 is down");
+        let kinds = [IfKind::Name("wg0".into()), IfKind::Index(3)];
+        assert_eq!(
+            chosen(Some(&kinds), &all),
+            ["br0 172.17.0.1", "wg0 10.8.0.2", "wg0 fe80::8"]
+        );
+        assert_eq!(
+            chosen(Some(&[IfKind::Loopback]), &all),
+            ["lo 127.0.0.1", "lo ::1"]
+        );
+        let v6 = chosen(Some(&[IfKind::Ipv6]), &all);
+        assert_eq!(
+            v6,
+            ["lo ::1", "eth0 fe80::5", "eth0 2001:db8::5", "wg0 fe80::8"]
+        );
+        let v4 = chosen(Some(&[IfKind::Ipv4]), &all);
+        assert!(v4.contains(&"ppp0 100.64.0.2".to_owned()));
+        assert!(!v4.contains(&"eth1 192.168.7.2".to_owned()));
+        let addr = [IfKind::Addr("10.0.0.5".parse().unwrap())];
+        assert_eq!(chosen(Some(&addr), &all), ["eth0 10.0.0.5"]);
+        let all_up = chosen(Some(&[IfKind::All]), &all);
+        assert_eq!(all_up.len(), all.len() - 1);
+        assert!(all_up.contains(&"docker0 172.18.0.1".to_owned()));
+        let pred = [IfKind::Predicate(Predicate::new(|i: &Interface| {
+            i.name.starts_with("br")
+        }))];
+        assert_eq!(chosen(Some(&pred), &all), ["br0 172.17.0.1"]);
+        assert!(select(Some(&[]), &all).is_empty());
+    }
+
+    #[test]
+    fn link_local_v6() {
+        assert!(is_link_local_v6("fe80::1".parse().unwrap()));
+        assert!(is_link_local_v6("febf::1".parse().unwrap()));
+        assert!(!is_link_local_v6("fec0::1".parse().unwrap()));
+        assert!(!is_link_local_v6("ff02::1".parse().unwrap()));
     }
 }

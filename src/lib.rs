@@ -116,7 +116,7 @@ mod dedupe;
 mod election;
 mod error;
 mod event;
-mod interface;
+pub mod interface;
 mod membership;
 mod packet;
 pub mod protocol;

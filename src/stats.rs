@@ -111,6 +111,10 @@ pub struct Drops {
     /// though a replay from another address within that time lands here
     /// rather than in `replay`.
     pub duplicate: u64,
+    /// Arrived on an interface this node did not choose (see
+    /// [`ConfigBuilder::interfaces`](crate::ConfigBuilder::interfaces)):
+    /// dropped before decoding. Counted by the driver.
+    pub other_interface: u64,
 }
 
 impl Drops {
@@ -137,6 +141,7 @@ impl Drops {
             + self.registry_invalid
             + self.registry_unknown
             + self.duplicate
+            + self.other_interface
     }
 
     pub(crate) fn count_secure(&mut self, error: &crate::crypto::secure::SecureError) {
