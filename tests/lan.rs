@@ -21,23 +21,7 @@ use support::{Lan, Proc};
 /// Bound for one expected event once its cause is under way. Generous for a
 /// loaded 2-core machine; the happy path never waits it out.
 const STEP: Duration = Duration::from_secs(10);
-/// Short timers (hello < check <= node timeout <= master timeout). The
-/// timeouts are 6.5 hellos (5 lost hellos and half an interval of jitter):
-/// the deadline these tests always ran with, when `missed_hellos` stretched
-/// a 600 ms timeout to it; an explicit timeout is now exact, and three
-/// hellos leave a loaded machine too little margin.
-const TIMING: [&str; 8] = [
-    "--hello-interval",
-    "200",
-    "--check-interval",
-    "600",
-    "--node-timeout",
-    "1300",
-    "--master-timeout",
-    "1300",
-];
-const CHECK_INTERVAL: Duration = Duration::from_millis(600);
-const NODE_TIMEOUT: Duration = Duration::from_millis(1300);
+use support::peer::{CHECK_INTERVAL, NODE_TIMEOUT, TIMING};
 const PORT: u16 = 12345;
 
 const IDS: [&str; 3] = ["n0", "n1", "n2"];

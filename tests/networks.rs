@@ -33,18 +33,7 @@ use support::{Host, Net, Proc, Segment};
 /// Bound for one expected event once its cause is under way. Generous for a
 /// loaded 2-core machine; the happy path never waits it out.
 const STEP: Duration = Duration::from_secs(10);
-/// Short timers, as in tests/lan.rs: timeouts of 6.5 hellos.
-const TIMING: [&str; 8] = [
-    "--hello-interval",
-    "200",
-    "--check-interval",
-    "600",
-    "--node-timeout",
-    "1300",
-    "--master-timeout",
-    "1300",
-];
-const NODE_TIMEOUT: Duration = Duration::from_millis(1300);
+use support::peer::{NODE_TIMEOUT, TIMING};
 /// How long a "never" is watched for: many hellos and node timeouts.
 const QUIET: Duration = Duration::from_secs(3);
 const PORT: u16 = 12345;
@@ -455,13 +444,7 @@ struct TwoSubnets {
 
 fn two_subnets() -> TwoSubnets {
     let mut net = Net::new().expect("net");
-    let s1 = net.segment("s1").unwrap();
-    let s2 = net.segment("s2").unwrap();
-    let mut r = net.router("r").unwrap();
-    net.attach(&mut r, &s1, "eth1", &["10.250.1.254/24"])
-        .unwrap();
-    net.attach(&mut r, &s2, "eth2", &["10.250.2.254/24"])
-        .unwrap();
+    let (s1, s2) = net.routed_subnets().unwrap();
     let mut host = |name: &str, seg: &Segment, ip: &str, gw: &str| {
         let mut h = net.host(name).unwrap();
         net.attach(&mut h, seg, "eth0", &[&format!("{ip}/24")])

@@ -323,6 +323,22 @@ fn payloads(node: &mut Protocol) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Two cores `a` and `b` with one config, plaintext or keyed, their wall
+/// clocks set: the start of the two-path tests below.
+fn pair(secure: bool) -> (Instant, shoal::Config, Protocol, Protocol) {
+    let t0 = Instant::now();
+    let mut builder = cfg().weight(0.5);
+    if secure {
+        builder = builder.secret_key(Key::from_bytes([9; 32]));
+    }
+    let config = builder.build().unwrap();
+    let mut a = Protocol::new(&config, sender('a'), t0, 1);
+    let mut b = Protocol::new(&config, sender('b'), t0, 2);
+    a.set_wall_clock(t0, 1_700_000_000_000);
+    b.set_wall_clock(t0, 1_700_000_000_000);
+    (t0, config, a, b)
+}
+
 /// Node `a` heard by node `b` over IPv4 and IPv6 (one interface, both
 /// families), in plaintext and in secure mode: one peer whose address does
 /// not flap, each message once, no replay or attack counted, and a message
@@ -330,16 +346,7 @@ fn payloads(node: &mut Protocol) -> Vec<Vec<u8>> {
 #[test]
 fn a_dual_stack_node_is_one_peer_and_each_datagram_counts_once() {
     for secure in [false, true] {
-        let t0 = Instant::now();
-        let mut builder = cfg().weight(0.5);
-        if secure {
-            builder = builder.secret_key(Key::from_bytes([9; 32]));
-        }
-        let config = builder.build().unwrap();
-        let mut a = Protocol::new(&config, sender('a'), t0, 1);
-        let mut b = Protocol::new(&config, sender('b'), t0, 2);
-        a.set_wall_clock(t0, 1_700_000_000_000);
-        b.set_wall_clock(t0, 1_700_000_000_000);
+        let (t0, config, mut a, mut b) = pair(secure);
         b.set_interfaces(
             t0,
             &[
@@ -432,16 +439,7 @@ fn a_dual_stack_node_is_one_peer_and_each_datagram_counts_once() {
 #[test]
 fn a_node_with_two_interfaces_on_one_lan_is_one_peer_and_each_message_counts_once() {
     for secure in [false, true] {
-        let t0 = Instant::now();
-        let mut builder = cfg().weight(0.5);
-        if secure {
-            builder = builder.secret_key(Key::from_bytes([9; 32]));
-        }
-        let config = builder.build().unwrap();
-        let mut a = Protocol::new(&config, sender('a'), t0, 1);
-        let mut b = Protocol::new(&config, sender('b'), t0, 2);
-        a.set_wall_clock(t0, 1_700_000_000_000);
-        b.set_wall_clock(t0, 1_700_000_000_000);
+        let (t0, config, mut a, mut b) = pair(secure);
         b.set_interfaces(
             t0,
             &[Interface::new("eth0", 2, "10.0.0.1".parse().unwrap(), 24)],

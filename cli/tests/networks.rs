@@ -93,13 +93,7 @@ fn help_explains_interfaces_and_seeds_with_examples() {
 fn nodes_with_a_seed_lists_a_node_behind_a_router() {
     require_netns!();
     let mut net = Net::new().expect("net");
-    let s1 = net.segment("s1").unwrap();
-    let s2 = net.segment("s2").unwrap();
-    let mut r = net.router("r").unwrap();
-    net.attach(&mut r, &s1, "eth1", &["10.250.1.254/24"])
-        .unwrap();
-    net.attach(&mut r, &s2, "eth2", &["10.250.2.254/24"])
-        .unwrap();
+    let (s1, s2) = net.routed_subnets().unwrap();
     let mut near = net.host("near").unwrap();
     net.attach(&mut near, &s1, "eth0", &["10.250.1.1/24"])
         .unwrap();

@@ -396,6 +396,19 @@ impl Net {
         Ok(host)
     }
 
+    /// Two subnets joined by router `r`, which forwards unicast and (as
+    /// every Linux router) no broadcast: `s1` is 10.250.1.0/24 and `s2`
+    /// 10.250.2.0/24, the router at .254 on each. Hosts attached to them
+    /// need a route via that address.
+    pub fn routed_subnets(&mut self) -> io::Result<(Segment, Segment)> {
+        let s1 = self.segment("s1")?;
+        let s2 = self.segment("s2")?;
+        let mut r = self.router("r")?;
+        self.attach(&mut r, &s1, "eth1", &["10.250.1.254/24"])?;
+        self.attach(&mut r, &s2, "eth2", &["10.250.2.254/24"])?;
+        Ok((s1, s2))
+    }
+
     /// Connects `host` to `segment` with a veth pair: `ifname` in the host
     /// (up, with `addrs`, CIDR, IPv4 or IPv6; none for a link with an IPv6
     /// link-local address only) and a port of the segment's bridge.

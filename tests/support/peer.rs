@@ -177,3 +177,22 @@ pub fn spawn_peer(kind: Impl, host: &Host, id: &str, args: &[&str]) -> Proc {
     };
     Proc::spawn(id, cmd).unwrap_or_else(|e| panic!("spawn {kind:?} peer {id}: {e}"))
 }
+
+/// Short timers for the namespace-LAN tests (hello < check <= node timeout
+/// <= master timeout), as peer flags. The timeouts are 6.5 hellos (5 lost
+/// hellos and half an interval of jitter): three hellos leave a loaded
+/// machine too little margin.
+pub const TIMING: [&str; 8] = [
+    "--hello-interval",
+    "200",
+    "--check-interval",
+    "600",
+    "--node-timeout",
+    "1300",
+    "--master-timeout",
+    "1300",
+];
+/// The check interval [`TIMING`] sets.
+pub const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(600);
+/// The node (and master) timeout [`TIMING`] sets.
+pub const NODE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1300);
