@@ -28,13 +28,18 @@
 #   rss_kib, hwm_kib  VmRSS and VmHWM at the end of the window
 #   peers             `added` minus `removed` events in the node's log
 #   removed_in_window `removed` events in the window (must be 0)
+#   gen_cpu_pct       the generator's CPU (% of one core): it shares the
+#                     host's cores with the node
+#   sys_share         the node's system time over its user + system time
+#                     (/proc/PID/stat, clock ticks: coarse)
 # then stops both (SIGTERM) and prints the node's own exit `stats`
 # (hellos_in, packets_in, drops) for the whole run as a cross-check.
 # examples/node reports its stats only when it exits, so the window counts
 # come from the kernel. A table, the raw samples and every log stay in OUT.
 #
 # Knobs (environment): MODE (both | plain | secure), NODES (2000), RATE
-# (5000), WINDOW (20 s), SETTLE (5 s), PORT (47400), TARGET (broadcast |
+# (5000), WINDOW (20 s), REPS (1: windows back to back, one line each),
+# SETTLE (5 s), PORT (47400), TARGET (broadcast |
 # unicast), NET (10.253.0, the LAN's /24), BIN (the node, default: build
 # examples/node in release), GEN_BIN (default: build hello_replay in
 # release), CARGO_TARGET_DIR (default /tmp/shoal-bench-target), OUT (default
@@ -51,6 +56,7 @@ NODES=${NODES:-2000}
 RATE=${RATE:-5000}
 WINDOW=${WINDOW:-20}
 SETTLE=${SETTLE:-5}
+REPS=${REPS:-1}
 PORT=${PORT:-47400}
 TARGET=${TARGET:-broadcast}
 NET=${NET:-10.253.0}
@@ -96,21 +102,24 @@ chmod 600 "$OUT/key"
 
 lan_build
 
-# One line for a pid: sched_ns voluntary involuntary (summed over threads).
+# One line for a pid: sched_ns voluntary involuntary, summed over its
+# threads (a thread that ends between listing and reading is skipped).
 sample() {
-    local pid=$1 task t ns=0 vol=0 inv=0 key value
-    for task in /proc/"$pid"/task/*; do
-        # A thread may end between listing and reading: skip it.
-        { read -r t _ <"$task/schedstat"; } 2>/dev/null || continue
-        ns=$((ns + t))
-        { while read -r key value; do
-            case $key in
-                voluntary_ctxt_switches:) vol=$((vol + value)) ;;
-                nonvoluntary_ctxt_switches:) inv=$((inv + value)) ;;
-            esac
-        done <"$task/status"; } 2>/dev/null || true
-    done
-    echo "$ns $vol $inv"
+    awk 'FILENAME ~ /schedstat$/ { ns += $1; next }
+        $1 == "voluntary_ctxt_switches:" { vol += $2 }
+        $1 == "nonvoluntary_ctxt_switches:" { inv += $2 }
+        END { printf "%.0f %.0f %.0f\n", ns, vol, inv }' \
+        /proc/"$1"/task/*/schedstat /proc/"$1"/task/*/status 2>/dev/null
+}
+
+# utime stime of a pid, in clock ticks (/proc/PID/stat; coarse, but split
+# into user and system time).
+ticks() {
+    local stat
+    stat=$(<"/proc/$1/stat")
+    stat=${stat##*) } # fields from 3 (state) on; comm may hold spaces
+    read -r -a f <<<"$stat"
+    echo "${f[11]} ${f[12]}"
 }
 
 # UDP InDatagrams RcvbufErrors of a host namespace (/proc/net/snmp).
@@ -123,7 +132,9 @@ udp_counts() {
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 count() { grep -c "\"event\":\"$1\"" "$2" || true; }
 gen_sent() { # the `sent` of the generator's latest progress line
-    grep '"event":"progress"' "$1" | tail -n 1 | sed 's/.*"sent":\([0-9]*\).*/\1/'
+    local n
+    n=$(grep '"event":"progress"' "$1" | tail -n 1 | sed 's/.*"sent":\([0-9]*\).*/\1/')
+    echo "${n:-0}"
 }
 
 run_mode() {
@@ -163,52 +174,67 @@ run_mode() {
     log "$mode: $added peers added; settling ${SETTLE}s, then sampling ${WINDOW}s"
     sleep "$SETTLE"
 
-    local pid=${PID_OF[node]} s0 s1 u0 u1 t0 t1 r0 r1 g0 g1 rss hwm
+    # REPS windows back to back, each one line.
+    local pid=${PID_OF[node]} gpid=${PID_OF[gen]} r before after rss hwm line
     signal_node USR1 gen
-    s0=$(sample "$pid") u0=$(udp_counts 0) t0=$(date +%s%N) r0=$(count removed "$dir/node.log")
-    sleep "$WINDOW"
-    s1=$(sample "$pid") u1=$(udp_counts 0) t1=$(date +%s%N) r1=$(count removed "$dir/node.log")
-    signal_node USR1 gen
-    rss=$(status_kib "$pid" VmRSS) hwm=$(status_kib "$pid" VmHWM)
-    added=$(count added "$dir/node.log")
-    sleep 0.2
-    g0=$(grep '"event":"progress"' "$dir/gen.jsonl" | sed -n 1p | sed 's/.*"sent":\([0-9]*\).*/\1/')
-    g1=$(gen_sent "$dir/gen.jsonl")
-    echo "$s0 $u0 $t0 $r0 $g0" >"$dir/sample0"
-    echo "$s1 $u1 $t1 $r1 $g1" >"$dir/sample1"
+    sleep 0.1 # the generator wakes at least every 50 ms
+    before=$(window_sample "$pid" "$gpid" "$dir")
+    for ((r = 1; r <= REPS; r++)); do
+        sleep "$WINDOW"
+        signal_node USR1 gen
+        sleep 0.1 # the generator wakes at least every 50 ms
+        after=$(window_sample "$pid" "$gpid" "$dir")
+        rss=$(status_kib "$pid" VmRSS) hwm=$(status_kib "$pid" VmHWM)
+        echo "$before" >>"$dir/samples"
+        echo "$after" >>"$dir/samples"
+        line=$(window_line "$mode" "$r" "$before" "$after" "$rss" "$hwm" "$(count added "$dir/node.log")")
+        echo "$line" | tee -a "$OUT/results.txt"
+        [[ $line == *" removed_in_window 0 "* ]] || {
+            log "$mode: FAIL: peers were removed during window $r; see $dir/node.log"
+            FAILED=1
+        }
+        before=$after
+    done
 
     signal_node TERM gen
     signal_node TERM node
     wait_gone gen
     wait_gone node
-
-    # sched vol inv indgrams rcvbuferr t_ns removed gen_sent, twice.
-    read -r -a a <<<"$s0 $u0 $t0 $r0 $g0"
-    read -r -a b <<<"$s1 $u1 $t1 $r1 $g1"
-    awk -v mode="$mode" -v added="$added" -v rss="$rss" -v hwm="$hwm" \
-        -v s0="${a[0]}" -v s1="${b[0]}" -v v0="${a[1]}" -v v1="${b[1]}" \
-        -v i0="${a[2]}" -v i1="${b[2]}" -v d0="${a[3]}" -v d1="${b[3]}" \
-        -v e0="${a[4]}" -v e1="${b[4]}" -v t0="${a[5]}" -v t1="${b[5]}" \
-        -v r0="${a[6]}" -v r1="${b[6]}" -v g0="${a[7]}" -v g1="${b[7]}" 'BEGIN {
-        w = (t1 - t0) / 1e9; n = d1 - d0
-        printf "%-6s cpu_us_per_hello %.3f  hellos_per_s %.0f  gen_sent_per_s %.0f  rcvbuf_errors %d  vol_ctxsw_per_s %.0f  invol_ctxsw_per_s %.0f  rss_kib %d  hwm_kib %d  peers %d  removed_in_window %d  window_s %.2f\n",
-            mode, (s1 - s0) / 1e3 / (n > 0 ? n : 1), n / w, (g1 - g0) / w, e1 - e0,
-            (v1 - v0) / w, (i1 - i0) / w, rss, hwm, added - r1, r1 - r0, w
-    }' | tee -a "$OUT/results.txt"
-    # The node's own totals for the whole run (its exit line).
+    # The node's own totals for the whole run (its exit line), and the
+    # generator's.
     grep '"event":"stats"' "$dir/node.log" | sed 's/^/       node stats: /' | tee -a "$OUT/results.txt" >&2
-    grep -v '"event":"progress"' "$dir/gen.jsonl" | tail -n 1 | sed 's/^/       hello_replay: /' |
-        tee -a "$OUT/results.txt" >&2
-    if [ "${b[6]}" != "${a[6]}" ]; then
-        log "$mode: FAIL: peers were removed during the window; see $dir/node.log"
-        FAILED=1
-    fi
+    grep '"event":"done"' "$dir/gen.jsonl" | sed 's/^/       hello_replay: /' | tee -a "$OUT/results.txt" >&2
+}
+
+# window_sample NODE_PID GEN_PID DIR: one line, the fields window_line reads:
+# node sched_ns vol inv, h0's UDP InDatagrams RcvbufErrors, time (ns),
+# `removed` lines so far, the generator's `sent` at its latest progress line
+# and its sched_ns, the node's utime and stime (ticks).
+window_sample() {
+    local g
+    read -r g _ <<<"$(sample "$2")"
+    echo "$(sample "$1") $(udp_counts 0) $(date +%s%N) $(count removed "$3/node.log") $(gen_sent "$3/gen.jsonl") $g $(ticks "$1")"
+}
+
+# window_line MODE REP BEFORE AFTER RSS HWM ADDED: the results line, with
+# the host's load average (other work on the cores shows there).
+window_line() {
+    awk -v mode="$1" -v rep="$2" -v before="$3" -v after="$4" -v rss="$5" -v hwm="$6" \
+        -v added="$7" -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
+        split(before, a, " "); split(after, b, " ")
+        w = (b[6] - a[6]) / 1e9; n = b[4] - a[4]
+        u = b[10] - a[10]; k = b[11] - a[11]; sys = u + k > 0 ? k / (u + k) : 0
+        printf "%-6s %d  cpu_us_per_hello %.3f  hellos_per_s %.0f  gen_sent_per_s %.0f  rcvbuf_errors %d  vol_ctxsw_per_s %.0f  invol_ctxsw_per_s %.0f  rss_kib %d  hwm_kib %d  peers %d  removed_in_window %d  gen_cpu_pct %.1f  sys_share %.2f  window_s %.2f  load1 %s\n",
+            mode, rep, (b[1] - a[1]) / 1e3 / (n > 0 ? n : 1), n / w, (b[8] - a[8]) / w, b[5] - a[5],
+            (b[2] - a[2]) / w, (b[3] - a[3]) / w, rss, hwm, added - b[7], b[7] - a[7],
+            (b[9] - a[9]) / 1e7 / w, sys, w, load
+    }'
 }
 
 FAILED=0
 {
     echo "# $(date -u +%FT%TZ) node $BIN; hello_replay $GEN_BIN"
-    echo "# NODES=$NODES RATE=$RATE WINDOW=$WINDOW SETTLE=$SETTLE TARGET=$TARGET ($DEST:$PORT)"
+    echo "# NODES=$NODES RATE=$RATE WINDOW=$WINDOW REPS=$REPS SETTLE=$SETTLE TARGET=$TARGET ($DEST:$PORT)"
     echo "# $(uname -r), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT/results.txt"
 cat "$OUT/results.txt"
