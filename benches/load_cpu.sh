@@ -47,6 +47,13 @@
 # (32 random bytes in hex, OUT/key): hello_replay reads it with --key-file,
 # the node gets it with --key (examples/node has no --key-file).
 #
+# FLOOR=1 takes a BIN that writes no log, benches/idle_floor.c (it wakes for
+# every datagram and reads until the socket is empty, parsing nothing):
+# the least CPU per hello a process that wakes per datagram pays on this
+# host. `peers` is then meaningless (no log to count).
+#   gcc -O2 -o /tmp/idle_floor benches/idle_floor.c
+#   FLOOR=1 MODE=plain BIN=/tmp/idle_floor benches/load_cpu.sh
+#
 # Comparing two builds of the node:
 #   BIN=/tmp/old/node benches/load_cpu.sh; BIN=/tmp/new/node benches/load_cpu.sh
 set -euo pipefail
@@ -130,7 +137,11 @@ udp_counts() {
 }
 
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
-count() { grep -c "\"event\":\"$1\"" "$2" || true; }
+count() { # EVENT FILE: lines of that event (0 without the file)
+    local n
+    n=$(grep -c "\"event\":\"$1\"" "$2" 2>/dev/null) || true
+    echo "${n:-0}"
+}
 gen_sent() { # the `sent` of the generator's latest progress line
     local n
     n=$(grep '"event":"progress"' "$1" | tail -n 1 | sed 's/.*"sent":\([0-9]*\).*/\1/')
@@ -152,6 +163,7 @@ run_mode() {
     HOST_OF[node]=0
     disown "$!"
     for i in $(seq 100); do
+        [ -n "${FLOOR:-}" ] && { sleep 0.5; break; }
         grep -q '"event":"ready"' "$dir/node.log" 2>/dev/null && break
         running "${PID_OF[node]}" || { echo "load_cpu.sh: the node exited; see $dir" >&2; exit 1; }
         sleep 0.1
@@ -164,6 +176,7 @@ run_mode() {
 
     local added=0
     for i in $(seq 600); do
+        [ -n "${FLOOR:-}" ] && { sleep 1; added=$NODES; break; }
         added=$(count added "$dir/node.log")
         [ "$added" -ge "$NODES" ] && break
         running "${PID_OF[gen]}" || { echo "load_cpu.sh: hello_replay exited; see $dir" >&2; exit 1; }
