@@ -21,7 +21,7 @@
 #                     namespace (/proc/net/snmp; the node's is the only UDP
 #                     socket there; about 2.5/s of them are its own hellos
 #                     looping back); the generator's own count over the same
-#                     window (`gen_sent`) is printed beside it
+#                     window (SIGUSR1 progress lines) is `gen_sent_per_s`
 #   rcvbuf_errors     datagrams the kernel dropped because the node's
 #                     socket buffer was full, in the window (should be 0)
 #   vol/invol_ctxsw_per_s  context switches, summed over the threads
@@ -30,8 +30,6 @@
 #   removed_in_window `removed` events in the window (must be 0)
 #   gen_cpu_pct       the generator's CPU (% of one core): it shares the
 #                     host's cores with the node
-#   sys_share         the node's system time over its user + system time
-#                     (/proc/PID/stat, clock ticks: coarse)
 # then stops both (SIGTERM) and prints the node's own exit `stats`
 # (hellos_in, packets_in, drops) for the whole run as a cross-check.
 # examples/node reports its stats only when it exits, so the window counts
@@ -39,13 +37,14 @@
 #
 # Knobs (environment): MODE (both | plain | secure), NODES (2000), RATE
 # (5000), WINDOW (20 s), REPS (1: windows back to back, one line each),
-# SETTLE (5 s), PORT (47400), TARGET (broadcast |
-# unicast), NET (10.253.0, the LAN's /24), BIN (the node, default: build
+# SETTLE (5 s), PORT (47400), TARGET (broadcast | unicast), NET (10.253.0,
+# the LAN's /24), BIN (the node, default: build
 # examples/node in release), GEN_BIN (default: build hello_replay in
 # release), CARGO_TARGET_DIR (default /tmp/shoal-bench-target), OUT (default
 # a fresh /tmp/shoal-load-cpu.XXXXXX). The secure key is fresh for each run
 # (32 random bytes in hex, OUT/key): hello_replay reads it with --key-file,
-# the node gets it with --key (examples/node has no --key-file).
+# the node gets it with --key (examples/node has no --key-file; the key is
+# thus on its command line, visible to `ps` on this host: a throwaway key).
 #
 # FLOOR=1 takes a BIN that writes no log, benches/idle_floor.c (it wakes for
 # every datagram and reads until the socket is empty, parsing nothing):
@@ -117,16 +116,6 @@ sample() {
         $1 == "nonvoluntary_ctxt_switches:" { inv += $2 }
         END { printf "%.0f %.0f %.0f\n", ns, vol, inv }' \
         /proc/"$1"/task/*/schedstat /proc/"$1"/task/*/status 2>/dev/null
-}
-
-# utime stime of a pid, in clock ticks (/proc/PID/stat; coarse, but split
-# into user and system time).
-ticks() {
-    local stat
-    stat=$(<"/proc/$1/stat")
-    stat=${stat##*) } # fields from 3 (state) on; comm may hold spaces
-    read -r -a f <<<"$stat"
-    echo "${f[11]} ${f[12]}"
 }
 
 # UDP InDatagrams RcvbufErrors of a host namespace (/proc/net/snmp).
@@ -222,11 +211,11 @@ run_mode() {
 # window_sample NODE_PID GEN_PID DIR: one line, the fields window_line reads:
 # node sched_ns vol inv, h0's UDP InDatagrams RcvbufErrors, time (ns),
 # `removed` lines so far, the generator's `sent` at its latest progress line
-# and its sched_ns, the node's utime and stime (ticks).
+# and its sched_ns.
 window_sample() {
     local g
     read -r g _ <<<"$(sample "$2")"
-    echo "$(sample "$1") $(udp_counts 0) $(date +%s%N) $(count removed "$3/node.log") $(gen_sent "$3/gen.jsonl") $g $(ticks "$1")"
+    echo "$(sample "$1") $(udp_counts 0) $(date +%s%N) $(count removed "$3/node.log") $(gen_sent "$3/gen.jsonl") $g"
 }
 
 # window_line MODE REP BEFORE AFTER RSS HWM ADDED: the results line, with
@@ -236,11 +225,10 @@ window_line() {
         -v added="$7" -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
         split(before, a, " "); split(after, b, " ")
         w = (b[6] - a[6]) / 1e9; n = b[4] - a[4]
-        u = b[10] - a[10]; k = b[11] - a[11]; sys = u + k > 0 ? k / (u + k) : 0
-        printf "%-6s %d  cpu_us_per_hello %.3f  hellos_per_s %.0f  gen_sent_per_s %.0f  rcvbuf_errors %d  vol_ctxsw_per_s %.0f  invol_ctxsw_per_s %.0f  rss_kib %d  hwm_kib %d  peers %d  removed_in_window %d  gen_cpu_pct %.1f  sys_share %.2f  window_s %.2f  load1 %s\n",
+        printf "%-6s %d  cpu_us_per_hello %.3f  hellos_per_s %.0f  gen_sent_per_s %.0f  rcvbuf_errors %d  vol_ctxsw_per_s %.0f  invol_ctxsw_per_s %.0f  rss_kib %d  hwm_kib %d  peers %d  removed_in_window %d  gen_cpu_pct %.1f  window_s %.2f  load1 %s\n",
             mode, rep, (b[1] - a[1]) / 1e3 / (n > 0 ? n : 1), n / w, (b[8] - a[8]) / w, b[5] - a[5],
             (b[2] - a[2]) / w, (b[3] - a[3]) / w, rss, hwm, added - b[7], b[7] - a[7],
-            (b[9] - a[9]) / 1e7 / w, sys, w, load
+            (b[9] - a[9]) / 1e7 / w, w, load
     }'
 }
 
