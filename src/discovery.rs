@@ -1,15 +1,24 @@
-//! The tokio driver: owns the socket and the timers, feeds the
-//! [`Protocol`](crate::protocol::Protocol) core, and hands events and channel
-//! messages to the user without ever blocking the protocol.
+//! The driver: a thread of its own that owns the sockets and the timers,
+//! feeds the [`Protocol`](crate::protocol::Protocol) core, and hands events
+//! and channel messages to the user's tasks without ever blocking the
+//! protocol.
+//!
+//! It waits in poll(2) for its sockets, its wake-up pipe and the core's next
+//! deadline, and nothing else: an idle node wakes once per datagram and per
+//! timer, as a minimal C program would, with no async runtime between the
+//! kernel and the core. Under load it wakes at most once per
+//! [`COALESCE`] for datagrams and reads all that came meanwhile.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use serde::Serialize;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::broadcast;
 
 use crate::handle::{lock, Events, Handle, StopSignal};
 use crate::stream::{EventStream, Subscription};
@@ -19,7 +28,7 @@ use crate::interface::{IfKind, Interface};
 use crate::membership::{NodeId, Peer};
 use crate::protocol::{check_channel, Protocol};
 use crate::registry::{Filter, Registration, Registry, RegistryEvent};
-use crate::transport::{Family, Incoming, Seeds, UdpTransport};
+use crate::transport::{Batch, Family, Incoming, Resolved, Seeds, UdpTransport, Wake, BATCH};
 use crate::wire::envelope::Sender;
 use crate::{Config, Error, Stats};
 
@@ -32,7 +41,7 @@ fn process_id() -> &'static str {
 struct Shared {
     core: Mutex<Protocol>,
     /// Wakes the driver after a command queued something to send.
-    wake: Notify,
+    wake: Wake,
     /// Closed when the driver stops, so that every event stream ends.
     events: Events<Event>,
     /// Registry events, for watches (published under the core lock, so
@@ -46,8 +55,8 @@ struct Shared {
     /// A new selection from [`Discovery::set_interfaces`], for the driver
     /// to apply (`Some(None)`: back to the default rule).
     new_selection: Mutex<Option<Option<Vec<IfKind>>>>,
-    /// Wakes the driver to list the interfaces now.
-    rescan: Notify,
+    /// The last round of seed lookups, for the driver to apply.
+    resolved: Mutex<Option<Resolved>>,
     /// Datagrams dropped because they came in on an interface the node
     /// does not use.
     foreign_drops: AtomicU64,
@@ -178,7 +187,7 @@ impl Discovery {
         core.set_seeds(now, &seeds.addresses());
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
-            wake: Notify::new(),
+            wake: Wake::new().map_err(crate::transport::op("create the wake-up pipe"))?,
             events: Events::new(config.event_capacity),
             registry_events: {
                 let events = Events::new(config.event_capacity);
@@ -191,16 +200,18 @@ impl Discovery {
             local_addr,
             interfaces: Mutex::new(transport.chosen().to_vec()),
             new_selection: Mutex::new(None),
-            rescan: Notify::new(),
+            resolved: Mutex::new(None),
             foreign_drops: AtomicU64::new(0),
         });
         let timers = Timers {
             rescan: config.transport.rescan_interval,
             seed_refresh: config.transport.seed_refresh,
         };
-        let handle = Handle::spawn(shared, move |shared, stop| {
+        let for_waker = shared.clone();
+        let waker = Arc::new(move || for_waker.wake.wake());
+        let handle = Handle::spawn_thread(shared, "shoal-driver", waker, move |shared, stop| {
             run(shared, transport, seeds, timers, stop)
-        });
+        })?;
         Ok(Discovery { handle })
     }
 
@@ -298,7 +309,7 @@ impl Discovery {
         }
         self.handle.ensure_running()?;
         *lock(&self.shared().new_selection) = Some(kinds);
-        self.shared().rescan.notify_one();
+        self.shared().wake.wake();
         Ok(())
     }
 
@@ -678,139 +689,199 @@ impl Discovery {
             self.handle.ensure_running()?;
             f(&mut core)
         };
-        shared.wake.notify_one();
+        shared.wake.wake();
         result
     }
 }
 
-/// Datagrams handled under one lock before the driver gives other tasks a
-/// turn; the rest of a burst is read on the next turn.
-const RECV_BURST: usize = 64;
+/// Datagrams read from one socket per wake-up before the driver looks at
+/// its timers and commands again (the rest are read at once after).
+const RECV_BURST: usize = 256;
 
-/// A deadline for the pinned sleep when the core has none (it is never
-/// polled then): far enough never to fire, near enough not to overflow.
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
-}
+/// When datagrams come in bursts or fast, the driver reads them at most
+/// once per this long: after a wake-up that found more than one datagram,
+/// or came this soon after the last read, it lets the next ones gather for
+/// the rest of this span and reads them all at once, rather than waking
+/// for each. A wake-up costs several times more than handling a hello, so
+/// this is what makes a datagram cheap at thousands per second, and what
+/// makes a cluster whose hellos arrive together (nodes started at the same
+/// moment keep their phase) cost one wake-up per burst. The price is at
+/// most this much latency, for those datagrams only: one that comes alone
+/// is read as soon as it arrives.
+const COALESCE: Duration = Duration::from_millis(1);
 
 /// The driver's periodic work besides the core's timers.
 struct Timers {
     /// How often the host's interfaces are listed again.
-    rescan: std::time::Duration,
+    rescan: Duration,
     /// How often seed names are resolved again.
-    seed_refresh: std::time::Duration,
+    seed_refresh: Duration,
 }
 
-async fn run(
+/// Which of the driver's file descriptors were ready.
+#[derive(Default)]
+struct Ready {
+    wake: bool,
+    v4: bool,
+    v6: bool,
+}
+
+/// Waits until a socket or the wake-up pipe is readable, or `timeout`
+/// (`None`: forever) has passed. Rounds the timeout up to poll's
+/// millisecond, so that a deadline is never met early and spun on.
+fn wait(transport: &UdpTransport, wake: &Wake, timeout: Option<Duration>) -> Ready {
+    let (v4, v6) = transport.fds();
+    let mut fds = [
+        PollFd::new(wake.fd(), PollFlags::POLLIN),
+        PollFd::new(v4, PollFlags::POLLIN),
+        PollFd::new(v6.unwrap_or(v4), PollFlags::POLLIN),
+    ];
+    let n = if v6.is_some() { 3 } else { 2 };
+    let timeout = match timeout {
+        None => PollTimeout::NONE,
+        Some(t) => {
+            let ms = t.as_nanos().div_ceil(1_000_000);
+            PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+        }
+    };
+    match poll(&mut fds[..n], timeout) {
+        Ok(0) => return Ready::default(),
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => return Ready::default(),
+        Err(error) => {
+            // Nothing poll can fail with here is lasting; pause rather
+            // than spin if it were.
+            tracing::debug!(%error, "poll failed");
+            std::thread::sleep(Duration::from_millis(1));
+            return Ready::default();
+        }
+    }
+    let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+    Ready {
+        wake: ready(&fds[0]),
+        v4: ready(&fds[1]),
+        v6: n == 3 && ready(&fds[2]),
+    }
+}
+
+fn run(
     shared: Arc<Shared>,
     mut transport: UdpTransport,
     mut seeds: Seeds,
     timers: Timers,
-    mut stop: StopSignal,
+    stop: StopSignal,
 ) {
-    let mut buf = vec![0u8; 65_536];
+    let mut batch = Batch::new();
     let mut outbox = Outbox::default();
-    // One timer for the driver's life, moved only when the core's next
-    // deadline changes: re-creating it every turn costs a timer-wheel
-    // insertion and removal per datagram.
     let mut deadline = shared.core().poll_timeout();
-    let sleep = tokio::time::sleep_until(deadline.map_or_else(far_future, Into::into));
-    tokio::pin!(sleep);
     // The first listing was at start.
-    let mut rescan =
-        tokio::time::interval_at(tokio::time::Instant::now() + timers.rescan, timers.rescan);
-    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_rescan = Instant::now() + timers.rescan;
     let mut foreign_logged = 0;
-    // Seed names resolve on tokio's blocking pool, in a task of their own:
-    // a slow resolver never holds up the protocol.
-    let mut lookup = seeds.has_names().then(|| tokio::spawn(seeds.lookups()));
-    let next_lookup = tokio::time::sleep(far_future() - tokio::time::Instant::now());
-    tokio::pin!(next_lookup);
-    // A burst was cut short: the socket still holds datagrams.
-    let mut more = false;
+    // When seed names are next resolved (`None`: a round is under way, or
+    // there are no names).
+    let mut next_lookup = seeds.has_names().then(Instant::now);
+    // When datagrams were last read, and whether they come fast enough to
+    // gather them (see COALESCE).
+    let mut last_read = Instant::now();
+    let mut busy = false;
     loop {
-        if more {
-            // Let the consumers drain what the last burst handed them (on a
-            // current-thread runtime they share our thread) before reading
-            // on: the socket stays readable, so without this the driver
-            // would run until tokio's budget stops it and overflow their
-            // buffers in a flood.
-            tokio::task::yield_now().await;
-            more = false;
-        }
-        tokio::select! {
-            biased;
-            () = stop.requested() => {
-                if let Some(lookup) = lookup.take() {
-                    lookup.abort();
-                }
-                // Leave politely: peers drop us now, not at our deadline.
-                shared.core().goodbye(Instant::now());
-                flush(&shared, &transport, &mut outbox).await;
-                break;
-            }
-            (family, ready) = transport.readable() => match ready {
-                Ok(()) => match receive(&shared, &transport, family, &mut buf) {
-                    Ok(cut_short) => more = cut_short,
-                    // Readiness is still set: pause rather than spin on
-                    // an error that repeats.
-                    Err(()) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
-                },
-                Err(error) => {
-                    tracing::debug!(%error, "waiting for the socket failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-            },
-            _ = &mut sleep, if deadline.is_some() => shared.core().handle_timeout(Instant::now()),
-            _ = shared.wake.notified() => {}
-            _ = rescan.tick() => {
-                apply_rescan(&shared, &mut transport);
-                let dropped = shared.foreign_drops.load(Ordering::Relaxed);
-                if dropped != foreign_logged {
-                    // At most once per rescan period, however many.
-                    tracing::debug!(
-                        dropped = dropped - foreign_logged,
-                        total = dropped,
-                        "datagrams from interfaces not chosen were dropped"
-                    );
-                    foreign_logged = dropped;
-                }
-            }
-            _ = shared.rescan.notified() => {
-                if let Some(kinds) = lock(&shared.new_selection).take() {
-                    transport.set_kinds(kinds);
-                }
-                apply_rescan(&shared, &mut transport);
-            }
-            resolved = async { lookup.as_mut().expect("guarded").await }, if lookup.is_some() => {
-                lookup = None;
-                match resolved {
-                    Ok(resolved) => {
-                        if seeds.apply(resolved) {
-                            shared.core().set_seeds(Instant::now(), &seeds.addresses());
-                        }
-                    }
-                    Err(error) => tracing::debug!(%error, "the seed lookup task failed"),
-                }
-                next_lookup.as_mut().reset(tokio::time::Instant::now() + timers.seed_refresh);
-            }
-            () = &mut next_lookup, if lookup.is_none() && seeds.has_names() => {
-                lookup = Some(tokio::spawn(seeds.lookups()));
-                next_lookup.as_mut().reset(far_future());
+        if busy {
+            let now = Instant::now();
+            let gather_until = last_read + COALESCE;
+            let until = deadline.map_or(gather_until, |d| d.min(gather_until));
+            if until > now {
+                std::thread::sleep(until - now);
             }
         }
-        let next = flush(&shared, &transport, &mut outbox).await;
-        if next != deadline {
-            deadline = next;
-            if let Some(at) = deadline {
-                sleep.as_mut().reset(at.into());
+        let wake_at = [deadline, Some(next_rescan), next_lookup]
+            .into_iter()
+            .flatten()
+            .min();
+        let timeout = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
+        let ready = wait(&transport, &shared.wake, timeout);
+        if ready.wake {
+            shared.wake.clear();
+        }
+        if stop.is_requested() {
+            // Leave politely: peers drop us now, not at our deadline.
+            shared.core().goodbye(Instant::now());
+            flush(&shared, &transport, &mut outbox);
+            break;
+        }
+        let now = Instant::now();
+        let mut read = 0;
+        if ready.v4 {
+            read += receive(&shared, &transport, Family::V4, &mut batch);
+        }
+        if ready.v6 {
+            read += receive(&shared, &transport, Family::V6, &mut batch);
+        }
+        if read > 0 {
+            busy = read > 1 || now - last_read < COALESCE;
+            last_read = now;
+        } else {
+            busy = false;
+        }
+        if deadline.is_some_and(|d| d <= now) {
+            shared.core().handle_timeout(now);
+        }
+        let new_selection = lock(&shared.new_selection).take();
+        if let Some(kinds) = new_selection {
+            transport.set_kinds(kinds);
+            apply_rescan(&shared, &mut transport);
+        }
+        if now >= next_rescan {
+            next_rescan = now + timers.rescan;
+            apply_rescan(&shared, &mut transport);
+            let dropped = shared.foreign_drops.load(Ordering::Relaxed);
+            if dropped != foreign_logged {
+                // At most once per rescan period, however many.
+                tracing::debug!(
+                    dropped = dropped - foreign_logged,
+                    total = dropped,
+                    "datagrams from interfaces not chosen were dropped"
+                );
+                foreign_logged = dropped;
             }
         }
+        let resolved = lock(&shared.resolved).take();
+        if let Some(resolved) = resolved {
+            if seeds.apply(resolved) {
+                shared.core().set_seeds(now, &seeds.addresses());
+            }
+            next_lookup = Some(now + timers.seed_refresh);
+        }
+        if next_lookup.is_some_and(|at| at <= now) {
+            next_lookup = None;
+            start_lookups(&shared, &seeds);
+        }
+        deadline = flush(&shared, &transport, &mut outbox);
     }
     // Streams end when their senders go.
     shared.channels().clear();
     shared.events.close();
     shared.registry_events.close();
+}
+
+/// Resolves the seed names on a thread of its own (a slow resolver never
+/// holds up the protocol), which hands the result to the driver and wakes
+/// it.
+fn start_lookups(shared: &Arc<Shared>, seeds: &Seeds) {
+    let lookups = seeds.lookups();
+    // A weak reference: a lookup that outlives the node keeps nothing alive.
+    let shared = Arc::downgrade(shared);
+    let started = std::thread::Builder::new()
+        .name("shoal-seeds".into())
+        .spawn(move || {
+            let resolved = lookups();
+            if let Some(shared) = shared.upgrade() {
+                *lock(&shared.resolved) = Some(resolved);
+                shared.wake.wake();
+            }
+        });
+    if let Err(error) = started {
+        tracing::warn!(%error, "could not start the seed lookups");
+    }
 }
 
 /// Lists the interfaces again and, if the choice changed, tells the core
@@ -823,36 +894,41 @@ fn apply_rescan(shared: &Shared, transport: &mut UdpTransport) {
     }
 }
 
-/// Reads what the socket holds, under one lock, until it would block (which
-/// also clears tokio's readiness, so the next `readable` waits for a new
-/// datagram) or a burst's worth has been handled. Returns whether the burst
-/// was cut short (the socket may hold more), or `Err` after a failed read.
-fn receive(
-    shared: &Shared,
-    transport: &UdpTransport,
-    family: Family,
-    buf: &mut [u8],
-) -> Result<bool, ()> {
-    let mut core = shared.core();
-    let now = Instant::now();
-    for _ in 0..RECV_BURST {
-        match transport.try_recv(family, buf) {
-            Ok(Incoming::Datagram { len, from, via }) => {
-                core.handle_datagram_via(now, from, via.as_ref(), &buf[..len])
-            }
-            Ok(Incoming::Foreign) => {
-                shared.foreign_drops.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+/// Reads what `family`'s socket holds, [`BATCH`] datagrams per system
+/// call and one core lock per batch, until a read comes back short (the
+/// socket is then most likely empty; poll says if not) or [`RECV_BURST`]
+/// datagrams have been handled; returns how many were read.
+fn receive(shared: &Shared, transport: &UdpTransport, family: Family, batch: &mut Batch) -> usize {
+    let mut read = 0;
+    while read < RECV_BURST {
+        let n = match transport.recv(family, batch) {
+            Ok(n) => n,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(error) => {
                 // E.g. ECONNREFUSED from an earlier send: nothing was
                 // consumed that the next read cannot get.
-                tracing::debug!(%error, "recvmsg failed");
-                return Err(());
+                tracing::debug!(%error, "recvmmsg failed");
+                break;
+            }
+        };
+        let mut core = shared.core();
+        let now = Instant::now();
+        for incoming in transport.incoming(family, batch) {
+            match incoming {
+                Incoming::Datagram { data, from, via } => {
+                    core.handle_datagram_via(now, from, via.as_ref(), data)
+                }
+                Incoming::Foreign => {
+                    shared.foreign_drops.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
+        read += n;
+        if n < BATCH {
+            break;
+        }
     }
-    Ok(true)
+    read
 }
 
 /// The driver's reusable buffers for what the core hands out.
@@ -881,7 +957,7 @@ fn publish_registry_events(shared: &Shared, core: &mut Protocol) {
 
 /// Sends what the core queued and hands out its events; returns the core's
 /// next deadline (read under the same lock).
-async fn flush(shared: &Shared, transport: &UdpTransport, outbox: &mut Outbox) -> Option<Instant> {
+fn flush(shared: &Shared, transport: &UdpTransport, outbox: &mut Outbox) -> Option<Instant> {
     let deadline = {
         let mut core = shared.core();
         outbox
@@ -894,7 +970,7 @@ async fn flush(shared: &Shared, transport: &UdpTransport, outbox: &mut Outbox) -
         core.poll_timeout()
     };
     for transmit in outbox.transmits.drain(..) {
-        transport.send(&transmit).await;
+        transport.send(&transmit);
     }
     if outbox.events.is_empty() {
         return deadline;

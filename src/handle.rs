@@ -1,6 +1,7 @@
 //! The plumbing every user-facing handle shares ([`Discovery`](crate::Discovery),
 //! [`ServiceDiscovery`](crate::ServiceDiscovery), and whatever is built the
-//! same way next): a driver task that owns the work, a stop signal, cheap
+//! same way next): a driver (a tokio task, or an OS thread of its own) that
+//! owns the work, a stop signal, cheap
 //! clones, shutdown from any clone, and an event fan-out whose first
 //! subscriber sees everything since start.
 //!
@@ -49,13 +50,35 @@ struct Driver {
     stop: watch::Sender<bool>,
     /// An async lock, so that a second `shutdown` waits for the first one's
     /// task rather than returning while the node is still saying goodbye.
-    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    task: tokio::sync::Mutex<Option<Task>>,
+    /// Wakes a driver thread blocked in its poll, so that it sees the stop.
+    wake: Option<Waker>,
+}
+
+/// Interrupts a driver thread's wait.
+pub(crate) type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// What runs the driver, and how to wait for its end.
+enum Task {
+    Tokio(JoinHandle<()>),
+    /// An OS thread: its end closes the channel (the thread holds the only
+    /// sender, dropped however it ends, a panic included).
+    Thread(watch::Receiver<()>),
+}
+
+impl Driver {
+    fn request_stop(&self) {
+        // `send` would refuse once the task (the only receiver) is gone.
+        self.stop.send_replace(true);
+        if let Some(wake) = &self.wake {
+            wake();
+        }
+    }
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        // `send` would refuse once the task (the only receiver) is gone.
-        self.stop.send_replace(true);
+        self.request_stop();
     }
 }
 
@@ -69,6 +92,12 @@ impl StopSignal {
         // The value only ever changes from false to true, so any change is
         // the stop; an error means the handles are gone, which is one too.
         let _ = self.0.changed().await;
+    }
+
+    /// Whether the stop was asked for (or every handle is gone): for a
+    /// driver thread, which checks it after each wake-up.
+    pub(crate) fn is_requested(&self) -> bool {
+        self.0.has_changed().is_err() || *self.0.borrow()
     }
 }
 
@@ -86,9 +115,45 @@ impl<S: Send + Sync + 'static> Handle<S> {
             shared,
             driver: Arc::new(Driver {
                 stop,
-                task: tokio::sync::Mutex::new(Some(task)),
+                wake: None,
+                task: tokio::sync::Mutex::new(Some(Task::Tokio(task))),
             }),
         }
+    }
+
+    /// Runs the driver on an OS thread of its own, named `name`, rather
+    /// than as a task: it blocks in poll(2) and decides itself when to wake
+    /// (see `crate::discovery`). `wake` interrupts its wait.
+    pub(crate) fn spawn_thread<F>(
+        shared: Arc<S>,
+        name: &str,
+        wake: Waker,
+        run: F,
+    ) -> Result<Self, Error>
+    where
+        F: FnOnce(Arc<S>, StopSignal) + Send + 'static,
+    {
+        let (stop, stopped) = watch::channel(false);
+        let (done, finished) = watch::channel(());
+        let for_thread = shared.clone();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let _done = done;
+                run(for_thread, StopSignal(stopped));
+            })
+            .map_err(|source| Error::Socket {
+                op: "start the driver thread",
+                source,
+            })?;
+        Ok(Handle {
+            shared,
+            driver: Arc::new(Driver {
+                stop,
+                wake: Some(wake),
+                task: tokio::sync::Mutex::new(Some(Task::Thread(finished))),
+            }),
+        })
     }
 }
 
@@ -118,14 +183,18 @@ impl<S> Handle<S> {
     /// clone, any number of times; a call that comes while another waits
     /// returns when that one does.
     pub(crate) async fn shutdown(&self) {
-        self.driver.stop.send_replace(true);
+        self.driver.request_stop();
         let mut task = self.driver.task.lock().await;
-        if let Some(running) = task.as_mut() {
-            // Awaited in place, not taken: if this future is dropped half
-            // way, the next shutdown still finds the task to wait for.
-            let _ = running.await;
-            *task = None;
+        // Awaited in place, not taken: if this future is dropped half way,
+        // the next shutdown still finds the task to wait for.
+        match task.as_mut() {
+            Some(Task::Tokio(running)) => {
+                let _ = running.await;
+            }
+            Some(Task::Thread(finished)) => while finished.changed().await.is_ok() {},
+            None => {}
         }
+        *task = None;
     }
 }
 

@@ -24,22 +24,25 @@
 mod interfaces;
 mod seeds;
 mod socket;
+mod wake;
 
-pub(crate) use seeds::Seeds;
+pub(crate) use seeds::{Resolved, Seeds};
+pub(crate) use socket::{Batch, BATCH};
+pub(crate) use wake::Wake;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use socket2::{InterfaceIndexOrAddress, SockRef};
-use tokio::net::UdpSocket;
 
 use crate::config::TransportConfig;
 use crate::interface::{is_link_local_v6, select, IfKind, Interface, Via};
 use crate::protocol::{Destination, Transmit};
 use crate::Error;
-use socket::op;
+pub(crate) use socket::op;
 
 /// Which socket a datagram is waiting on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,12 +61,12 @@ struct Known {
     v6: Vec<Ipv6Addr>,
 }
 
-/// A datagram [`UdpTransport::try_recv`] read.
+/// A datagram [`UdpTransport::recv`] read.
 #[derive(Debug)]
-pub(crate) enum Incoming {
-    /// For the core: `len` bytes of the buffer, from `from`, arrived `via`.
+pub(crate) enum Incoming<'b> {
+    /// For the core: `data`, from `from`, arrived `via`.
     Datagram {
-        len: usize,
+        data: &'b [u8],
         from: SocketAddr,
         via: Option<Via>,
     },
@@ -107,8 +110,7 @@ pub(crate) struct UdpTransport {
 }
 
 impl UdpTransport {
-    /// Opens the sockets and chooses the interfaces. Must run inside a
-    /// tokio runtime.
+    /// Opens the sockets and chooses the interfaces.
     pub(crate) fn open(config: &TransportConfig, unicast_only: bool) -> Result<Self, Error> {
         let v4 = socket::open_v4(SocketAddr::new(config.bind, config.port))?;
         let single = config.broadcast_set || config.multicast_interface != Ipv4Addr::UNSPECIFIED;
@@ -277,32 +279,38 @@ impl UdpTransport {
         chosen
     }
 
-    /// Waits until a datagram may be read, and says on which socket.
-    pub(crate) async fn readable(&self) -> (Family, io::Result<()>) {
-        match &self.v6 {
-            None => (Family::V4, self.v4.readable().await),
-            Some(v6) => tokio::select! {
-                ready = self.v4.readable() => (Family::V4, ready),
-                ready = v6.readable() => (Family::V6, ready),
-            },
-        }
+    /// The sockets to wait on, for poll(2): IPv4, and IPv6 if open.
+    pub(crate) fn fds(&self) -> (BorrowedFd<'_>, Option<BorrowedFd<'_>>) {
+        (self.v4.as_fd(), self.v6.as_ref().map(AsFd::as_fd))
     }
 
-    /// Reads one datagram from `family`'s socket if one is waiting
-    /// (`WouldBlock` otherwise).
-    pub(crate) fn try_recv(&self, family: Family, buf: &mut [u8]) -> io::Result<Incoming> {
+    /// Reads the datagrams waiting on `family`'s socket into `batch`, up
+    /// to [`BATCH`] with one system call; returns how many (`WouldBlock` if
+    /// none). [`incoming`](Self::incoming) then says what they are.
+    pub(crate) fn recv(&self, family: Family, batch: &mut Batch) -> io::Result<usize> {
         let socket = match (family, &self.v6) {
             (Family::V6, Some(v6)) => v6,
             _ => &self.v4,
         };
-        let received = socket::recv(socket, buf)?;
-        if !self.accepts(family, received.index, received.from.ip()) {
-            return Ok(Incoming::Foreign);
-        }
-        Ok(Incoming::Datagram {
-            len: received.len,
-            from: received.from,
-            via: self.via(received.index, received.local),
+        socket::recv(socket, batch)
+    }
+
+    /// The datagrams of the last [`recv`](Self::recv) on `family`'s socket,
+    /// each for the core or dropped as from an interface not chosen.
+    pub(crate) fn incoming<'b>(
+        &'b self,
+        family: Family,
+        batch: &'b Batch,
+    ) -> impl Iterator<Item = Incoming<'b>> + 'b {
+        batch.datagrams().map(move |(data, received)| {
+            if !self.accepts(family, received.index, received.from.ip()) {
+                return Incoming::Foreign;
+            }
+            Incoming::Datagram {
+                data,
+                from: received.from,
+                via: self.via(received.index, received.local),
+            }
         })
     }
 
@@ -350,25 +358,25 @@ impl UdpTransport {
 
     /// Sends one datagram where the core addressed it. A failed send is
     /// logged and dropped, as a lost datagram would be.
-    pub(crate) async fn send(&self, transmit: &Transmit) {
+    pub(crate) fn send(&self, transmit: &Transmit) {
         match transmit.destination {
             Destination::Cluster if self.unicast_only => {}
             Destination::Cluster => match self.single {
-                Some(to) => self.send_to(&self.v4, &transmit.payload, to).await,
-                None => self.send_cluster(&transmit.payload).await,
+                Some(to) => self.send_to(&self.v4, &transmit.payload, to),
+                None => self.send_cluster(&transmit.payload),
             },
-            Destination::Peer(addr) => self.send_peer(&transmit.payload, addr).await,
+            Destination::Peer(addr) => self.send_peer(&transmit.payload, addr),
         }
     }
 
-    async fn send_to(&self, socket: &UdpSocket, payload: &[u8], to: SocketAddr) {
-        if let Err(error) = socket.send_to(payload, to).await {
+    fn send_to(&self, socket: &UdpSocket, payload: &[u8], to: SocketAddr) {
+        if let Err(error) = socket::send_with_room(socket, || socket.send_to(payload, to)) {
             tracing::debug!(%error, %to, "send_to failed");
         }
     }
 
     /// On every chosen interface, where that interface's peers hear it.
-    async fn send_cluster(&self, payload: &[u8]) {
+    fn send_cluster(&self, payload: &[u8]) {
         let mut sent_v4 = BTreeSet::new();
         for i in &self.chosen {
             let IpAddr::V4(source) = i.addr else { continue };
@@ -384,7 +392,7 @@ impl UdpTransport {
                 continue;
             }
             let to = SocketAddrV4::new(to, self.port);
-            if let Err(error) = socket::send_v4_on(&self.v4, payload, to, i.index, source).await {
+            if let Err(error) = socket::send_v4_on(&self.v4, payload, to, i.index, source) {
                 // An interface that went away since the last rescan.
                 tracing::debug!(%error, %to, interface = %i.name, "send failed");
             }
@@ -392,23 +400,25 @@ impl UdpTransport {
         if let Some(v6) = &self.v6 {
             for &index in &self.chosen_v6 {
                 let to = SocketAddrV6::new(self.ipv6_group, self.port, 0, index);
-                self.send_to(v6, payload, to.into()).await;
+                self.send_to(v6, payload, to.into());
             }
         }
     }
 
-    async fn send_peer(&self, payload: &[u8], addr: SocketAddr) {
+    fn send_peer(&self, payload: &[u8], addr: SocketAddr) {
         match addr {
-            SocketAddr::V4(_) => self.send_to(&self.v4, payload, addr).await,
+            SocketAddr::V4(_) => self.send_to(&self.v4, payload, addr),
             SocketAddr::V6(mut v6addr) => {
                 let Some(v6) = &self.v6 else {
                     tracing::debug!(to = %addr, "no IPv6 socket (ipv6 is off): not sent");
                     return;
                 };
                 if let Some(v4) = v6addr.ip().to_ipv4_mapped() {
-                    return self
-                        .send_to(&self.v4, payload, SocketAddr::new(v4.into(), v6addr.port()))
-                        .await;
+                    return self.send_to(
+                        &self.v4,
+                        payload,
+                        SocketAddr::new(v4.into(), v6addr.port()),
+                    );
                 }
                 if is_link_local_v6(*v6addr.ip()) && v6addr.scope_id() == 0 {
                     // A link-local address means nothing without its link:
@@ -421,7 +431,7 @@ impl UdpTransport {
                         }
                     }
                 }
-                self.send_to(v6, payload, v6addr.into()).await;
+                self.send_to(v6, payload, v6addr.into());
             }
         }
     }

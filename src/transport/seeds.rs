@@ -1,14 +1,15 @@
 //! Seeds: the peers a node reaches by unicast where broadcast does not
 //! go. Literal addresses are known at once; host names are resolved with
-//! the system resolver (`tokio::net::lookup_host`, on tokio's blocking
-//! pool, never on the driver's task) at start and every `seed_refresh`, so
+//! the system resolver (getaddrinfo(3), on threads of their own, never on
+//! the driver's) at start and every `seed_refresh`, so
 //! that a name whose addresses change (a Kubernetes headless service, a
 //! restarted host) is followed.
 
 use std::collections::BTreeSet;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// Longest wait for one name: a resolver that does not answer must not
 /// hold back the other seeds' new addresses.
@@ -77,9 +78,12 @@ impl Seeds {
             .collect()
     }
 
-    /// The lookups to run: a future that needs no borrow of `self`, to run
-    /// off the driver's task.
-    pub(crate) fn lookups(&self) -> impl std::future::Future<Output = Resolved> + Send + 'static {
+    /// The lookups to run: a function that needs no borrow of `self`, to
+    /// run off the driver's thread. Each name is resolved on a thread of its
+    /// own, so that one that hangs costs the others nothing; a name with no
+    /// answer after [`LOOKUP_TIMEOUT`] counts as failed (its thread ends
+    /// when the resolver gives up).
+    pub(crate) fn lookups(&self) -> impl FnOnce() -> Resolved + Send + 'static {
         let names: Vec<(usize, String, u16)> = self
             .seeds
             .iter()
@@ -87,19 +91,40 @@ impl Seeds {
             .filter(|(_, s)| !s.literal)
             .map(|(i, s)| (i, s.host.clone(), s.port))
             .collect();
-        async move {
-            let mut out = Vec::with_capacity(names.len());
-            // One after the other: seeds are few and lookups are cheap;
-            // each is bounded by LOOKUP_TIMEOUT.
-            for (i, host, port) in names {
-                let lookup = tokio::net::lookup_host((host.as_str(), port));
-                let result = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
-                    Ok(Ok(addrs)) => Ok(addrs.collect::<Vec<_>>()),
-                    Ok(Err(error)) => Err(error),
-                    Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "lookup timed out")),
-                };
-                out.push((i, result));
+        move || {
+            let give_up = Instant::now() + LOOKUP_TIMEOUT;
+            let (answers, answered) = mpsc::channel();
+            let mut out: Resolved = Vec::with_capacity(names.len());
+            for (i, host, port) in &names {
+                let (i, host, port) = (*i, host.clone(), *port);
+                let answers = answers.clone();
+                let started = std::thread::Builder::new()
+                    .name("shoal-seed-lookup".into())
+                    .spawn(move || {
+                        let result = (host.as_str(), port)
+                            .to_socket_addrs()
+                            .map(Iterator::collect);
+                        let _ = answers.send((i, result));
+                    });
+                if let Err(error) = started {
+                    out.push((i, Err(error)));
+                }
             }
+            drop(answers);
+            while out.len() < names.len() {
+                let left = give_up.saturating_duration_since(Instant::now());
+                match answered.recv_timeout(left) {
+                    Ok(answer) => out.push(answer),
+                    Err(_) => break,
+                }
+            }
+            for (i, _, _) in &names {
+                if !out.iter().any(|(j, _)| j == i) {
+                    let timed_out = io::Error::new(io::ErrorKind::TimedOut, "lookup timed out");
+                    out.push((*i, Err(timed_out)));
+                }
+            }
+            out.sort_by_key(|(i, _)| *i);
             out
         }
     }
@@ -199,10 +224,10 @@ mod tests {
         assert_eq!(s.addresses().len(), 2 + MAX_ADDRS_PER_SEED, "bounded");
     }
 
-    #[tokio::test]
-    async fn lookups_resolve_names_only() {
+    #[test]
+    fn lookups_resolve_names_only() {
         let s = Seeds::new(&[("127.0.0.1".into(), 1), ("localhost".into(), 4242)]);
-        let resolved = s.lookups().await;
+        let resolved = s.lookups()();
         assert_eq!(resolved.len(), 1);
         assert_eq!(resolved[0].0, 1);
         let addrs = resolved[0].1.as_ref().unwrap();

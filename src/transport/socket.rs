@@ -2,23 +2,27 @@
 //! datagram came in on or must go out of: recvmsg(2) and sendmsg(2) with
 //! `IP_PKTINFO` / `IPV6_PKTINFO` (nix), sockets built with socket2 so that
 //! several nodes can share a port on one host.
+//!
+//! The sockets are non-blocking and belong to the driver's thread, which
+//! waits for them with poll(2) itself; a send that finds the socket's buffer
+//! full waits for room, briefly ([`SEND_WAIT`]).
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
 
 use nix::libc;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockaddrIn, SockaddrStorage,
+    recvmmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
+    MultiHeaders, RecvMsg, SockaddrIn, SockaddrStorage,
 };
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 use crate::Error;
 
-pub(super) fn op(op: &'static str) -> impl FnOnce(io::Error) -> Error {
+pub(crate) fn op(op: &'static str) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Socket { op, source }
 }
 
@@ -48,9 +52,36 @@ fn bind(socket: &Socket, addr: SocketAddr) -> Result<(), Error> {
         .map_err(|source| Error::Bind { addr, source })
 }
 
-fn into_tokio(socket: Socket) -> Result<UdpSocket, Error> {
-    let std_socket: std::net::UdpSocket = socket.into();
-    UdpSocket::from_std(std_socket).map_err(op("register the socket with tokio"))
+/// How long a send waits for room in a full socket buffer before the
+/// datagram is dropped (as the network could have dropped it). The buffer
+/// drains at the link's pace, so this is only reached when the interface
+/// is gone or stuck.
+const SEND_WAIT: Duration = Duration::from_millis(100);
+
+/// Runs `send` until it does not find the socket's buffer full, waiting for
+/// room in between, at most [`SEND_WAIT`] in all.
+pub(super) fn send_with_room(
+    socket: &UdpSocket,
+    mut send: impl FnMut() -> io::Result<usize>,
+) -> io::Result<usize> {
+    let give_up = Instant::now() + SEND_WAIT;
+    loop {
+        match send() {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                let left = give_up.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(error);
+                }
+                let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
+                let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+                match poll(&mut fds, PollTimeout::from(ms)) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(errno) => return Err(errno.into()),
+                }
+            }
+            result => return result,
+        }
+    }
 }
 
 /// The IPv4 socket: bound to `bind:port`, with broadcast allowed and
@@ -62,7 +93,7 @@ pub(super) fn open_v4(bind_addr: SocketAddr) -> Result<UdpSocket, Error> {
     socket.set_broadcast(true).map_err(op("set SO_BROADCAST"))?;
     setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)
         .map_err(|e| op("set IP_PKTINFO")(e.into()))?;
-    into_tokio(socket)
+    Ok(socket.into())
 }
 
 /// The IPv6 socket: `[::]:port`, IPv6 only (the IPv4 socket has IPv4),
@@ -80,7 +111,7 @@ pub(super) fn open_v6(port: u16, hops: u32) -> Result<UdpSocket, Error> {
     socket
         .set_multicast_hops_v6(hops)
         .map_err(op("set the IPv6 multicast hops"))?;
-    into_tokio(socket)
+    Ok(socket.into())
 }
 
 /// One datagram read with [`recv`].
@@ -95,62 +126,122 @@ pub(super) struct Received {
     pub(super) local: Option<IpAddr>,
 }
 
-/// Room for one `in_pktinfo` or `in6_pktinfo` control message, aligned as
-/// a `cmsghdr` must be.
-#[repr(C, align(8))]
-struct CmsgBuf([u8; 64]);
+/// Datagrams read per recvmmsg(2) call.
+pub(crate) const BATCH: usize = 32;
 
-/// Reads one waiting datagram (`WouldBlock` if none, which also clears the
-/// socket's readiness).
-pub(super) fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
-    socket.try_io(Interest::READABLE, || {
-        let mut cmsg = CmsgBuf([0; 64]);
-        let mut iov = [IoSliceMut::new(buf)];
-        let msg = recvmsg::<SockaddrStorage>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg.0[..]),
-            MsgFlags::empty(),
-        )
-        .map_err(io::Error::from)?;
-        let from = match msg.address {
-            Some(addr) => {
-                if let Some(v4) = addr.as_sockaddr_in() {
-                    SocketAddr::V4(SocketAddrV4::from(*v4))
-                } else if let Some(v6) = addr.as_sockaddr_in6() {
-                    SocketAddr::V6(SocketAddrV6::from(*v6))
-                } else {
-                    return Err(io::Error::other("a datagram from a non-IP address"));
+/// Room for one datagram in a [`Batch`]. shoal's and node-discovery's
+/// datagrams are at most 1,500 bytes (sealed, 1,562); a longer one is cut
+/// here and then fails its checksum or authentication, so it is dropped
+/// and counted like any malformed datagram.
+const SLOT: usize = 4096;
+
+/// Buffers for reading up to [`BATCH`] datagrams with one system call, kept
+/// for the driver's life.
+pub(crate) struct Batch {
+    slots: Box<[[u8; SLOT]]>,
+    /// What the last read got, in order: slot `i` holds datagram `i`.
+    got: Vec<Received>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("got", &self.got).finish()
+    }
+}
+
+impl Batch {
+    pub(crate) fn new() -> Batch {
+        Batch {
+            slots: vec![[0; SLOT]; BATCH].into_boxed_slice(),
+            got: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// The datagrams of the last read: their bytes and where they came from.
+    pub(super) fn datagrams(&self) -> impl Iterator<Item = (&[u8], &Received)> {
+        self.slots
+            .iter()
+            .zip(&self.got)
+            .map(|(slot, got)| (&slot[..got.len.min(SLOT)], got))
+    }
+}
+
+/// Reads up to [`BATCH`] waiting datagrams into `batch` with one
+/// recvmmsg(2); returns how many (`WouldBlock` if none was waiting).
+pub(super) fn recv(socket: &UdpSocket, batch: &mut Batch) -> io::Result<usize> {
+    let Batch { slots, got } = batch;
+    got.clear();
+    // Made afresh for each call: the kernel shrinks each header's address
+    // and control lengths to what the last datagram used, and nix does
+    // not restore them, so reused headers would cut a longer address or
+    // control message (an IPv6 one after an IPv4 one) the next time. One
+    // in6_pktinfo, the larger of the two, per datagram.
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(
+        BATCH,
+        Some(nix::cmsg_space!(libc::in6_pktinfo)),
+    );
+    let mut free = slots.iter_mut();
+    let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+        std::array::from_fn(|_| [IoSliceMut::new(&mut free.next().expect("BATCH slots")[..])]);
+    let results = recvmmsg(
+        socket.as_raw_fd(),
+        &mut headers,
+        iovs.iter_mut(),
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    for msg in results {
+        match received(&msg) {
+            Some(r) => got.push(r),
+            // Not from an IP address (impossible on a UDP socket): keep
+            // the slots in step with an entry that no one accepts.
+            None => got.push(Received {
+                len: 0,
+                from: SocketAddr::from(([0, 0, 0, 0], 0)),
+                index: 0,
+                local: None,
+            }),
+        }
+    }
+    Ok(got.len())
+}
+
+/// Where one datagram came from, and on which interface.
+fn received(msg: &RecvMsg<'_, '_, SockaddrStorage>) -> Option<Received> {
+    let addr = msg.address?;
+    let from = if let Some(v4) = addr.as_sockaddr_in() {
+        SocketAddr::V4(SocketAddrV4::from(*v4))
+    } else if let Some(v6) = addr.as_sockaddr_in6() {
+        SocketAddr::V6(SocketAddrV6::from(*v6))
+    } else {
+        return None;
+    };
+    let mut index = 0;
+    let mut local = None;
+    // A truncated control message (ENOBUFS) only loses the interface.
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for cmsg in cmsgs {
+            match cmsg {
+                ControlMessageOwned::Ipv4PacketInfo(info) => {
+                    index = u32::try_from(info.ipi_ifindex).unwrap_or(0);
+                    local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        info.ipi_spec_dst.s_addr,
+                    ))));
                 }
-            }
-            None => return Err(io::Error::other("a datagram without a source address")),
-        };
-        let mut index = 0;
-        let mut local = None;
-        // A truncated control message (ENOBUFS) only loses the interface.
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for cmsg in cmsgs {
-                match cmsg {
-                    ControlMessageOwned::Ipv4PacketInfo(info) => {
-                        index = u32::try_from(info.ipi_ifindex).unwrap_or(0);
-                        local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                            info.ipi_spec_dst.s_addr,
-                        ))));
-                    }
-                    ControlMessageOwned::Ipv6PacketInfo(info) => {
-                        index = info.ipi6_ifindex;
-                        local = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
-                    }
-                    _ => {}
+                ControlMessageOwned::Ipv6PacketInfo(info) => {
+                    index = info.ipi6_ifindex;
+                    local = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
                 }
+                _ => {}
             }
         }
-        Ok(Received {
-            len: msg.bytes,
-            from,
-            index,
-            local,
-        })
+    }
+    Some(Received {
+        len: msg.bytes,
+        from,
+        index,
+        local,
     })
 }
 
@@ -158,7 +249,7 @@ pub(super) fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
 /// `source` on it (`IP_PKTINFO`): a directed broadcast or a multicast
 /// datagram leaves by the interface it is meant for, whatever the routing
 /// table prefers.
-pub(super) async fn send_v4_on(
+pub(super) fn send_v4_on(
     socket: &UdpSocket,
     payload: &[u8],
     to: SocketAddrV4,
@@ -173,16 +264,14 @@ pub(super) async fn send_v4_on(
         ipi_addr: libc::in_addr { s_addr: 0 },
     };
     let to = SockaddrIn::from(to);
-    socket
-        .async_io(Interest::WRITABLE, || {
-            sendmsg(
-                socket.as_raw_fd(),
-                &[IoSlice::new(payload)],
-                &[ControlMessage::Ipv4PacketInfo(&info)],
-                MsgFlags::empty(),
-                Some(&to),
-            )
-            .map_err(io::Error::from)
-        })
-        .await
+    send_with_room(socket, || {
+        sendmsg(
+            socket.as_raw_fd(),
+            &[IoSlice::new(payload)],
+            &[ControlMessage::Ipv4PacketInfo(&info)],
+            MsgFlags::empty(),
+            Some(&to),
+        )
+        .map_err(io::Error::from)
+    })
 }
