@@ -969,9 +969,8 @@ fn flush(shared: &Shared, transport: &UdpTransport, outbox: &mut Outbox) -> Opti
         publish_registry_events(shared, &mut core);
         core.poll_timeout()
     };
-    for transmit in outbox.transmits.drain(..) {
-        transport.send(&transmit);
-    }
+    transport.send_all(&outbox.transmits);
+    outbox.transmits.clear();
     if outbox.events.is_empty() {
         return deadline;
     }

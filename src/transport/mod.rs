@@ -28,10 +28,12 @@ mod wake;
 
 pub(crate) use seeds::{Resolved, Seeds};
 pub(crate) use socket::{Batch, BATCH};
+use socket::{MAX_SEGMENTED_BYTES, MAX_SEGMENTS};
 pub(crate) use wake::Wake;
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
@@ -107,6 +109,9 @@ pub(crate) struct UdpTransport {
     /// Interfaces whose multicast group membership we hold.
     joined_v4: BTreeSet<u32>,
     joined_v6: BTreeSet<u32>,
+    /// Whether consecutive datagrams of one length may go as one send with
+    /// UDP segmentation offload: until the kernel first refuses it.
+    segmentation: Cell<bool>,
 }
 
 impl UdpTransport {
@@ -164,6 +169,7 @@ impl UdpTransport {
             host_addrs: BTreeSet::new(),
             joined_v4: BTreeSet::new(),
             joined_v6: BTreeSet::new(),
+            segmentation: Cell::new(true),
         };
         transport.rescan();
         Ok(transport)
@@ -356,27 +362,72 @@ impl UdpTransport {
         })
     }
 
-    /// Sends one datagram where the core addressed it. A failed send is
-    /// logged and dropped, as a lost datagram would be.
-    pub(crate) fn send(&self, transmit: &Transmit) {
-        match transmit.destination {
-            Destination::Cluster if self.unicast_only => {}
-            Destination::Cluster => match self.single {
-                Some(to) => self.send_to(&self.v4, &transmit.payload, to),
-                None => self.send_cluster(&transmit.payload),
-            },
-            Destination::Peer(addr) => self.send_peer(&transmit.payload, addr),
+    /// Sends what the core queued, in order, each where the core addressed
+    /// it. Consecutive datagrams for the same destination and of one length
+    /// (a burst of channel messages, say) go as one segmentation-offload
+    /// send while the kernel takes it. A failed send is logged and dropped,
+    /// as a lost datagram would be.
+    pub(crate) fn send_all(&self, transmits: &[Transmit]) {
+        let mut datagrams = Vec::new();
+        let mut rest = transmits;
+        while let Some(first) = rest.first() {
+            let run = if self.segmentation.get() {
+                segmentable_run(rest)
+            } else {
+                1
+            };
+            datagrams.clear();
+            datagrams.extend(rest[..run].iter().map(|t| IoSlice::new(&t.payload)));
+            self.send(first.destination, &datagrams);
+            rest = &rest[run..];
         }
     }
 
-    fn send_to(&self, socket: &UdpSocket, payload: &[u8], to: SocketAddr) {
-        if let Err(error) = socket::send_with_room(socket, || socket.send_to(payload, to)) {
-            tracing::debug!(%error, %to, "send_to failed");
+    /// Sends `datagrams` (one, or a run for segmentation offload) to
+    /// `destination`.
+    fn send(&self, destination: Destination, datagrams: &[IoSlice<'_>]) {
+        match destination {
+            Destination::Cluster if self.unicast_only => {}
+            Destination::Cluster => match self.single {
+                Some(to) => self.send_to(&self.v4, datagrams, to),
+                None => self.send_cluster(datagrams),
+            },
+            Destination::Peer(addr) => self.send_peer(datagrams, addr),
         }
+    }
+
+    fn send_to(&self, socket: &UdpSocket, datagrams: &[IoSlice<'_>], to: SocketAddr) {
+        if let Err(error) = self.send_on(socket, datagrams, to, None) {
+            tracing::debug!(%error, %to, "send failed");
+        }
+    }
+
+    /// Sends with segmentation offload if there are several datagrams and
+    /// the kernel takes it; once it refuses, one by one for good.
+    fn send_on(
+        &self,
+        socket: &UdpSocket,
+        datagrams: &[IoSlice<'_>],
+        to: SocketAddr,
+        on: Option<(u32, Ipv4Addr)>,
+    ) -> io::Result<()> {
+        if datagrams.len() > 1 && self.segmentation.get() {
+            match socket::send(socket, datagrams, to, on) {
+                Err(error) if socket::refuses_segmentation(&error) => {
+                    tracing::debug!(%error, "UDP segmentation offload refused: sending datagrams one by one");
+                    self.segmentation.set(false);
+                }
+                result => return result,
+            }
+        }
+        for datagram in datagrams {
+            socket::send(socket, std::slice::from_ref(datagram), to, on)?;
+        }
+        Ok(())
     }
 
     /// On every chosen interface, where that interface's peers hear it.
-    fn send_cluster(&self, payload: &[u8]) {
+    fn send_cluster(&self, datagrams: &[IoSlice<'_>]) {
         let mut sent_v4 = BTreeSet::new();
         for i in &self.chosen {
             let IpAddr::V4(source) = i.addr else { continue };
@@ -391,8 +442,8 @@ impl UdpTransport {
             if !sent_v4.insert((i.index, to)) {
                 continue;
             }
-            let to = SocketAddrV4::new(to, self.port);
-            if let Err(error) = socket::send_v4_on(&self.v4, payload, to, i.index, source) {
+            let to = SocketAddr::V4(SocketAddrV4::new(to, self.port));
+            if let Err(error) = self.send_on(&self.v4, datagrams, to, Some((i.index, source))) {
                 // An interface that went away since the last rescan.
                 tracing::debug!(%error, %to, interface = %i.name, "send failed");
             }
@@ -400,14 +451,14 @@ impl UdpTransport {
         if let Some(v6) = &self.v6 {
             for &index in &self.chosen_v6 {
                 let to = SocketAddrV6::new(self.ipv6_group, self.port, 0, index);
-                self.send_to(v6, payload, to.into());
+                self.send_to(v6, datagrams, to.into());
             }
         }
     }
 
-    fn send_peer(&self, payload: &[u8], addr: SocketAddr) {
+    fn send_peer(&self, datagrams: &[IoSlice<'_>], addr: SocketAddr) {
         match addr {
-            SocketAddr::V4(_) => self.send_to(&self.v4, payload, addr),
+            SocketAddr::V4(_) => self.send_to(&self.v4, datagrams, addr),
             SocketAddr::V6(mut v6addr) => {
                 let Some(v6) = &self.v6 else {
                     tracing::debug!(to = %addr, "no IPv6 socket (ipv6 is off): not sent");
@@ -416,7 +467,7 @@ impl UdpTransport {
                 if let Some(v4) = v6addr.ip().to_ipv4_mapped() {
                     return self.send_to(
                         &self.v4,
-                        payload,
+                        datagrams,
                         SocketAddr::new(v4.into(), v6addr.port()),
                     );
                 }
@@ -431,10 +482,39 @@ impl UdpTransport {
                         }
                     }
                 }
-                self.send_to(v6, payload, v6addr.into());
+                self.send_to(v6, datagrams, v6addr.into());
             }
         }
     }
+}
+
+/// How many of `transmits`, from the first, can go as one segmentation-
+/// offload send: the same destination, every one as long as the first but
+/// the last, which may be shorter, within the kernel's limits.
+fn segmentable_run(transmits: &[Transmit]) -> usize {
+    let Some(first) = transmits.first() else {
+        return 0;
+    };
+    let size = first.payload.len();
+    let mut total = size;
+    let mut run = 1;
+    for t in &transmits[1..] {
+        let len = t.payload.len();
+        if run == MAX_SEGMENTS
+            || t.destination != first.destination
+            || len > size
+            || len == 0
+            || total + len > MAX_SEGMENTED_BYTES
+        {
+            break;
+        }
+        total += len;
+        run += 1;
+        if len < size {
+            break;
+        }
+    }
+    run
 }
 
 /// The interfaces (with their IPv4 and link-local IPv6 addresses) meant by
