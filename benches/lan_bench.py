@@ -475,9 +475,22 @@ def cmd_report(d):
             marks = read_marks_lists(churn)
             res.update(analyse_joins(churn, marks))
             res.update(analyse_failover(churn, marks))
-        cpu = os.path.join(vd, "cpu20")
-        if os.path.isdir(cpu):
-            res["cpu"] = cpu_per_minute(cpu)
+        # cpu20 (one round, older runs) or cpu20-r1, cpu20-r2, ...: the
+        # table pools the nodes of every round; ratios are per round.
+        rounds = {}
+        for cd in glob.glob(os.path.join(vd, "cpu20*")):
+            c = cpu_per_minute(cd)
+            if c:
+                name = os.path.basename(cd)
+                rounds[int(name.split("-r")[1]) if "-r" in name else 1] = c
+        if rounds:
+            res["cpu_rounds"] = {str(k): v for k, v in sorted(rounds.items())}
+            pooled = {key: [x for c in rounds.values() for x in c[key]]
+                      for key in ("ticks", "ns", "rss", "switches", "threads")}
+            pooled["nodes"] = sum(c["nodes"] for c in rounds.values())
+            pooled["window_s"] = med([c["window_s"] for c in rounds.values()])
+            pooled["rounds"] = len(rounds)
+            res["cpu"] = pooled
         res["rss"] = []
         for path in sorted(glob.glob(os.path.join(vd, "idle", "stat-*.json"))):
             with open(path, encoding="utf-8") as f:
@@ -545,7 +558,7 @@ def cmd_report(d):
                 return "–"
             total = sum(c[key]) / len(c[key])
             return (f"{fmt(med(c[key]), ' s', 3)} (mean {fmt(total, '', 3)}; "
-                    f"{c['nodes']} nodes, {fmt(c['window_s'], ' s')} window)")
+                    f"{c['nodes']} node-rounds, {c.get('rounds', 1)} x {fmt(c['window_s'], ' s')})")
         return f
 
     row("CPU s per minute per node, 20-node cluster (schedstat ns)", cpu("ns"))
@@ -615,25 +628,33 @@ def figures(d, samples):
     except FileNotFoundError:
         pass
 
-    def cpu_med(v):
-        c = samples.get(v, {}).get("cpu")
+    def cpu_med(v, rnd=None):
+        r = samples.get(v, {})
+        c = r.get("cpu") if rnd is None else r.get("cpu_rounds", {}).get(rnd)
         return med(c["ns"]) if c and c.get("ns") else None
 
     def ratio(a, b):
         return a / b if a is not None and b else None
 
+    rounds = sorted({k for r in samples.values() for k in r.get("cpu_rounds", {})}, key=int)
     print("Issue 14, figure 1: idle CPU per node, 20-node namespace LAN (schedstat, "
-          "median s per minute)")
+          "median s per minute; per round, and the median of the per-round ratios)")
     print()
-    print("| ratio | value | goal |")
-    print("|---|---:|---|")
+    print("| ratio | " + " | ".join(f"round {k}" for k in rounds) + " | median | goal |")
+    print("|---|" + "---:|" * (len(rounds) + 1) + "---|")
     for title, a, b, goal in (
         ("shoal / floor (400 ms hellos, shoal's defaults)", "shoal", "floor", "≤ 1.5"),
         ("shoal-ndt / nd (node-discovery's timings)", "shoal-ndt", "nd", "≤ 0.05 (1/20)"),
         ("shoal-ndt / floor-ndt (1 s hellos)", "shoal-ndt", "floor-ndt", "–"),
     ):
-        x, y = cpu_med(a), cpu_med(b)
-        print(f"| {title}: {fmt(x, ' s', 4)} / {fmt(y, ' s', 4)} | {fmt(ratio(x, y), '', 2)} | {goal} |")
+        cells, qs = [], []
+        for k in rounds:
+            x, y = cpu_med(a, k), cpu_med(b, k)
+            q = ratio(x, y)
+            if q is not None:
+                qs.append(q)
+            cells.append(f"{fmt(q, '', 2)} ({fmt(x, '', 4)} / {fmt(y, '', 4)})")
+        print(f"| {title} | " + " | ".join(cells) + f" | {fmt(med(qs), '', 2)} | {goal} |")
     print()
     if "hello_size" in used:
         print(f"Floor datagrams: {used['hello_size']} bytes (a shoal hello on this LAN).")

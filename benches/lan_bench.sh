@@ -56,10 +56,13 @@
 # which should be zero.
 #
 # CPU is on-CPU time from /proc/PID/task/*/schedstat (ns); clock ticks are
-# reported too but are coarse (10 ms) and used for nothing.
+# reported too but are coarse (10 ms) and used for nothing. The cpu scenario
+# runs CPU_ROUNDS times per variant, the rounds interleaved (round 1 of every
+# variant, then round 2 of every variant, ...) so that a change of the
+# host's background load hits every variant alike; ratios are per round.
 #
 # Knobs (environment): HOSTS (20), REPS (5: joins, leaves, crashes),
-# FAILOVERS (4), STARTS (3), CPU_WINDOW (30 s), TP_RUNS (3), TP_COUNT
+# FAILOVERS (4), STARTS (3), CPU_WINDOW (30 s), CPU_ROUNDS (3), TP_RUNS (3), TP_COUNT
 # (50000), TP_SIZE (100 bytes of message JSON, as in issue 14), TP_BATCH
 # (100, as in issue 14), TP_PACED_RUNS (2), TP_PACE (messages/s; default
 # from the unpaced runs), TP_PACE_FRACTION (0.9), VARIANTS ("shoal
@@ -77,6 +80,7 @@ REPS=${REPS:-5}
 FAILOVERS=${FAILOVERS:-4}
 STARTS=${STARTS:-3}
 CPU_WINDOW=${CPU_WINDOW:-30}
+CPU_ROUNDS=${CPU_ROUNDS:-3}
 TP_RUNS=${TP_RUNS:-3}
 TP_COUNT=${TP_COUNT:-50000}
 TP_SIZE=${TP_SIZE:-100}
@@ -240,7 +244,7 @@ scenario_churn() {
 # 20 nodes (or HOSTS), random weights; CPU over CPU_WINDOW seconds once the
 # cluster has settled.
 scenario_cpu() {
-    DIR="$OUT/$VARIANT/cpu20"
+    DIR="$OUT/$VARIANT/cpu20${ROUND:+-r$ROUND}"
     mkdir -p "$DIR"
     local labels=() i n=$((HOSTS < 20 ? HOSTS : 20))
     for ((i = 0; i < n; i++)); do
@@ -369,7 +373,7 @@ START=$(date +%s)
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "shoal: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?'); node $(node --version)"
     echo "node binary: $NODE_BIN"
-    echo "settings: HOSTS=$HOSTS REPS=$REPS FAILOVERS=$FAILOVERS STARTS=$STARTS CPU_WINDOW=$CPU_WINDOW TP_RUNS=$TP_RUNS TP_COUNT=$TP_COUNT TP_SIZE=$TP_SIZE TP_BATCH=$TP_BATCH TP_PACED_RUNS=$TP_PACED_RUNS TP_PACE=${TP_PACE:-auto} TP_PACE_FRACTION=$TP_PACE_FRACTION"
+    echo "settings: HOSTS=$HOSTS REPS=$REPS FAILOVERS=$FAILOVERS STARTS=$STARTS CPU_WINDOW=$CPU_WINDOW CPU_ROUNDS=$CPU_ROUNDS TP_RUNS=$TP_RUNS TP_COUNT=$TP_COUNT TP_SIZE=$TP_SIZE TP_BATCH=$TP_BATCH TP_PACED_RUNS=$TP_PACED_RUNS TP_PACE=${TP_PACE:-auto} TP_PACE_FRACTION=$TP_PACE_FRACTION"
     echo "variants: $VARIANTS; scenarios: $SCENARIOS"
 } >"$OUT/env.txt"
 cat "$OUT/env.txt" >&2
@@ -381,8 +385,8 @@ for VARIANT in $VARIANTS; do
         has "$SCENARIOS" cpu || continue
         HELLO_SIZE=${HELLO_SIZE:-$(hello_size)}
         echo "hello_size $HELLO_SIZE" >>"$OUT/_sizes/used"
-        log "$VARIANT: CPU of 20 C floors ($HELLO_SIZE-byte datagrams) over ${CPU_WINDOW} s"
-        scenario_cpu
+        log "$VARIANT: CPU of 20 C floors ($HELLO_SIZE-byte datagrams) over ${CPU_WINDOW} s, round 1"
+        ROUND=1 scenario_cpu
         continue
         ;;
     esac
@@ -395,14 +399,23 @@ for VARIANT in $VARIANTS; do
         scenario_churn
     fi
     if has "$SCENARIOS" cpu; then
-        log "$VARIANT: CPU of a 20-node cluster over ${CPU_WINDOW} s"
-        scenario_cpu
+        log "$VARIANT: CPU of a 20-node cluster over ${CPU_WINDOW} s, round 1"
+        ROUND=1 scenario_cpu
     fi
     if has "$SCENARIOS" throughput && [ "$VARIANT" != shoal-ndt ]; then
         log "$VARIANT: channel throughput x $TP_RUNS"
         scenario_throughput
     fi
 done
+# The other CPU rounds, interleaved: every variant once per round.
+if has "$SCENARIOS" cpu; then
+    for ((ROUND = 2; ROUND <= CPU_ROUNDS; ROUND++)); do
+        for VARIANT in $VARIANTS; do
+            log "$VARIANT: CPU over ${CPU_WINDOW} s, round $ROUND"
+            scenario_cpu
+        done
+    done
+fi
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); run time $(($(date +%s) - START)) s" >>"$OUT/env.txt"
 "${PY[@]}" report "$OUT" | tee "$OUT/report.md"
