@@ -394,6 +394,32 @@ def cpu_per_minute(d):
             "switches": switches, "threads": threads}
 
 
+def udp_deltas(rd):
+    """Kernel UDP counters over a run (udp-before / udp-after, written by
+    lan_bench.sh): the receiving host's RcvbufErrors and InErrors, the
+    sending host's OutDatagrams and SndbufErrors."""
+    def read(path):
+        out = {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    parts = line.split()
+                    # "h0 Udp: names... Udp: values..."
+                    host, rest = parts[0], parts[1:]
+                    i = rest.index("Udp:", 1)
+                    names, values = rest[1:i], rest[i + 1:]
+                    out[host] = dict(zip(names, map(int, values)))
+        except (OSError, ValueError, IndexError):
+            return None
+        return out
+    a, b = read(os.path.join(rd, "udp-before")), read(os.path.join(rd, "udp-after"))
+    if not a or not b or "h0" not in a or "h1" not in a:
+        return {}
+    d = lambda h, k: b[h].get(k, 0) - a[h].get(k, 0)
+    return {"rx_rcvbuf_errors": d("h0", "RcvbufErrors"), "rx_in_errors": d("h0", "InErrors"),
+            "tx_out_datagrams": d("h1", "OutDatagrams"), "tx_sndbuf_errors": d("h1", "SndbufErrors")}
+
+
 def analyse_node_run(rd, paced):
     """One run of examples/node or peer.js: tx.log and rx.log."""
     recv = read_log(os.path.join(rd, "rx.log"))
@@ -410,6 +436,7 @@ def analyse_node_run(rd, paced):
     lib = (stats["messages_in"] - stats.get("hellos_in", 0)
            - stats.get("dropped", {}).get("own", 0)) if stats else None
     return {
+        **udp_deltas(rd),
         "paced": paced,
         "count": count,
         "received": len(msgs),
@@ -437,6 +464,7 @@ def analyse_raw_run(rd, paced):
                 "loss": None, "lost": None}
     span = r["t_last"] - s["t_start"]
     return {
+        **udp_deltas(rd),
         "raw": True,
         "paced": paced,
         "count": s["count"],
@@ -666,8 +694,9 @@ def figures(d, samples):
         return
     print("Issue 14, figure 3: channel throughput delivered to the application, host 1 → host 0")
     print()
-    print("| run | shoal msgs/s | C pair datagrams/s | shoal / C pair | shoal lost | C pair lost |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| run | shoal msgs/s | C pair datagrams/s | shoal / C pair | shoal lost | C pair lost "
+          "| UDP sent by host 1 (shoal / C) | receiver socket full, RcvbufErrors (shoal / C) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     ratios = {False: [], True: []}
     for paced in (False, True):
         a = [x for x in tp if bool(x.get("paced")) == paced]
@@ -680,8 +709,20 @@ def figures(d, samples):
                 ratios[paced].append(q)
             name = f"{'paced ' if paced else ''}{i + 1}"
             print(f"| {name} | {fmt(x.get('rate'), '')} | {fmt(y.get('rate'), '')} | "
-                  f"{fmt(q, '', 2)} | {fmt(x.get('lost'), '')} | {fmt(y.get('lost'), '')} |")
+                  f"{fmt(q, '', 2)} | {fmt(x.get('lost'), '')} | {fmt(y.get('lost'), '')} | "
+                  f"{fmt(x.get('tx_out_datagrams'), '')} / {fmt(y.get('tx_out_datagrams'), '')} | "
+                  f"{fmt(x.get('rx_rcvbuf_errors'), '')} / {fmt(y.get('rx_rcvbuf_errors'), '')} |")
     print()
+    for x in tp:
+        if not x.get("lost") or x.get("tx_out_datagrams") is None:
+            continue
+        where = ("on the sending side, before a successful sendto"
+                 if x["tx_out_datagrams"] < x["count"] else "after the sender's sendto")
+        print(f"Shoal {'paced ' if x.get('paced') else ''}run lost {fmt(x['lost'], '')}: host 1's "
+              f"kernel counted {fmt(x['tx_out_datagrams'], '')} UDP datagrams sent (hellos "
+              f"included; SndbufErrors {fmt(x.get('tx_sndbuf_errors'), '')}) for "
+              f"{fmt(x['count'], '')} messages handed to send(), so lost {where}; the "
+              f"receiver's socket overflowed {fmt(x.get('rx_rcvbuf_errors'), '')} times.")
     rate = lambda xs, p: med([x.get("rate") for x in xs if bool(x.get("paced")) == p])
     print(f"Unpaced medians: shoal {fmt(rate(tp, False), '/s')}, C pair {fmt(rate(raw, False), '/s')}: "
           f"shoal / C pair {fmt(ratio(rate(tp, False), rate(raw, False)), '', 2)} "

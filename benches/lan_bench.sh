@@ -53,7 +53,11 @@
 # shoal's sender paced (examples/node --send-rate) to TP_PACE messages/s
 # (default: TP_PACE_FRACTION x the median rate shoal's receiver sustained in
 # the unpaced runs), and the C pair paced the same, each reporting its loss,
-# which should be zero.
+# which should be zero. The kernel's UDP counters of both hosts (per run,
+# udp-before / udp-after) say where a loss happened. Every datagram is a
+# broadcast, flooded by the bridge to all HOSTS hosts at the sender's
+# expense: with HOSTS=20 the C pair is bound by its sender (about 20-30k/s
+# here), with HOSTS=5 it went about twice as fast.
 #
 # CPU is on-CPU time from /proc/PID/task/*/schedstat (ns); clock ticks are
 # reported too but are coarse (10 ms) and used for nothing. The cpu scenario
@@ -307,6 +311,17 @@ channel_size() {
     "${PY[@]}" size "$OUT/_sizes/channel.json" mode
 }
 
+# udp_counters DIR WHEN: the kernel's UDP counters (/proc/net/snmp, per
+# namespace) of the receiving host 0 and the sending host 1, to DIR/udp-WHEN:
+# where a lost datagram was lost (RcvbufErrors: the receiver's socket was
+# full; SndbufErrors: the sender's).
+udp_counters() {
+    local h
+    for h in 0 1; do
+        echo "h$h $(ip netns exec "$PREFIX-h$h" cat /proc/net/snmp | grep '^Udp:' | tr '\n' ' ')"
+    done >"$1/udp-$2"
+}
+
 # tp_node DIR [flags]: one throughput run of $VARIANT: host 1 sends
 # TP_COUNT messages of TP_SIZE bytes to host 0 (broadcast, like every
 # datagram), yielding every TP_BATCH.
@@ -316,10 +331,12 @@ tp_node() {
     mkdir -p "$DIR"
     start_node 0 rx --join ch
     "${PY[@]}" wait-event "$DIR" rx ready --timeout 15
+    udp_counters "$DIR" before
     start_node 1 tx --send-channel ch --send-count "$TP_COUNT" --send-size "$TP_SIZE" \
         --send-batch "$TP_BATCH" --send-delay 1500 "$@"
     "${PY[@]}" wait-event "$DIR" tx send_done --timeout 120 || true
     sleep 2 # the receiver drains its socket
+    udp_counters "$DIR" after
     stop_all
 }
 
@@ -334,9 +351,11 @@ tp_raw() {
         --idle 1 >"$dir/rx.log" 2>>"$dir/stderr.txt" &
     pid_rx=$!
     for _ in $(seq 100); do grep -q ready "$dir/rx.log" 2>/dev/null && break; sleep 0.05; done
+    udp_counters "$dir" before
     ip netns exec "$PREFIX-h1" "$UDP_PAIR" send --to "$BCAST" --port 47009 --count "$TP_COUNT" \
         --size "$CHANNEL_SIZE" "$@" >"$dir/tx.log" 2>>"$dir/stderr.txt" || true
     wait "$pid_rx" || true
+    udp_counters "$dir" after
 }
 
 # Channel throughput, unpaced then (shoal) paced; shoal's runs each
