@@ -665,6 +665,16 @@ def figures(d, samples):
         return a / b if a is not None and b else None
 
     rounds = sorted({k for r in samples.values() for k in r.get("cpu_rounds", {})}, key=int)
+    if rounds:
+        figure1(samples, rounds, cpu_med, ratio)
+    if "hello_size" in used:
+        print(f"Floor datagrams: {used['hello_size']} bytes (a shoal hello on this LAN).")
+        print()
+    figure3(samples, used, ratio)
+
+
+def figure1(samples, rounds, cpu_med, ratio):
+    """Issue 14, figure 1: the per-round CPU ratios."""
     print("Issue 14, figure 1: idle CPU per node, 20-node namespace LAN (schedstat, "
           "median s per minute; per round, and the median of the per-round ratios)")
     print()
@@ -684,10 +694,10 @@ def figures(d, samples):
             cells.append(f"{fmt(q, '', 2)} ({fmt(x, '', 4)} / {fmt(y, '', 4)})")
         print(f"| {title} | " + " | ".join(cells) + f" | {fmt(med(qs), '', 2)} | {goal} |")
     print()
-    if "hello_size" in used:
-        print(f"Floor datagrams: {used['hello_size']} bytes (a shoal hello on this LAN).")
-        print()
 
+
+def figure3(samples, used, ratio):
+    """Issue 14, figure 3: shoal's runs beside the C pair's."""
     tp = samples.get("shoal", {}).get("throughput", [])
     raw = samples.get("udp-raw", {}).get("throughput", [])
     if not tp and not raw:
