@@ -1,15 +1,23 @@
 /*
  * The floor for an idle node's CPU: the least a process can do and still
  * take part in a shoal-sized cluster. It wakes for every received datagram
- * (poll, then reads until the socket is empty) and sends a 380-byte
- * datagram every 400 ms, shoal's default hello interval. No parsing, no
- * state: whatever an implementation spends above this is its own.
+ * (poll, then reads until the socket is empty) and sends a datagram of
+ * --size bytes (default 380) every --interval ms (default 400, shoal's
+ * default hello interval). No parsing, no state: whatever an
+ * implementation spends above this is its own.
  *
- * Loopback only: it sends to 127.255.255.255 and nowhere else. It takes the
- * flags benches/idle_cpu.sh passes to a node and ignores all but --port:
+ * It sends to --broadcast (default 127.255.255.255, this host's loopback)
+ * and nowhere else. It takes the flags benches/idle_cpu.sh and
+ * benches/lan_bench.sh pass to a node and ignores all but --port,
+ * --broadcast, --interval and --size:
  *
  *   gcc -O2 -o /tmp/idle_floor benches/idle_floor.c
  *   BIN=/tmp/idle_floor benches/idle_cpu.sh
+ *
+ * Another --broadcast is for a private network only: benches/lan_bench.sh
+ * (SCENARIOS=cpu VARIANTS="floor floor-ndt") runs it inside the host
+ * namespaces of its own LAN with that LAN's subnet broadcast; the program
+ * refuses nothing, so do not give it an address of a real network.
  */
 #include <arpa/inet.h>
 #include <poll.h>
@@ -27,11 +35,19 @@ static long long now_ms(void) {
 }
 
 int main(int argc, char **argv) {
-    int port = 0, one = 1;
-    for (int i = 1; i + 1 < argc; i++)
+    int port = 0, one = 1, interval = 400, size = 380;
+    const char *broadcast = "127.255.255.255";
+    for (int i = 1; i + 1 < argc; i++) {
         if (strcmp(argv[i], "--port") == 0) port = atoi(argv[i + 1]);
-    if (port <= 0) {
-        fprintf(stderr, "usage: %s --port N [ignored flags]\n", argv[0]);
+        if (strcmp(argv[i], "--interval") == 0) interval = atoi(argv[i + 1]);
+        if (strcmp(argv[i], "--size") == 0) size = atoi(argv[i + 1]);
+        if (strcmp(argv[i], "--broadcast") == 0) broadcast = argv[i + 1];
+    }
+    if (port <= 0 || interval <= 0 || size <= 0 || size > 65507) {
+        fprintf(stderr,
+                "usage: %s --port N [--interval MS] [--size BYTES] [--broadcast ADDR]"
+                " [ignored flags]\n",
+                argv[0]);
         return 2;
     }
     int s = socket(AF_INET, SOCK_DGRAM, 0);
@@ -47,15 +63,18 @@ int main(int argc, char **argv) {
         return 1;
     }
     struct sockaddr_in to = a;
-    inet_pton(AF_INET, "127.255.255.255", &to.sin_addr);
-    char hello[380], buf[65536];
-    memset(hello, 'x', sizeof hello);
+    if (inet_pton(AF_INET, broadcast, &to.sin_addr) != 1) {
+        fprintf(stderr, "%s: --broadcast %s: not an IPv4 address\n", argv[0], broadcast);
+        return 2;
+    }
+    static char hello[65507], buf[65536];
+    memset(hello, 'x', size);
     long long next = now_ms();
     for (;;) {
         long long n = now_ms();
         if (n >= next) {
-            sendto(s, hello, sizeof hello, 0, (struct sockaddr *)&to, sizeof to);
-            next += 400;
+            sendto(s, hello, size, 0, (struct sockaddr *)&to, sizeof to);
+            next += interval;
         }
         struct pollfd p = {s, POLLIN, 0};
         if (poll(&p, 1, (int)(next - n > 0 ? next - n : 0)) > 0)

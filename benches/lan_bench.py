@@ -15,12 +15,16 @@ Subcommands:
                                   ticks (/proc/PID/stat), CPU ns summed over
                                   its threads (/proc/PID/task/*/schedstat)
                                   and VmRSS kB
-  raw-recv PORT COUNT IDLE_S      count UDP datagrams on 0.0.0.0:PORT until
-                                  COUNT arrived or IDLE_S passed with none;
-                                  print a JSON summary
-  raw-send ADDR PORT COUNT SIZE BATCH
-                                  broadcast COUNT datagrams of SIZE bytes
-                                  to ADDR:PORT, pausing 0 s every BATCH
+  capture PORT SECONDS            listen on 0.0.0.0:PORT (SO_REUSEADDR and
+                                  SO_REUSEPORT, so beside a node on that
+                                  port: a broadcast reaches both) for
+                                  SECONDS; one JSON line: datagram lengths
+                                  and how often each came
+  size FILE median|mode           the median or commonest length of a
+                                  capture's datagrams
+  pace DIR FRACTION               FRACTION x the median rate (messages/s)
+                                  the receiver got in the unpaced runs
+                                  DIR/run*, as an integer
   report DIR                      compute the results tables from DIR
 
 Every wait takes --timeout S (default 15) and exits 1 on timeout. Marks are
@@ -192,59 +196,49 @@ def cmd_stat(pids):
     return 0
 
 
-# ---------------------------------------------------------------- raw UDP
+# ---------------------------------------------------------------- sizes
 
 
-def cmd_raw_recv(port, count, idle):
+def cmd_capture(port, seconds):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # The same receive buffer as shoal asks for (2 MiB).
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     s.bind(("0.0.0.0", int(port)))
-    s.settimeout(float(idle))
-    count = int(count)
-    n = 0
-    nbytes = 0
-    t_first = t_last = None
-    print(json.dumps({"event": "ready", "t": time.time() * 1000.0}), flush=True)
-    while n < count:
+    deadline = time.monotonic() + float(seconds)
+    lengths = {}
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        s.settimeout(left)
         try:
             data = s.recv(65536)
         except socket.timeout:
-            if n:
-                break
-            continue
-        t_last = time.time() * 1000.0
-        if t_first is None:
-            t_first = t_last
-        n += 1
-        nbytes += len(data)
-    print(
-        json.dumps(
-            {"event": "done", "received": n, "bytes": nbytes, "t_first": t_first, "t_last": t_last}
-        ),
-        flush=True,
-    )
+            break
+        lengths[len(data)] = lengths.get(len(data), 0) + 1
+    print(json.dumps({"port": int(port), "seconds": float(seconds),
+                      "lengths": {str(k): v for k, v in sorted(lengths.items())}}))
     return 0
 
 
-def cmd_raw_send(addr, port, count, size, batch):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-    payload = b"x" * int(size)
-    dest = (addr, int(port))
-    count, batch = int(count), int(batch)
-    t0 = time.time() * 1000.0
-    errors = 0
-    for i in range(count):
-        try:
-            s.sendto(payload, dest)
-        except OSError:
-            errors += 1  # ENOBUFS: the send queue is full
-        if batch and (i + 1) % batch == 0:
-            time.sleep(0)
-    t1 = time.time() * 1000.0
-    print(json.dumps({"event": "sent", "count": count, "errors": errors, "t_start": t0, "t_done": t1}))
+def cmd_size(path, how):
+    with open(path, encoding="utf-8") as f:
+        lengths = {int(k): v for k, v in json.load(f)["lengths"].items()}
+    if not lengths:
+        sys.exit(f"lan_bench.py: {path}: no datagram captured")
+    if how == "mode":
+        print(max(lengths, key=lambda k: (lengths[k], k)))
+    else:
+        print(int(statistics.median_low([k for k, v in lengths.items() for _ in range(v)])))
+    return 0
+
+
+def cmd_pace(d, fraction):
+    rates = [r["rate"] for r in analyse_throughput(d) if not r.get("raw") and not r.get("paced")
+             and r.get("rate")]
+    if not rates:
+        sys.exit(f"lan_bench.py: {d}: no unpaced run with a rate")
+    print(int(statistics.median(rates) * float(fraction)))
     return 0
 
 
@@ -400,53 +394,100 @@ def cpu_per_minute(d):
             "switches": switches, "threads": threads}
 
 
+def udp_deltas(rd):
+    """Kernel UDP counters over a run (udp-before / udp-after, written by
+    lan_bench.sh): the receiving host's RcvbufErrors and InErrors, the
+    sending host's OutDatagrams and SndbufErrors."""
+    def read(path):
+        out = {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    parts = line.split()
+                    # "h0 Udp: names... Udp: values..."
+                    host, rest = parts[0], parts[1:]
+                    i = rest.index("Udp:", 1)
+                    names, values = rest[1:i], rest[i + 1:]
+                    out[host] = dict(zip(names, map(int, values)))
+        except (OSError, ValueError, IndexError):
+            return None
+        return out
+    a, b = read(os.path.join(rd, "udp-before")), read(os.path.join(rd, "udp-after"))
+    if not a or not b or "h0" not in a or "h1" not in a:
+        return {}
+    d = lambda h, k: b[h].get(k, 0) - a[h].get(k, 0)
+    return {"rx_rcvbuf_errors": d("h0", "RcvbufErrors"), "rx_in_errors": d("h0", "InErrors"),
+            "tx_out_datagrams": d("h1", "OutDatagrams"), "tx_sndbuf_errors": d("h1", "SndbufErrors")}
+
+
+def analyse_node_run(rd, paced):
+    """One run of examples/node or peer.js: tx.log and rx.log."""
+    recv = read_log(os.path.join(rd, "rx.log"))
+    send = read_log(os.path.join(rd, "tx.log"))
+    start = first(send, "send_start")
+    done = first(send, "send_done")
+    count = next((e.get("count") for e in send if e.get("event") == "send_start"), None)
+    msgs = [e["t"] for e in recv if e.get("event") == "msg"]
+    if not msgs or start is None or not count:
+        return {"paced": paced, "received": len(msgs), "count": count, "rate": None,
+                "loss": None, "lost": None}
+    span = msgs[-1] - start
+    stats = next((e.get("stats") for e in recv if e.get("event") == "stats"), None) or {}
+    lib = (stats["messages_in"] - stats.get("hellos_in", 0)
+           - stats.get("dropped", {}).get("own", 0)) if stats else None
+    return {
+        **udp_deltas(rd),
+        "paced": paced,
+        "count": count,
+        "received": len(msgs),
+        # shoal only: messages the library decoded, and those its
+        # subscription dropped because the consumer lagged.
+        "lib_received": lib,
+        "events_lost": stats.get("events_lost") if stats else None,
+        "lib_rate": lib / (span / 1000.0) if lib is not None and span > 0 else None,
+        "rate": len(msgs) / (span / 1000.0) if span > 0 else None,
+        "send_rate": count / ((done - start) / 1000.0) if done and done > start else None,
+        "loss": 1.0 - len(msgs) / count,
+        "lost": count - len(msgs),
+    }
+
+
+def analyse_raw_run(rd, paced):
+    """One run of benches/udp_pair.c: the same measure, sender's start to
+    the last arrival."""
+    recv = read_log(os.path.join(rd, "rx.log"))
+    send = read_log(os.path.join(rd, "tx.log"))
+    r = next((e for e in recv if e.get("event") == "done"), None)
+    s = next((e for e in send if e.get("event") == "sent"), None)
+    if not r or not s or not r["received"]:
+        return {"raw": True, "paced": paced, "received": r and r["received"], "rate": None,
+                "loss": None, "lost": None}
+    span = r["t_last"] - s["t_start"]
+    return {
+        **udp_deltas(rd),
+        "raw": True,
+        "paced": paced,
+        "count": s["count"],
+        "size": s.get("size"),
+        "received": r["received"],
+        "rate": r["received"] / (span / 1000.0) if span > 0 else None,
+        "send_rate": s["count"] / ((s["t_done"] - s["t_start"]) / 1000.0)
+        if s["t_done"] > s["t_start"] else None,
+        "loss": 1.0 - r["received"] / s["count"],
+        "lost": s["count"] - r["received"],
+        "send_errors": s["errors"],
+        "pace": s.get("paced"),
+    }
+
+
 def analyse_throughput(sd):
+    """Unpaced runs run* / raw*, paced runs prun* / praw*, in run order."""
     runs = []
-    for rd in sorted(glob.glob(os.path.join(sd, "run*"))):
-        recv = read_log(os.path.join(rd, "rx.log"))
-        send = read_log(os.path.join(rd, "tx.log"))
-        start = first(send, "send_start")
-        done = first(send, "send_done")
-        count = next((e.get("count") for e in send if e.get("event") == "send_start"), None)
-        msgs = [e["t"] for e in recv if e.get("event") == "msg"]
-        if not msgs or start is None or not count:
-            runs.append({"received": len(msgs), "count": count, "rate": None, "loss": None})
-            continue
-        span = msgs[-1] - start
-        stats = next((e.get("stats") for e in recv if e.get("event") == "stats"), None) or {}
-        runs.append({
-            "count": count,
-            "received": len(msgs),
-            # shoal only: messages the library decoded, and those its
-            # subscription dropped because the consumer lagged.
-            "lib_received": (stats["messages_in"] - stats.get("hellos_in", 0)
-                             - stats.get("dropped", {}).get("own", 0)) if stats else None,
-            "events_lost": stats.get("events_lost") if stats else None,
-            "lib_rate": ((stats["messages_in"] - stats.get("hellos_in", 0)
-                          - stats.get("dropped", {}).get("own", 0)) / (span / 1000.0))
-            if stats and span > 0 else None,
-            "rate": len(msgs) / (span / 1000.0) if span > 0 else None,
-            "send_rate": count / ((done - start) / 1000.0) if done and done > start else None,
-            "loss": 1.0 - len(msgs) / count,
-        })
-    for rd in sorted(glob.glob(os.path.join(sd, "raw*"))):
-        recv = read_log(os.path.join(rd, "rx.log"))
-        send = read_log(os.path.join(rd, "tx.log"))
-        r = next((e for e in recv if e.get("event") == "done"), None)
-        s = next((e for e in send if e.get("event") == "sent"), None)
-        if not r or not s or not r["received"]:
-            runs.append({"raw": True, "received": r and r["received"], "rate": None, "loss": None})
-            continue
-        span = r["t_last"] - s["t_start"]
-        runs.append({
-            "raw": True,
-            "count": s["count"],
-            "received": r["received"],
-            "rate": r["received"] / (span / 1000.0) if span > 0 else None,
-            "send_rate": s["count"] / ((s["t_done"] - s["t_start"]) / 1000.0),
-            "loss": 1.0 - r["received"] / s["count"],
-            "send_errors": s["errors"],
-        })
+    for prefix, fn, paced in (("run", analyse_node_run, False), ("prun", analyse_node_run, True),
+                              ("raw", analyse_raw_run, False), ("praw", analyse_raw_run, True)):
+        dirs = glob.glob(os.path.join(sd, prefix + "[0-9]*"))
+        for rd in sorted(dirs, key=lambda p: int(os.path.basename(p)[len(prefix):])):
+            runs.append(fn(rd, paced))
     return runs
 
 
@@ -462,9 +503,22 @@ def cmd_report(d):
             marks = read_marks_lists(churn)
             res.update(analyse_joins(churn, marks))
             res.update(analyse_failover(churn, marks))
-        cpu = os.path.join(vd, "cpu20")
-        if os.path.isdir(cpu):
-            res["cpu"] = cpu_per_minute(cpu)
+        # cpu20 (one round, older runs) or cpu20-r1, cpu20-r2, ...: the
+        # table pools the nodes of every round; ratios are per round.
+        rounds = {}
+        for cd in glob.glob(os.path.join(vd, "cpu20*")):
+            c = cpu_per_minute(cd)
+            if c:
+                name = os.path.basename(cd)
+                rounds[int(name.split("-r")[1]) if "-r" in name else 1] = c
+        if rounds:
+            res["cpu_rounds"] = {str(k): v for k, v in sorted(rounds.items())}
+            pooled = {key: [x for c in rounds.values() for x in c[key]]
+                      for key in ("ticks", "ns", "rss", "switches", "threads")}
+            pooled["nodes"] = sum(c["nodes"] for c in rounds.values())
+            pooled["window_s"] = med([c["window_s"] for c in rounds.values()])
+            pooled["rounds"] = len(rounds)
+            res["cpu"] = pooled
         res["rss"] = []
         for path in sorted(glob.glob(os.path.join(vd, "idle", "stat-*.json"))):
             with open(path, encoding="utf-8") as f:
@@ -532,11 +586,11 @@ def cmd_report(d):
                 return "–"
             total = sum(c[key]) / len(c[key])
             return (f"{fmt(med(c[key]), ' s', 3)} (mean {fmt(total, '', 3)}; "
-                    f"{c['nodes']} nodes, {fmt(c['window_s'], ' s')} window)")
+                    f"{c['nodes']} node-rounds, {c.get('rounds', 1)} x {fmt(c['window_s'], ' s')})")
         return f
 
-    row("CPU s per minute per node, 20-node cluster (utime+stime)", cpu("ticks"))
-    row("CPU s per minute per node, 20-node cluster (schedstat)", cpu("ns"))
+    row("CPU s per minute per node, 20-node cluster (schedstat ns)", cpu("ns"))
+    row("CPU s per minute per node, 20-node cluster (utime+stime ticks, coarse)", cpu("ticks"))
 
     def cpu_rss(r):
         c = r.get("cpu")
@@ -557,9 +611,10 @@ def cmd_report(d):
     row("context switches per second per node, 20-node cluster", cpu_plain("switches", "/s"))
     row("threads per node", cpu_plain("threads", ""))
 
-    def tp(key, raw, unit, scale=1.0, digits=0):
+    def tp(key, raw, unit, scale=1.0, digits=0, paced=False):
         def f(r):
-            runs = [x for x in r.get("throughput", []) if bool(x.get("raw")) == raw]
+            runs = [x for x in r.get("throughput", [])
+                    if bool(x.get("raw")) == raw and bool(x.get("paced")) == paced]
             xs = [x.get(key) for x in runs if x.get(key) is not None]
             if not xs:
                 return "–"
@@ -574,9 +629,124 @@ def cmd_report(d):
     row("receiver library decoded per second (until the last message was delivered)",
         tp("lib_rate", False, "/s"))
     row("lost in the receiver's subscription (consumer lagged)", tp("events_lost", False, ""))
-    row("raw UDP (Python) datagrams received per second", tp("rate", True, "/s"))
-    row("raw UDP loss", tp("loss", True, " %", 100.0, 1))
+    row("raw UDP (C, udp_pair.c) datagrams received per second", tp("rate", True, "/s"))
+    row("raw UDP (C) loss", tp("loss", True, " %", 100.0, 1))
+    row("raw UDP (C) sender: datagrams sent per second", tp("send_rate", True, "/s"))
+    row("paced: sender's messages per second (the pace is a ceiling)",
+        tp("send_rate", False, "/s", paced=True))
+    row("paced: channel messages received per second", tp("rate", False, "/s", paced=True))
+    row("paced: messages lost (of sent)", tp("lost", False, "", paced=True))
+    row("paced: raw UDP (C) sender's datagrams per second",
+        tp("send_rate", True, "/s", paced=True))
+    row("paced: raw UDP (C) datagrams received per second", tp("rate", True, "/s", paced=True))
+    row("paced: raw UDP (C) datagrams lost", tp("lost", True, "", paced=True))
+    print()
+    figures(d, samples)
     return 0
+
+
+def figures(d, samples):
+    """Issue 14's figures 1 and 3: each against its reference, same run."""
+    used = {}
+    try:
+        with open(os.path.join(d, "_sizes", "used"), encoding="utf-8") as f:
+            for line in f:
+                k, _, v = line.strip().partition(" ")
+                used[k] = v
+    except FileNotFoundError:
+        pass
+
+    def cpu_med(v, rnd=None):
+        r = samples.get(v, {})
+        c = r.get("cpu") if rnd is None else r.get("cpu_rounds", {}).get(rnd)
+        return med(c["ns"]) if c and c.get("ns") else None
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    rounds = sorted({k for r in samples.values() for k in r.get("cpu_rounds", {})}, key=int)
+    if rounds:
+        figure1(samples, rounds, cpu_med, ratio)
+    if "hello_size" in used:
+        print(f"Floor datagrams: {used['hello_size']} bytes (a shoal hello on this LAN).")
+        print()
+    figure3(samples, used, ratio)
+
+
+def figure1(samples, rounds, cpu_med, ratio):
+    """Issue 14, figure 1: the per-round CPU ratios."""
+    print("Issue 14, figure 1: idle CPU per node, 20-node namespace LAN (schedstat, "
+          "median s per minute; per round, and the median of the per-round ratios)")
+    print()
+    print("| ratio | " + " | ".join(f"round {k}" for k in rounds) + " | median | goal |")
+    print("|---|" + "---:|" * (len(rounds) + 1) + "---|")
+    for title, a, b, goal in (
+        ("shoal / floor (400 ms hellos, shoal's defaults)", "shoal", "floor", "≤ 1.5"),
+        ("shoal-ndt / nd (node-discovery's timings)", "shoal-ndt", "nd", "≤ 0.05 (1/20)"),
+        ("shoal-ndt / floor-ndt (1 s hellos)", "shoal-ndt", "floor-ndt", "–"),
+    ):
+        cells, qs = [], []
+        for k in rounds:
+            x, y = cpu_med(a, k), cpu_med(b, k)
+            q = ratio(x, y)
+            if q is not None:
+                qs.append(q)
+            cells.append(f"{fmt(q, '', 2)} ({fmt(x, '', 4)} / {fmt(y, '', 4)})")
+        print(f"| {title} | " + " | ".join(cells) + f" | {fmt(med(qs), '', 2)} | {goal} |")
+    print()
+
+
+def figure3(samples, used, ratio):
+    """Issue 14, figure 3: shoal's runs beside the C pair's."""
+    tp = samples.get("shoal", {}).get("throughput", [])
+    raw = samples.get("udp-raw", {}).get("throughput", [])
+    if not tp and not raw:
+        return
+    print("Issue 14, figure 3: channel throughput delivered to the application, host 1 → host 0")
+    print()
+    print("| run | shoal msgs/s | C pair datagrams/s | shoal / C pair | shoal lost | C pair lost "
+          "| UDP sent by host 1 (shoal / C) | receiver socket full, RcvbufErrors (shoal / C) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    ratios = {False: [], True: []}
+    for paced in (False, True):
+        a = [x for x in tp if bool(x.get("paced")) == paced]
+        b = [x for x in raw if bool(x.get("paced")) == paced]
+        for i in range(max(len(a), len(b))):
+            x = a[i] if i < len(a) else {}
+            y = b[i] if i < len(b) else {}
+            q = ratio(x.get("rate"), y.get("rate"))
+            if q is not None:
+                ratios[paced].append(q)
+            name = f"{'paced ' if paced else ''}{i + 1}"
+            print(f"| {name} | {fmt(x.get('rate'), '')} | {fmt(y.get('rate'), '')} | "
+                  f"{fmt(q, '', 2)} | {fmt(x.get('lost'), '')} | {fmt(y.get('lost'), '')} | "
+                  f"{fmt(x.get('tx_out_datagrams'), '')} / {fmt(y.get('tx_out_datagrams'), '')} | "
+                  f"{fmt(x.get('rx_rcvbuf_errors'), '')} / {fmt(y.get('rx_rcvbuf_errors'), '')} |")
+    print()
+    for x in tp:
+        if not x.get("lost") or x.get("tx_out_datagrams") is None:
+            continue
+        where = ("on the sending side, before a successful sendto"
+                 if x["tx_out_datagrams"] < x["count"] else "after the sender's sendto")
+        print(f"Shoal {'paced ' if x.get('paced') else ''}run lost {fmt(x['lost'], '')}: host 1's "
+              f"kernel counted {fmt(x['tx_out_datagrams'], '')} UDP datagrams sent (hellos "
+              f"included; SndbufErrors {fmt(x.get('tx_sndbuf_errors'), '')}) for "
+              f"{fmt(x['count'], '')} messages handed to send(), so lost {where}; the "
+              f"receiver's socket overflowed {fmt(x.get('rx_rcvbuf_errors'), '')} times.")
+    rate = lambda xs, p: med([x.get("rate") for x in xs if bool(x.get("paced")) == p])
+    print(f"Unpaced medians: shoal {fmt(rate(tp, False), '/s')}, C pair {fmt(rate(raw, False), '/s')}: "
+          f"shoal / C pair {fmt(ratio(rate(tp, False), rate(raw, False)), '', 2)} "
+          f"(median of per-run ratios {fmt(med(ratios[False]), '', 2)}; goal ≥ 1.00).")
+    lost = [x.get("lost") for x in tp if x.get("paced")]
+    if lost:
+        sent = [x.get("send_rate") for x in tp if x.get("paced")]
+        print(f"Paced at {used.get('pace', '?')} messages/s (the sender reached "
+              f"{', '.join(fmt(v, '/s') for v in sent)}): shoal lost "
+              f"{', '.join(fmt(v, '') for v in lost)} (goal 0); the C pair lost "
+              f"{', '.join(fmt(y.get('lost'), '') for y in raw if y.get('paced'))}.")
+    if "channel_size" in used:
+        print(f"C pair datagrams: {used['channel_size']} bytes, the length of shoal's channel "
+              f"datagram for the same message (captured), one per sendto / recv.")
 
 
 def main():
@@ -589,10 +759,12 @@ def main():
         return cmd_wait([cmd] + rest)
     if cmd == "stat":
         return cmd_stat(rest)
-    if cmd == "raw-recv":
-        return cmd_raw_recv(*rest)
-    if cmd == "raw-send":
-        return cmd_raw_send(*rest)
+    if cmd == "capture":
+        return cmd_capture(*rest)
+    if cmd == "size":
+        return cmd_size(*rest)
+    if cmd == "pace":
+        return cmd_pace(*rest)
     if cmd == "report":
         return cmd_report(rest[0])
     print(__doc__)

@@ -3,18 +3,26 @@
 #
 #   sudo benches/lan_bench.sh [OUT_DIR]
 #
-# Needs root, iproute2, cargo, node (tests/node/node_modules installed: `cd
-# tests/node && npm ci`) and python3. Builds examples/node in release
-# (CARGO_TARGET_DIR, default /tmp/shoal-bench-target), builds its own LAN,
+# Needs root, iproute2, cargo, gcc, node (tests/node/node_modules installed:
+# `cd tests/node && npm ci`) and python3. Builds examples/node in release
+# (CARGO_TARGET_DIR, default /tmp/shoal-bench-target; or BIN=path/to/node
+# runs that build and builds nothing), compiles benches/udp_pair.c and
+# benches/idle_floor.c with gcc -O2 into OUT_DIR/_bin, builds its own LAN,
 # runs every scenario for each implementation in turn, prints the results
 # table (benches/lan_bench.py report) and leaves the raw JSON-line logs in
 # OUT_DIR (default /tmp/shoal-lan-bench-<date>).
 #
+# Only the figures of issue 14 (idle CPU against the C floor and
+# node-discovery, channel throughput against the C raw pair), ~6 minutes:
+#
+#   sudo SCENARIOS="cpu throughput" benches/lan_bench.sh [OUT_DIR]
+#
 # The LAN: a namespace "sbench-<pid>-sw" holding bridge br0, and HOSTS
 # namespaces "sbench-<pid>-h<i>", each with one veth (eth0, 10.252.0.<i+1>/24)
 # whose other end is a port of br0. Nothing is created in the root namespace,
-# nothing is linked to a real interface: broadcasts stay inside. Every node
-# and the raw UDP pair run inside a host namespace (ip netns exec). On exit,
+# nothing is linked to a real interface: broadcasts stay inside. Every node,
+# C floor and C raw UDP pair runs inside a host namespace (ip netns exec),
+# and only there: udp_pair and idle_floor send where they are told. On exit,
 # also on error or ^C, whatever still runs in these namespaces is killed and
 # the namespaces are deleted by exact name.
 #
@@ -25,13 +33,48 @@
 #              node and master timeout 2 s, --missed-hellos 0)
 #   nd         node-discovery@0.2.1-1 unmodified (tests/node/peer.js), its
 #              defaults (hello 1 s, check 2 s, node and master timeout 2 s)
-#   udp-raw    a raw UDP sender/receiver pair (lan_bench.py, Python), the
-#              channel-throughput limit of these hosts
+#   floor      benches/idle_floor.c on every host at shoal's hello interval
+#              (400 ms), datagrams the size of a shoal hello on this LAN
+#              (captured in shoal's cpu scenario): the idle-CPU floor (cpu
+#              scenario only)
+#   floor-ndt  the same at node-discovery's hello interval (1 s)
+#   udp-raw    benches/udp_pair.c, a C sender/receiver pair on the same two
+#              hosts as shoal's throughput runs, interleaved with them (run
+#              r of shoal, then run r of the pair), one datagram per sendto
+#              / recv, the receiver only counting: the channel-throughput
+#              reference. Its datagrams have the length of shoal's channel
+#              datagrams for a TP_SIZE message, captured from shoal on a
+#              third host before the runs (_sizes/channel.json).
+#
+# Throughput (shoal and nd; udp-raw with shoal): host 1 sends TP_COUNT
+# messages of TP_SIZE bytes of JSON to host 0, yielding every TP_BATCH, as
+# fast as it can; the rate is what the receiving application got per second
+# from the sender's start to the last arrival. Then TP_PACED_RUNS paced runs:
+# shoal's sender paced (examples/node --send-rate) to TP_PACE messages/s
+# (default: TP_PACE_FRACTION x the median rate shoal's receiver sustained in
+# the unpaced runs), and the C pair paced the same, each reporting its loss,
+# which should be zero. The kernel's UDP counters of both hosts (per run,
+# udp-before / udp-after) say where a loss happened. Every datagram is a
+# broadcast, flooded by the bridge to all HOSTS hosts at the sender's
+# expense: with HOSTS=20 the C pair is bound by its sender (about 20-30k/s
+# here), with HOSTS=5 it went about twice as fast.
+#
+# CPU is on-CPU time from /proc/PID/task/*/schedstat (ns); clock ticks are
+# reported too but are coarse (10 ms) and used for nothing. The cpu scenario
+# runs CPU_ROUNDS times per variant, the rounds interleaved (round 1 of every
+# variant, then round 2 of every variant, ...) so that a change of the
+# host's background load hits every variant alike; ratios are per round.
 #
 # Knobs (environment): HOSTS (20), REPS (5: joins, leaves, crashes),
-# FAILOVERS (4), STARTS (3), CPU_WINDOW (30 s), TP_RUNS (3), TP_COUNT
-# (20000), TP_SIZE (256 bytes of message JSON), TP_BATCH (64), VARIANTS
-# ("shoal shoal-ndt nd").
+# FAILOVERS (4), STARTS (3), CPU_WINDOW (30 s), CPU_ROUNDS (3), TP_RUNS (3), TP_COUNT
+# (50000), TP_SIZE (100 bytes of message JSON, as in issue 14), TP_BATCH
+# (100, as in issue 14), TP_PACED_RUNS (2), TP_PACE (messages/s; default
+# from the unpaced runs), TP_PACE_FRACTION (0.9), VARIANTS ("shoal
+# shoal-ndt nd floor floor-ndt"; floor* need shoal's cpu scenario before
+# them for the hello size, else a 3-node shoal cluster is measured for it),
+# SCENARIOS ("start churn cpu throughput"), BIN (a built examples/node; no
+# build), HELLO_SIZE / CHANNEL_SIZE (datagram lengths, instead of capturing
+# them).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,11 +84,16 @@ REPS=${REPS:-5}
 FAILOVERS=${FAILOVERS:-4}
 STARTS=${STARTS:-3}
 CPU_WINDOW=${CPU_WINDOW:-30}
+CPU_ROUNDS=${CPU_ROUNDS:-3}
 TP_RUNS=${TP_RUNS:-3}
-TP_COUNT=${TP_COUNT:-20000}
-TP_SIZE=${TP_SIZE:-256}
-TP_BATCH=${TP_BATCH:-64}
-VARIANTS=${VARIANTS:-"shoal shoal-ndt nd"}
+TP_COUNT=${TP_COUNT:-50000}
+TP_SIZE=${TP_SIZE:-100}
+TP_BATCH=${TP_BATCH:-100}
+TP_PACED_RUNS=${TP_PACED_RUNS:-2}
+TP_PACE=${TP_PACE:-}
+TP_PACE_FRACTION=${TP_PACE_FRACTION:-0.9}
+VARIANTS=${VARIANTS:-"shoal shoal-ndt nd floor floor-ndt"}
+SCENARIOS=${SCENARIOS:-"start churn cpu throughput"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/shoal-bench-target}
 OUT=${1:-/tmp/shoal-lan-bench-$(date +%Y%m%d-%H%M%S)}
 
@@ -68,7 +116,7 @@ source "$REPO/benches/lan_common.sh" # log, the cleanup trap, lan_build_node, la
 # ------------------------------------------------------------------ checks
 
 [ "$(id -u)" = 0 ] || { echo "lan_bench.sh: run as root (ip netns)" >&2; exit 2; }
-for tool in ip cargo node python3; do
+for tool in ip cargo gcc node python3; do
     command -v "$tool" >/dev/null || { echo "lan_bench.sh: $tool not found" >&2; exit 2; }
 done
 [ -d "$REPO/tests/node/node_modules/node-discovery" ] ||
@@ -77,7 +125,13 @@ done
 [ "$FAILOVERS" -le 4 ] || { echo "FAILOVERS must be at most 4" >&2; exit 2; }
 
 lan_build_node
-mkdir -p "$OUT"
+mkdir -p "$OUT/_bin" "$OUT/_sizes"
+# The C references, built for this host.
+gcc -O2 -o "$OUT/_bin/udp_pair" "$REPO/benches/udp_pair.c"
+gcc -O2 -o "$OUT/_bin/idle_floor" "$REPO/benches/idle_floor.c"
+UDP_PAIR=$OUT/_bin/udp_pair
+FLOOR_BIN=$OUT/_bin/idle_floor
+has() { [[ " $1 " == *" $2 "* ]]; } # has LIST WORD
 
 # ------------------------------------------------------------------ the LAN
 
@@ -96,6 +150,9 @@ start_node() {
     shoal-ndt) cmd=("$NODE_BIN" --port 47002 --hello-interval 1000 --check-interval 2000
         --node-timeout 2000 --master-timeout 2000 --missed-hellos 0) ;;
     nd) cmd=(node -r "$REPO/tests/node/shim.js" "$REPO/tests/node/peer.js" --port 47003) ;;
+    # The floor takes the broadcast flag and ignores --id, --log and the rest.
+    floor) cmd=("$FLOOR_BIN" --port 47004 --interval 400 --size "$HELLO_SIZE") ;;
+    floor-ndt) cmd=("$FLOOR_BIN" --port 47005 --interval 1000 --size "$HELLO_SIZE") ;;
     *) echo "unknown variant $VARIANT" >&2; exit 2 ;;
     esac
     # ip netns exec execs the program: $! is the node's own pid.
@@ -107,7 +164,7 @@ start_node() {
 }
 
 settle() { # seconds to let elections settle: node-discovery checks every 2 s
-    case $VARIANT in shoal) echo 3 ;; *) echo 5 ;; esac
+    case $VARIANT in shoal | floor*) echo 3 ;; *) echo 5 ;; esac
 }
 
 # ------------------------------------------------------------------ scenarios
@@ -191,53 +248,138 @@ scenario_churn() {
 # 20 nodes (or HOSTS), random weights; CPU over CPU_WINDOW seconds once the
 # cluster has settled.
 scenario_cpu() {
-    DIR="$OUT/$VARIANT/cpu20"
+    DIR="$OUT/$VARIANT/cpu20${ROUND:+-r$ROUND}"
     mkdir -p "$DIR"
     local labels=() i n=$((HOSTS < 20 ? HOSTS : 20))
     for ((i = 0; i < n; i++)); do
         labels+=("c$i")
         start_node "$i" "c$i"
     done
-    "${PY[@]}" wait-mesh "$DIR" "${labels[@]}" --timeout 30 || true
-    sleep "$(settle)"
+    case $VARIANT in
+    floor*) ;; # no log, no peers: nothing to wait for
+    *) "${PY[@]}" wait-mesh "$DIR" "${labels[@]}" --timeout 30 || true ;;
+    esac
+    if [ "$VARIANT" = shoal ] && [ -z "${HELLO_SIZE:-}" ]; then
+        # A shoal hello on this LAN, 20 nodes: heard on host 0 beside its
+        # node (shoal's socket has SO_REUSEPORT; a broadcast reaches both),
+        # during the settling time.
+        ip netns exec "$PREFIX-h0" "${PY[@]}" capture 47001 "$(settle)" >"$OUT/_sizes/hello.json"
+    else
+        sleep "$(settle)"
+    fi
     "${PY[@]}" stat $(pids_of "${labels[@]}") >"$DIR/stat0.json"
     sleep "$CPU_WINDOW"
     "${PY[@]}" stat $(pids_of "${labels[@]}") >"$DIR/stat1.json"
     stop_all
 }
 
-# Channel throughput: host 1 sends TP_COUNT messages of TP_SIZE bytes to
-# host 0 (broadcast, like every datagram), yielding every TP_BATCH.
-scenario_throughput() {
-    local r
-    for ((r = 1; r <= TP_RUNS; r++)); do
-        DIR="$OUT/$VARIANT/throughput/run$r"
+# hello_size: the median length of the shoal hellos captured in shoal's cpu
+# scenario, else of a 3-node shoal cluster's (hosts 0-2, heard on host 3).
+hello_size() {
+    local saved=$VARIANT i
+    if [ ! -s "$OUT/_sizes/hello.json" ]; then
+        VARIANT=shoal
+        DIR="$OUT/_sizes/hello-cluster"
         mkdir -p "$DIR"
-        start_node 0 rx --join ch
-        "${PY[@]}" wait-event "$DIR" rx ready --timeout 15
-        start_node 1 tx --send-channel ch --send-count "$TP_COUNT" --send-size "$TP_SIZE" \
-            --send-batch "$TP_BATCH" --send-delay 1500
-        "${PY[@]}" wait-event "$DIR" tx send_done --timeout 120 || true
-        sleep 2 # the receiver drains its socket
+        for i in 0 1 2; do start_node "$i" "z$i"; done
+        "${PY[@]}" wait-mesh "$DIR" z0 z1 z2 --timeout 15 >&2 || true
+        ip netns exec "$PREFIX-h3" "${PY[@]}" capture 47001 3 >"$OUT/_sizes/hello.json"
         stop_all
-    done
+        VARIANT=$saved
+    fi
+    "${PY[@]}" size "$OUT/_sizes/hello.json" median
 }
 
-# The raw pair: same hosts, same broadcast destination, datagrams the size
-# of shoal's for a TP_SIZE message (~TP_SIZE + 160 bytes).
-scenario_raw() {
-    local r pid_rx pid_tx
-    for ((r = 1; r <= TP_RUNS; r++)); do
-        DIR="$OUT/udp-raw/throughput/raw$r"
+# channel_size: the length of shoal's channel datagrams for a TP_SIZE
+# message: host 1 sends 500 (paced, 2000/s) to host 0, and host 2 hears
+# them (they are broadcast); the commonest length.
+channel_size() {
+    local saved=$VARIANT
+    if [ ! -s "$OUT/_sizes/channel.json" ]; then
+        VARIANT=shoal
+        DIR="$OUT/_sizes/channel-run"
         mkdir -p "$DIR"
-        ip netns exec "$PREFIX-h0" "${PY[@]}" raw-recv 47009 "$TP_COUNT" 2 >"$DIR/rx.log" 2>>"$DIR/stderr.txt" &
-        pid_rx=$!
-        for _ in $(seq 100); do grep -q ready "$DIR/rx.log" 2>/dev/null && break; sleep 0.05; done
-        ip netns exec "$PREFIX-h1" "${PY[@]}" raw-send "$BCAST" 47009 "$TP_COUNT" \
-            "$((TP_SIZE + 160))" "$TP_BATCH" >"$DIR/tx.log" 2>>"$DIR/stderr.txt" &
-        pid_tx=$!
-        wait "$pid_tx" || true
-        wait "$pid_rx" || true
+        start_node 0 rx --join ch
+        "${PY[@]}" wait-event "$DIR" rx ready --timeout 15 >&2
+        start_node 1 tx --send-channel ch --send-count 500 --send-size "$TP_SIZE" \
+            --send-batch "$TP_BATCH" --send-delay 1000 --send-rate 2000
+        ip netns exec "$PREFIX-h2" "${PY[@]}" capture 47001 2.5 >"$OUT/_sizes/channel.json"
+        "${PY[@]}" wait-event "$DIR" tx send_done --timeout 30 >&2 || true
+        stop_all
+        VARIANT=$saved
+    fi
+    "${PY[@]}" size "$OUT/_sizes/channel.json" mode
+}
+
+# udp_counters DIR WHEN: the kernel's UDP counters (/proc/net/snmp, per
+# namespace) of the receiving host 0 and the sending host 1, to DIR/udp-WHEN:
+# where a lost datagram was lost (RcvbufErrors: the receiver's socket was
+# full; SndbufErrors: the sender's).
+udp_counters() {
+    local h
+    for h in 0 1; do
+        echo "h$h $(ip netns exec "$PREFIX-h$h" cat /proc/net/snmp | grep '^Udp:' | tr '\n' ' ')"
+    done >"$1/udp-$2"
+}
+
+# tp_node DIR [flags]: one throughput run of $VARIANT: host 1 sends
+# TP_COUNT messages of TP_SIZE bytes to host 0 (broadcast, like every
+# datagram), yielding every TP_BATCH.
+tp_node() {
+    DIR=$1
+    shift
+    mkdir -p "$DIR"
+    start_node 0 rx --join ch
+    "${PY[@]}" wait-event "$DIR" rx ready --timeout 15
+    udp_counters "$DIR" before
+    start_node 1 tx --send-channel ch --send-count "$TP_COUNT" --send-size "$TP_SIZE" \
+        --send-batch "$TP_BATCH" --send-delay 1500 "$@"
+    "${PY[@]}" wait-event "$DIR" tx send_done --timeout 120 || true
+    sleep 2 # the receiver drains its socket
+    udp_counters "$DIR" after
+    stop_all
+}
+
+# tp_raw DIR [--rate R]: one run of the C pair, on the same hosts, to the
+# same broadcast address, with datagrams of CHANNEL_SIZE bytes.
+tp_raw() {
+    local dir=$1 pid_rx
+    shift
+    mkdir -p "$dir"
+    # timeout: before its first datagram the receiver would wait forever.
+    ip netns exec "$PREFIX-h0" timeout 120 "$UDP_PAIR" recv --port 47009 --count "$TP_COUNT" \
+        --idle 1 >"$dir/rx.log" 2>>"$dir/stderr.txt" &
+    pid_rx=$!
+    for _ in $(seq 100); do grep -q ready "$dir/rx.log" 2>/dev/null && break; sleep 0.05; done
+    udp_counters "$dir" before
+    ip netns exec "$PREFIX-h1" "$UDP_PAIR" send --to "$BCAST" --port 47009 --count "$TP_COUNT" \
+        --size "$CHANNEL_SIZE" "$@" >"$dir/tx.log" 2>>"$dir/stderr.txt" || true
+    wait "$pid_rx" || true
+    udp_counters "$dir" after
+}
+
+# Channel throughput, unpaced then (shoal) paced; shoal's runs each
+# followed by a run of the C pair.
+scenario_throughput() {
+    local r pace
+    if [ "$VARIANT" = shoal ]; then
+        CHANNEL_SIZE=${CHANNEL_SIZE:-$(channel_size)}
+        log "shoal's channel datagram for a $TP_SIZE-byte message: $CHANNEL_SIZE bytes"
+        echo "channel_size $CHANNEL_SIZE" >>"$OUT/_sizes/used"
+    fi
+    for ((r = 1; r <= TP_RUNS; r++)); do
+        tp_node "$OUT/$VARIANT/throughput/run$r"
+        if [ "$VARIANT" = shoal ]; then
+            tp_raw "$OUT/udp-raw/throughput/raw$r"
+        fi
+    done
+    [ "$VARIANT" = shoal ] || return 0
+    pace=${TP_PACE:-$("${PY[@]}" pace "$OUT/shoal/throughput" "$TP_PACE_FRACTION")}
+    echo "pace $pace" >>"$OUT/_sizes/used"
+    log "shoal: paced throughput x $TP_PACED_RUNS at $pace messages/s, each beside the C pair at it"
+    for ((r = 1; r <= TP_PACED_RUNS; r++)); do
+        tp_node "$OUT/shoal/throughput/prun$r" --send-rate "$pace"
+        tp_raw "$OUT/udp-raw/throughput/praw$r" --rate "$pace"
     done
 }
 
@@ -249,24 +391,50 @@ START=$(date +%s)
     echo "host: nproc=$(nproc); $(lscpu | grep 'Model name' | sed 's/  */ /g'); kernel $(uname -r)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "shoal: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?'); node $(node --version)"
-    echo "settings: HOSTS=$HOSTS REPS=$REPS FAILOVERS=$FAILOVERS STARTS=$STARTS CPU_WINDOW=$CPU_WINDOW TP_RUNS=$TP_RUNS TP_COUNT=$TP_COUNT TP_SIZE=$TP_SIZE TP_BATCH=$TP_BATCH"
+    echo "node binary: $NODE_BIN"
+    echo "settings: HOSTS=$HOSTS REPS=$REPS FAILOVERS=$FAILOVERS STARTS=$STARTS CPU_WINDOW=$CPU_WINDOW CPU_ROUNDS=$CPU_ROUNDS TP_RUNS=$TP_RUNS TP_COUNT=$TP_COUNT TP_SIZE=$TP_SIZE TP_BATCH=$TP_BATCH TP_PACED_RUNS=$TP_PACED_RUNS TP_PACE=${TP_PACE:-auto} TP_PACE_FRACTION=$TP_PACE_FRACTION"
+    echo "variants: $VARIANTS; scenarios: $SCENARIOS"
 } >"$OUT/env.txt"
 cat "$OUT/env.txt" >&2
 
 for VARIANT in $VARIANTS; do
-    log "$VARIANT: 5 nodes started at once x $STARTS"
-    scenario_start
-    log "$VARIANT: joins, leaves, crashes x $REPS; failovers x $FAILOVERS"
-    scenario_churn
-    log "$VARIANT: CPU of a 20-node cluster over ${CPU_WINDOW} s"
-    scenario_cpu
-    if [ "$VARIANT" != shoal-ndt ]; then
+    case $VARIANT in
+    floor*)
+        # The floor only idles: its CPU scenario alone.
+        has "$SCENARIOS" cpu || continue
+        HELLO_SIZE=${HELLO_SIZE:-$(hello_size)}
+        echo "hello_size $HELLO_SIZE" >>"$OUT/_sizes/used"
+        log "$VARIANT: CPU of 20 C floors ($HELLO_SIZE-byte datagrams) over ${CPU_WINDOW} s, round 1"
+        ROUND=1 scenario_cpu
+        continue
+        ;;
+    esac
+    if has "$SCENARIOS" start; then
+        log "$VARIANT: 5 nodes started at once x $STARTS"
+        scenario_start
+    fi
+    if has "$SCENARIOS" churn; then
+        log "$VARIANT: joins, leaves, crashes x $REPS; failovers x $FAILOVERS"
+        scenario_churn
+    fi
+    if has "$SCENARIOS" cpu; then
+        log "$VARIANT: CPU of a 20-node cluster over ${CPU_WINDOW} s, round 1"
+        ROUND=1 scenario_cpu
+    fi
+    if has "$SCENARIOS" throughput && [ "$VARIANT" != shoal-ndt ]; then
         log "$VARIANT: channel throughput x $TP_RUNS"
         scenario_throughput
     fi
 done
-log "raw UDP pair x $TP_RUNS"
-scenario_raw
+# The other CPU rounds, interleaved: every variant once per round.
+if has "$SCENARIOS" cpu; then
+    for ((ROUND = 2; ROUND <= CPU_ROUNDS; ROUND++)); do
+        for VARIANT in $VARIANTS; do
+            log "$VARIANT: CPU over ${CPU_WINDOW} s, round $ROUND"
+            scenario_cpu
+        done
+    done
+fi
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); run time $(($(date +%s) - START)) s" >>"$OUT/env.txt"
 "${PY[@]}" report "$OUT" | tee "$OUT/report.md"

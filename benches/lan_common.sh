@@ -45,8 +45,15 @@ lan_cleanup() {
 trap lan_cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Builds examples/node in release and sets NODE_BIN.
+# Builds examples/node in release and sets NODE_BIN; with BIN set, uses
+# that binary instead and builds nothing (another build's node).
 lan_build_node() {
+    if [ -n "${BIN:-}" ]; then
+        NODE_BIN=$BIN
+        [ -x "$NODE_BIN" ] || { echo "$NAME: BIN=$NODE_BIN is not executable" >&2; exit 1; }
+        log "using BIN=$NODE_BIN (not built)"
+        return
+    fi
     log "building examples/node (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
     (cd "$REPO" && cargo build --release --example node -q)
     NODE_BIN="$CARGO_TARGET_DIR/release/examples/node"

@@ -176,6 +176,11 @@ struct Args {
     /// Delay in ms after ready before sending.
     #[arg(long, default_value_t = 0)]
     send_delay: u64,
+    /// Pace the sends to this many messages per second (0 = as fast as
+    /// the library takes them): message N is not sent before
+    /// start + N/RATE, and late ones go at once, so the average holds.
+    #[arg(long, default_value_t = 0.0, value_name = "PER_S")]
+    send_rate: f64,
     /// Exit after this many ms (0 = run until SIGTERM/SIGINT).
     #[arg(long, default_value_t = 0)]
     exit_after: u64,
@@ -770,11 +775,12 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
     let mut sender = None;
     if let Some(channel) = args.send_channel.clone() {
         let (node, out, id) = (node.clone(), out.clone(), id.to_owned());
-        let (count, size, batch, delay) = (
+        let (count, size, batch, delay, rate) = (
             args.send_count,
             args.send_size,
             args.send_batch,
             args.send_delay,
+            args.send_rate,
         );
         sender = Some(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -782,10 +788,16 @@ async fn run(args: &Args, id: &str, out: &Out) -> i32 {
             out.emit(
                 "send_start",
                 None,
-                json!({"channel": channel, "count": count, "bytes": bytes}),
+                json!({"channel": channel, "count": count, "bytes": bytes, "rate": rate}),
             );
             let started = Instant::now();
             for seq in 0..count {
+                if rate > 0.0 {
+                    let due = started + Duration::from_secs_f64(seq as f64 / rate);
+                    if Instant::now() < due {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                }
                 if let Err(e) = node.send(&channel, &message(&id, seq, size)) {
                     out.emit("error", None, json!({"message": e.to_string()}));
                     return;
