@@ -6,8 +6,8 @@
 //! It waits in poll(2) for its sockets, its wake-up pipe and the core's next
 //! deadline, and nothing else: an idle node wakes once per datagram and per
 //! timer, as a minimal C program would, with no async runtime between the
-//! kernel and the core. Under load it wakes at most once per
-//! [`COALESCE`] for datagrams and reads all that came meanwhile.
+//! kernel and the core. Under load, and for bursts, it lets datagrams
+//! gather for a moment ([`GATHER_MAX`]) and reads them all at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -698,17 +698,61 @@ impl Discovery {
 /// its timers and commands again (the rest are read at once after).
 const RECV_BURST: usize = 256;
 
-/// When datagrams come in bursts or fast, the driver reads them at most
-/// once per this long: after a wake-up that found more than one datagram,
-/// or came this soon after the last read, it lets the next ones gather for
-/// the rest of this span and reads them all at once, rather than waking
-/// for each. A wake-up costs several times more than handling a hello, so
-/// this is what makes a datagram cheap at thousands per second, and what
-/// makes a cluster whose hellos arrive together (nodes started at the same
-/// moment keep their phase) cost one wake-up per burst. The price is at
-/// most this much latency, for those datagrams only: one that comes alone
-/// is read as soon as it arrives.
-const COALESCE: Duration = Duration::from_millis(1);
+/// When datagrams come in bursts or fast, the driver does not wake for
+/// each: after a wake-up that found more than one datagram, or came within
+/// [`BURST_GAP`] of the last read, it lets the next ones gather and reads
+/// them all at once. A wake-up costs several times more than handling a
+/// hello, so this is what makes a datagram cheap at thousands per second,
+/// and what makes a cluster whose hellos arrive together (nodes started at
+/// the same moment keep their phase) cost one wake-up per burst. It waits
+/// long enough for about [`GATHER_TARGET`] datagrams at the rate just seen,
+/// and at most this long: the price, in latency, for those datagrams only.
+/// A datagram that comes alone is read as soon as it arrives.
+const GATHER_MAX: Duration = Duration::from_millis(4);
+
+/// Datagrams closer together than this are a burst (see [`GATHER_MAX`]).
+const BURST_GAP: Duration = Duration::from_millis(1);
+
+/// How many datagrams a gathering wait aims to collect: enough to make the
+/// wake-up cheap per datagram, few enough that a flood (tens of thousands a
+/// second) never fills the socket's buffer while the driver waits.
+const GATHER_TARGET: u32 = 64;
+
+/// When the driver reads next (see [`GATHER_MAX`]).
+struct Gather {
+    last_read: Instant,
+    /// Sleep until then before waiting on the sockets (`None`: wait now).
+    until: Option<Instant>,
+}
+
+impl Gather {
+    fn new(now: Instant) -> Gather {
+        Gather {
+            last_read: now,
+            until: None,
+        }
+    }
+
+    /// After a wake-up that read `read` datagrams at `now`.
+    fn after_read(&mut self, now: Instant, read: usize) {
+        if read == 0 {
+            self.until = None;
+            return;
+        }
+        let since = now.saturating_duration_since(self.last_read);
+        self.last_read = now;
+        // A burst cut short has more waiting: no pause then.
+        let burst = read < RECV_BURST && (read > 1 || since < BURST_GAP);
+        self.until = burst.then(|| {
+            // GATHER_TARGET datagrams at `read` per `since`.
+            let span = since
+                .saturating_mul(GATHER_TARGET)
+                .checked_div(read as u32)
+                .unwrap_or(GATHER_MAX);
+            now + span.min(GATHER_MAX)
+        });
+    }
+}
 
 /// The driver's periodic work besides the core's timers.
 struct Timers {
@@ -780,15 +824,12 @@ fn run(
     // When seed names are next resolved (`None`: a round is under way, or
     // there are no names).
     let mut next_lookup = seeds.has_names().then(Instant::now);
-    // When datagrams were last read, and whether they come fast enough to
-    // gather them (see COALESCE).
-    let mut last_read = Instant::now();
-    let mut busy = false;
+    let mut gather = Gather::new(Instant::now());
     loop {
-        if busy {
+        if let Some(until) = gather.until {
+            // A timer due earlier cuts the gathering short.
+            let until = deadline.map_or(until, |d| d.min(until));
             let now = Instant::now();
-            let gather_until = last_read + COALESCE;
-            let until = deadline.map_or(gather_until, |d| d.min(gather_until));
             if until > now {
                 std::thread::sleep(until - now);
             }
@@ -816,12 +857,7 @@ fn run(
         if ready.v6 {
             read += receive(&shared, &transport, Family::V6, &mut batch);
         }
-        if read > 0 {
-            busy = read > 1 || now - last_read < COALESCE;
-            last_read = now;
-        } else {
-            busy = false;
-        }
+        gather.after_read(now, read);
         if deadline.is_some_and(|d| d <= now) {
             shared.core().handle_timeout(now);
         }
