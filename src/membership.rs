@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::{fast, quality};
 use std::net::{SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -551,7 +553,8 @@ impl Eq for MasterKey {}
 /// extra wake-up per silent peer.
 #[derive(Debug)]
 pub(crate) struct Membership {
-    peers: HashMap<NodeId, Peer>,
+    /// Looked up at every hello: foldhash, not SipHash (see Cargo.toml).
+    peers: HashMap<NodeId, Peer, fast::RandomState>,
     deadlines: BTreeSet<(Instant, NodeId)>,
     /// Exactly the peers whose `is_master` is set, each under its current
     /// weight.
@@ -560,18 +563,18 @@ pub(crate) struct Membership {
     timeouts: Timeouts,
     /// Keys the wire fingerprints (random per table, so a sender cannot
     /// choose a collision).
-    fingerprints: RandomState,
+    fingerprints: quality::RandomState,
 }
 
 impl Membership {
     pub(crate) fn new(max_nodes: usize, timeouts: Timeouts) -> Self {
         Membership {
-            peers: HashMap::new(),
+            peers: HashMap::default(),
             deadlines: BTreeSet::new(),
             masters: BTreeSet::new(),
             max_nodes,
             timeouts,
-            fingerprints: RandomState::new(),
+            fingerprints: quality::RandomState::default(),
         }
     }
 
@@ -589,8 +592,9 @@ impl Membership {
         hello: &HelloRef<'_>,
     ) -> (Observed, Option<&Peer>) {
         let announced = hello.interval.map(Duration::from_millis);
-        let fingerprint =
-            |state: &RandomState| state.hash_one((pid, host_name, hello.info.map(RawValue::get)));
+        let fingerprint = |state: &quality::RandomState| {
+            state.hash_one((pid, host_name, hello.info.map(RawValue::get)))
+        };
         // Look up by &str so a hello from a known node allocates nothing for its id.
         // (contains_key first: returning a get_mut borrow from a conditional
         // branch would keep the table borrowed in the other one.)

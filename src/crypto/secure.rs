@@ -659,7 +659,8 @@ pub const DEFAULT_CIPHER_CACHE: usize = 256;
 pub struct Opener {
     max_cached: usize,
     /// Least recently used first out, in O(1); `None` when `max_cached` is 0.
-    ciphers: Option<LruCache<(KeyId, [u8; 16]), CachedCipher>>,
+    /// Looked up at every sealed datagram: foldhash, not SipHash.
+    ciphers: Option<LruCache<(KeyId, [u8; 16]), CachedCipher, foldhash::fast::RandomState>>,
     /// Subkey derivers of the keys seen lately, at most [`MAX_KEYS`].
     derivers: Vec<SubkeyDeriver>,
     /// The buffer the next open decrypts into: kept across failed opens, so
@@ -696,7 +697,7 @@ impl Opener {
             max_cached,
             // Unbounded in type, bounded by `remember`: nothing is allocated
             // up front for a large limit that a small cluster never reaches.
-            ciphers: (max_cached > 0).then(LruCache::unbounded),
+            ciphers: (max_cached > 0).then(|| LruCache::unbounded_with_hasher(Default::default())),
             derivers: Vec::new(),
             scratch: Vec::new(),
         }
