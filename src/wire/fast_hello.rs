@@ -62,8 +62,7 @@ pub fn decode(payload: &[u8]) -> Option<FastHello<'_>> {
     let (mut hello, mut event, mut pid, mut iid, mut host_name) = (None, false, None, None, None);
     let mut hint = 0;
     loop {
-        let key = c.key(ENVELOPE_KEYS, &mut hint)?;
-        c.eat(b':')?;
+        let key = c.member(ENVELOPE_MEMBERS, ENVELOPE_KEYS, &mut hint)?;
         match key {
             0 /* data */ if hello.is_none() => hello = Some(hello_object(&mut c)?),
             1 /* event */ if !event => {
@@ -95,6 +94,15 @@ pub fn decode(payload: &[u8]) -> Option<FastHello<'_>> {
 /// The envelope's keys in the order node-discovery and shoal write them.
 const ENVELOPE_KEYS: &[&str] = &["data", "event", "pid", "iid", "hostName"];
 
+/// [`ENVELOPE_KEYS`] as they appear before their values: quoted, with the colon.
+const ENVELOPE_MEMBERS: &[&[u8]] = &[
+    b"\"data\":",
+    b"\"event\":",
+    b"\"pid\":",
+    b"\"iid\":",
+    b"\"hostName\":",
+];
+
 /// A hello's keys in the order node-discovery and shoal write them.
 const HELLO_KEYS: &[&str] = &[
     "isMaster",
@@ -110,6 +118,21 @@ const HELLO_KEYS: &[&str] = &[
     "peers",
 ];
 
+/// [`HELLO_KEYS`] as they appear before their values.
+const HELLO_MEMBERS: &[&[u8]] = &[
+    b"\"isMaster\":",
+    b"\"isMasterEligible\":",
+    b"\"weight\":",
+    b"\"address\":",
+    b"\"info\":",
+    b"\"interval\":",
+    b"\"seq\":",
+    b"\"epoch\":",
+    b"\"epochMaster\":",
+    b"\"reg\":",
+    b"\"peers\":",
+];
+
 /// The `data` object of a hello.
 fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
     c.eat(b'{')?;
@@ -119,8 +142,7 @@ fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
     let mut peers = None;
     let mut hint = 0;
     loop {
-        let key = c.key(HELLO_KEYS, &mut hint)?;
-        c.eat(b':')?;
+        let key = c.member(HELLO_MEMBERS, HELLO_KEYS, &mut hint)?;
         match key {
             0 /* isMaster */ if is_master.is_none() => is_master = Some(c.boolean()?),
             1 /* isMasterEligible */ if eligible.is_none() => eligible = Some(c.boolean()?),
@@ -162,11 +184,12 @@ fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
 fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Nonzero iff some byte of `x` is zero (exact when it is, no false
-    // positive before the first zero byte).
+    // Nonzero iff some byte of `x` is zero; its lowest set bit is in the
+    // first zero byte (a false positive can only follow a true one).
     let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
     let mut at = 0;
-    while let Some(chunk) = bytes.get(at..at + 8) {
+    for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let x = u64::from_le_bytes(word);
@@ -175,20 +198,20 @@ fn plain_run(bytes: &[u8]) -> usize {
             // a byte below 0x20: subtracting 0x20 borrows into its high bit
             | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS);
         if special != 0 {
-            break;
+            // Little-endian: the lowest set bit is in the first special byte.
+            return at + (special.trailing_zeros() / 8) as usize;
         }
         at += 8;
     }
-    at + bytes
-        .get(at..)
-        .unwrap_or_default()
+    let tail = chunks.remainder();
+    at + tail
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .unwrap_or(bytes.len() - at)
+        .unwrap_or(tail.len())
 }
 
-/// `a == b` for short slices without a call to `memcmp` (keys are 3 to 16
-/// bytes): two overlapping fixed-size loads from each end.
+/// `a == b` for short slices without a call to `memcmp` (members are 6 to
+/// 19 bytes): two overlapping fixed-size loads from each end.
 #[inline]
 fn same(a: &[u8], b: &[u8]) -> bool {
     fn ends<const N: usize>(s: &[u8]) -> Option<([u8; N], [u8; N])> {
@@ -203,6 +226,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
         0..=3 => a == b,
         4..=7 => ends::<4>(a) == ends::<4>(b),
         8..=16 => ends::<8>(a) == ends::<8>(b),
+        17..=32 => ends::<16>(a) == ends::<16>(b),
         _ => a == b,
     }
 }
@@ -237,33 +261,44 @@ impl<'a> Cursor<'a> {
         Some(more)
     }
 
-    /// A member's key, as its index in `keys`; `None` for any other key.
-    /// Keys come in a known order, so the one after the previous key
-    /// (`keys[*hint]`) is tried first, as a plain byte comparison; any
-    /// other key is read as a string and looked up.
-    fn key(&mut self, keys: &[&'static str], hint: &mut usize) -> Option<usize> {
+    /// A member's key and its colon, as the key's index in `keys`; `None`
+    /// for any other key. Keys come in a known order, so the member after
+    /// the previous one (`members[*hint]`, quoted key and colon) is tried
+    /// first, as a plain byte comparison, then the one after it (in case an
+    /// optional one is missing); any other key is read as a string and
+    /// looked up.
+    #[inline(always)]
+    fn member(
+        &mut self,
+        members: &[&[u8]],
+        keys: &[&'static str],
+        hint: &mut usize,
+    ) -> Option<usize> {
         let rest = self.b.get(self.i..)?;
-        for (at, key) in keys.iter().enumerate().skip(*hint) {
-            let n = key.len();
-            if rest.first() == Some(&b'"')
-                && rest.get(1..=n).is_some_and(|r| same(r, key.as_bytes()))
-                && rest.get(n + 1) == Some(&b'"')
-            {
-                self.i += n + 2;
-                *hint = at + 1;
-                return Some(at);
-            }
-            // Only the expected key and, in case an optional one is
-            // missing, the one after it.
-            if at > *hint {
-                break;
+        for at in [*hint, *hint + 1] {
+            if let Some(member) = members.get(at) {
+                if rest.get(..member.len()).is_some_and(|r| same(r, member)) {
+                    self.i += member.len();
+                    *hint = at + 1;
+                    return Some(at);
+                }
             }
         }
+        self.other_member(keys)
+    }
+
+    /// [`member`](Self::member) of a key out of the usual order (or not one of `keys`).
+    #[cold]
+    #[inline(never)]
+    fn other_member(&mut self, keys: &[&'static str]) -> Option<usize> {
         let key = self.string()?;
-        keys.iter().position(|k| *k == key)
+        let at = keys.iter().position(|k| *k == key)?;
+        self.eat(b':')?;
+        Some(at)
     }
 
     /// A string without escapes or control characters.
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
