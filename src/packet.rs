@@ -424,6 +424,16 @@ pub(crate) fn sender_id(iid: &str) -> [u8; 16] {
     id
 }
 
+/// Whether `id` is [`sender_id`]`(iid)`, without decoding `iid` in the
+/// common case: the lower-case hex digits of `id` (as shoal and
+/// node-discovery write instance ids). Anything else is decided by
+/// `sender_id` itself.
+pub(crate) fn is_sender_id(iid: &str, id: &[u8; 16]) -> bool {
+    let mut digits = [0u8; 32];
+    let lower = hex::encode_to_slice(id, &mut digits).is_ok() && iid.as_bytes() == digits;
+    lower || sender_id(iid) == *id
+}
+
 /// Secure-mode state.
 #[derive(Debug)]
 struct Secure {
@@ -506,6 +516,29 @@ mod tests {
             let mut rx = codec(key, mode, B);
             for json in [&b"{}"[..], &big] {
                 assert_eq!(round_trip(&mut tx, &mut rx, json), vec![json.to_vec()]);
+            }
+        }
+    }
+
+    #[test]
+    fn is_sender_id_is_sender_id_compared() {
+        let ids = [
+            A,
+            B,
+            "0123456789ABCDEF0123456789abcdef",
+            "0123456789abcdef0123456789abcdeg",
+            "0123456789abcdef0123456789abcde",
+            "node-7",
+            "",
+        ];
+        for iid in ids {
+            for other in ids {
+                let id = sender_id(other);
+                assert_eq!(
+                    is_sender_id(iid, &id),
+                    sender_id(iid) == id,
+                    "{iid} {other}"
+                );
             }
         }
     }
