@@ -9,11 +9,9 @@ use std::net::{SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
-
 use crate::election::Rank;
 use crate::interface::Via;
-use crate::wire::envelope::HelloRef;
+use crate::wire::envelope::{HelloRef, RawJson};
 
 /// A node's instance id: node-discovery's `iid`, 32 hex characters for
 /// shoal and node-discovery nodes (any short string is accepted from the wire).
@@ -403,7 +401,9 @@ pub(crate) enum Observed {
 
 /// A peer's advertised value when its raw JSON changed: parsed, and the raw
 /// text kept for the next comparison.
-fn parse_info(raw: Option<&RawValue>) -> Result<(Option<serde_json::Value>, Option<Box<str>>), ()> {
+fn parse_info(
+    raw: Option<RawJson<'_>>,
+) -> Result<(Option<serde_json::Value>, Option<Box<str>>), ()> {
     match raw {
         None => Ok((None, None)),
         Some(raw) => match serde_json::from_str(raw.get()) {
@@ -593,7 +593,7 @@ impl Membership {
     ) -> (Observed, Option<&Peer>) {
         let announced = hello.interval.map(Duration::from_millis);
         let fingerprint = |state: &quality::RandomState| {
-            state.hash_one((pid, host_name, hello.info.map(RawValue::get)))
+            state.hash_one((pid, host_name, hello.info.as_ref().map(RawJson::get)))
         };
         // Look up by &str so a hello from a known node allocates nothing for its id.
         // (contains_key first: returning a get_mut borrow from a conditional

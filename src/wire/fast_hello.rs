@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-use super::envelope::HelloRef;
+use super::envelope::{HelloRef, RawJson};
 
 /// A hello envelope decoded in one pass, borrowing from the payload.
 #[derive(Debug, Clone)]
@@ -91,6 +91,10 @@ pub fn decode(payload: &[u8]) -> Option<FastHello<'_>> {
     })
 }
 
+/// How deep [`Cursor::simple_value`] follows objects and arrays (an
+/// advertised value deeper than this is checked by serde_json).
+const MAX_SIMPLE_DEPTH: u8 = 8;
+
 /// The envelope's keys in the order node-discovery and shoal write them.
 const ENVELOPE_KEYS: &[&str] = &["data", "event", "pid", "iid", "hostName"];
 
@@ -148,7 +152,7 @@ fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
             1 /* isMasterEligible */ if eligible.is_none() => eligible = Some(c.boolean()?),
             2 /* weight */ if weight.is_none() => weight = Some(c.float()?),
             3 /* address */ if address.is_none() => address = Some(c.string()?),
-            4 /* info */ if info.is_none() => info = Some(c.raw()?),
+            4 /* info */ if info.is_none() => info = Some(c.raw_json()?),
             5 /* interval */ if interval.is_none() => interval = Some(c.unsigned()?),
             6 /* seq */ if seq.is_none() => seq = Some(c.unsigned()?),
             7 /* epoch */ if epoch.is_none() => epoch = Some(c.unsigned()?),
@@ -167,7 +171,7 @@ fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
         weight: weight?,
         address: Cow::Borrowed(address?),
         // `"info": null` reads as no info, as in the general path.
-        info: info.filter(|raw: &&RawValue| raw.get() != "null"),
+        info: info.filter(|raw: &RawJson<'_>| raw.get() != "null"),
         interval,
         seq,
         epoch,
@@ -363,6 +367,17 @@ impl<'a> Cursor<'a> {
     /// A JSON number, as the nearest finite `f64`.
     fn float(&mut self) -> Option<f64> {
         let start = self.i;
+        self.number()?;
+        self.text
+            .get(start..self.i)?
+            .parse::<f64>()
+            .ok()
+            .filter(|w| w.is_finite())
+    }
+
+    /// Past a JSON number (sign, integer part without a leading zero,
+    /// fraction, exponent), whatever its size.
+    fn number(&mut self) -> Option<()> {
         if self.b.get(self.i) == Some(&b'-') {
             self.i += 1;
         }
@@ -386,11 +401,70 @@ impl<'a> Cursor<'a> {
                 return None;
             }
         }
-        self.text
-            .get(start..self.i)?
-            .parse::<f64>()
-            .ok()
-            .filter(|w| w.is_finite())
+        Some(())
+    }
+
+    /// Any JSON value, kept raw: the usual shapes checked here, the rest
+    /// by serde_json.
+    fn raw_json(&mut self) -> Option<RawJson<'a>> {
+        let start = self.i;
+        if self.simple_value(MAX_SIMPLE_DEPTH).is_some() {
+            // Valid JSON (what `simple_value` takes is), between ASCII bytes.
+            return Some(RawJson::checked(self.text.get(start..self.i)?));
+        }
+        self.i = start;
+        self.raw().map(|raw| RawJson::checked(raw.get()))
+    }
+
+    /// Past one JSON value written without whitespace and with strings
+    /// without escapes, nested at most `depth` deep: `None` for anything
+    /// else, which may still be JSON (the caller asks serde_json).
+    fn simple_value(&mut self, depth: u8) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'{' => {
+                self.i += 1;
+                if self.eat(b'}').is_some() {
+                    return Some(());
+                }
+                let depth = depth.checked_sub(1)?;
+                loop {
+                    self.string()?;
+                    self.eat(b':')?;
+                    self.simple_value(depth)?;
+                    if !self.next_member()? {
+                        return Some(());
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                let depth = depth.checked_sub(1)?;
+                loop {
+                    self.simple_value(depth)?;
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b']' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            _ => self.number(),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let rest = self.b.get(self.i..)?;
+        rest.starts_with(word).then(|| self.i += word.len())
     }
 
     /// Any JSON value, validated by serde_json and kept raw.
@@ -562,6 +636,65 @@ mod tests {
             many.join(",")
         );
         assert!(decode(json.as_bytes()).unwrap().hello.peers.is_some());
+    }
+
+    #[test]
+    fn checks_advertised_values_itself_or_by_serde_json_alike() {
+        let hello = |info: &str| {
+            format!(
+                r#"{{"data":{{"isMaster":false,"isMasterEligible":true,"weight":0.5,"address":"x","info":{info}}},"event":"hello","pid":"p","iid":"i"}}"#
+            )
+        };
+        let deep = format!("{}1{}", "[".repeat(20), "]".repeat(20));
+        let valid = [
+            r#"{"id":"node-1"}"#,
+            r#"{"id":"node-1","port":8080,"up":true,"down":false,"none":null}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#"{"a":{"b":[1,-2.5e+3,0,-0,1E2,{"c":[]}]},"d":[[],{}]}"#,
+            r#"{"long":123456789012345678901234567890}"#,
+            r#""just a string""#,
+            r#"{"esc":"a\"b","uni":"\u00e9","é":"ü"}"#,
+            r#"{ "spaced" : 1 }"#,
+            r#"{"dup":1,"dup":2}"#,
+            "7",
+            "true",
+            &deep,
+        ];
+        for info in valid {
+            let json = hello(info);
+            assert_eq!(agrees(json.as_bytes()), Ok(true), "{info}");
+            let fast = decode(json.as_bytes()).unwrap();
+            assert_eq!(fast.hello.info.unwrap().get(), info.trim());
+        }
+        // Raw JSON as serde_json's raw values take it (a number too large
+        // for an f64 included), which the peer table then refuses to parse.
+        let big = r#"{"big":1e999}"#;
+        assert!(serde_json::from_str::<&RawValue>(big).is_ok());
+        let json = hello(big);
+        assert_eq!(
+            decode(json.as_bytes()).unwrap().hello.info.unwrap().get(),
+            big
+        );
+        let invalid = [
+            r#"{"a":}"#,
+            r#"{"a":1,}"#,
+            r#"[1,]"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":-}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":truex}"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            r#"{"a":[1}"#,
+            r#"{"a":"b}"#,
+        ];
+        for info in invalid {
+            let json = hello(info);
+            assert!(decode(json.as_bytes()).is_none(), "{info}");
+            assert!(general(json.as_bytes()).is_none(), "{info}");
+        }
     }
 
     #[test]
