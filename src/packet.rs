@@ -304,6 +304,15 @@ impl PacketCodec {
         })
     }
 
+    /// Takes back the bytes of a [`Decoded::Message`] once handled, so that
+    /// the next sealed datagram is decrypted into them, not into a new
+    /// allocation.
+    pub(crate) fn recycle(&mut self, bytes: Cow<'_, [u8]>) {
+        if let (Cow::Owned(buffer), Some(secure)) = (bytes, self.secure.as_mut()) {
+            secure.opener.recycle(buffer);
+        }
+    }
+
     /// Unwraps one sealed datagram: header, key, replay window, AEAD,
     /// fragments, cheapest check first (see [`crate::crypto::secure`]).
     fn open<'a>(&mut self, now: Instant, datagram: &[u8]) -> Result<Decoded<'a>, SecureError> {

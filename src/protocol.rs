@@ -379,7 +379,8 @@ impl Protocol {
             match decoded {
                 Ok(Decoded::Message { bytes, sealed_by }) => {
                     accepted = true;
-                    self.handle_envelope(now, from, via, &bytes, sealed_by)
+                    self.handle_envelope(now, from, via, &bytes, sealed_by);
+                    self.codec.recycle(bytes);
                 }
                 Ok(Decoded::Pending) => accepted = true,
                 Ok(Decoded::Own) => self.stats.dropped.own += 1,
