@@ -1,17 +1,18 @@
 //! The table of live peers: who we have heard from, what they said, and when.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::net::{SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
+use foldhash::{fast, quality};
+use hashbrown::hash_map::{EntryRef, HashMap};
 
 use crate::election::Rank;
 use crate::interface::Via;
-use crate::wire::envelope::HelloRef;
+use crate::wire::envelope::{HelloRef, RawJson};
 
 /// A node's instance id: node-discovery's `iid`, 32 hex characters for
 /// shoal and node-discovery nodes (any short string is accepted from the wire).
@@ -401,7 +402,9 @@ pub(crate) enum Observed {
 
 /// A peer's advertised value when its raw JSON changed: parsed, and the raw
 /// text kept for the next comparison.
-fn parse_info(raw: Option<&RawValue>) -> Result<(Option<serde_json::Value>, Option<Box<str>>), ()> {
+fn parse_info(
+    raw: Option<RawJson<'_>>,
+) -> Result<(Option<serde_json::Value>, Option<Box<str>>), ()> {
     match raw {
         None => Ok((None, None)),
         Some(raw) => match serde_json::from_str(raw.get()) {
@@ -551,7 +554,8 @@ impl Eq for MasterKey {}
 /// extra wake-up per silent peer.
 #[derive(Debug)]
 pub(crate) struct Membership {
-    peers: HashMap<NodeId, Peer>,
+    /// Looked up at every hello: foldhash, not SipHash (see Cargo.toml).
+    peers: HashMap<NodeId, Peer, fast::RandomState>,
     deadlines: BTreeSet<(Instant, NodeId)>,
     /// Exactly the peers whose `is_master` is set, each under its current
     /// weight.
@@ -560,18 +564,18 @@ pub(crate) struct Membership {
     timeouts: Timeouts,
     /// Keys the wire fingerprints (random per table, so a sender cannot
     /// choose a collision).
-    fingerprints: RandomState,
+    fingerprints: quality::RandomState,
 }
 
 impl Membership {
     pub(crate) fn new(max_nodes: usize, timeouts: Timeouts) -> Self {
         Membership {
-            peers: HashMap::new(),
+            peers: HashMap::default(),
             deadlines: BTreeSet::new(),
             masters: BTreeSet::new(),
             max_nodes,
             timeouts,
-            fingerprints: RandomState::new(),
+            fingerprints: quality::RandomState::default(),
         }
     }
 
@@ -589,123 +593,125 @@ impl Membership {
         hello: &HelloRef<'_>,
     ) -> (Observed, Option<&Peer>) {
         let announced = hello.interval.map(Duration::from_millis);
-        let fingerprint =
-            |state: &RandomState| state.hash_one((pid, host_name, hello.info.map(RawValue::get)));
-        // Look up by &str so a hello from a known node allocates nothing for its id.
-        // (contains_key first: returning a get_mut borrow from a conditional
-        // branch would keep the table borrowed in the other one.)
-        if self.peers.contains_key(id) {
-            let Some(peer) = self.peers.get_mut(id) else {
-                return (Observed::Refused, None);
-            };
-            let stale =
-                matches!((hello.seq, peer.hello_seq), (Some(seq), Some(last)) if seq <= last);
-            if stale {
-                // Reordered by the network, or replayed by someone: it
-                // changes nothing, not even the deadline.
-                return (Observed::Stale, Some(peer));
-            }
-            // Hashed only now: a stale hello costs no hashing.
-            let fingerprint = fingerprint(&self.fingerprints);
-            let same_wire = peer.wire_fingerprint == fingerprint;
-            let same_info = same_wire
-                || match (&peer.info_raw, hello.info) {
-                    (Some(old), Some(new)) => **old == *new.get(),
-                    (None, None) => true,
-                    _ => false,
-                };
-            let mut info_changed = false;
-            if !same_info {
-                let Ok((info, raw)) = parse_info(hello.info) else {
-                    return (Observed::BadInfo, None);
-                };
-                // Same value written differently (key order, spacing) is no change.
-                info_changed = peer.info != info;
-                peer.info = info;
-                peer.info_raw = raw;
-            }
-            let interval = match announced {
-                Some(interval) => interval,
-                None => {
-                    let gap = now.saturating_duration_since(peer.last_seen);
-                    peer.gaps_measured = peer.gaps_measured.saturating_add(1);
-                    measure_interval(peer.hello_interval, peer.gaps_measured, gap)
+        let fingerprint = |state: &quality::RandomState| {
+            state.hash_one((pid, host_name, hello.info.as_ref().map(RawJson::get)))
+        };
+        // One lookup, by &str, so a hello from a known node allocates
+        // nothing for its id (entry_ref: std's entry would need a NodeId).
+        let full = self.peers.len() >= self.max_nodes;
+        let vacant = match self.peers.entry_ref(id) {
+            EntryRef::Vacant(vacant) => vacant,
+            EntryRef::Occupied(entry) => {
+                let peer = entry.into_mut();
+                let stale =
+                    matches!((hello.seq, peer.hello_seq), (Some(seq), Some(last)) if seq <= last);
+                if stale {
+                    // Reordered by the network, or replayed by someone: it
+                    // changes nothing, not even the deadline.
+                    return (Observed::Stale, Some(peer));
                 }
-            }
-            .clamp(MIN_PEER_INTERVAL, MAX_PEER_INTERVAL);
-            let budget = self.timeouts.for_interval(interval);
-            let deadline = now + budget;
-            peer.deadline = deadline;
-            let late = deadline.saturating_duration_since(peer.indexed);
-            if deadline < peer.indexed || late > budget / 3 {
-                self.deadlines.remove(&(peer.indexed, peer.id.clone()));
-                self.deadlines.insert((deadline, peer.id.clone()));
-                peer.indexed = deadline;
-            }
-            let previous_hello = std::mem::replace(&mut peer.last_seen, now);
-            let was_master = peer.is_master;
-            // The one check a routine hello pays for the master index.
-            let rank_changed = was_master != hello.is_master
-                || (was_master && peer.weight.to_bits() != hello.weight.to_bits());
-            if rank_changed {
-                if was_master {
-                    self.masters.remove(&MasterKey::of(peer));
+                // Hashed only now: a stale hello costs no hashing.
+                let fingerprint = fingerprint(&self.fingerprints);
+                let same_wire = peer.wire_fingerprint == fingerprint;
+                let same_info = same_wire
+                    || match (&peer.info_raw, hello.info) {
+                        (Some(old), Some(new)) => **old == *new.get(),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                let mut info_changed = false;
+                if !same_info {
+                    let Ok((info, raw)) = parse_info(hello.info) else {
+                        return (Observed::BadInfo, None);
+                    };
+                    // Same value written differently (key order, spacing) is no change.
+                    info_changed = peer.info != info;
+                    peer.info = info;
+                    peer.info_raw = raw;
                 }
-                if hello.is_master {
-                    self.masters.insert(MasterKey {
-                        weight: hello.weight,
-                        id: peer.id.clone(),
-                    });
+                let interval = match announced {
+                    Some(interval) => interval,
+                    None => {
+                        let gap = now.saturating_duration_since(peer.last_seen);
+                        peer.gaps_measured = peer.gaps_measured.saturating_add(1);
+                        measure_interval(peer.hello_interval, peer.gaps_measured, gap)
+                    }
                 }
-            }
-            // Stay on the path first heard while it is alive; take the
-            // new one when the old has been silent for two intervals.
-            let (old_addr, old_target) = (peer.addr, peer.target());
-            if peer.addr == from && peer.via.as_ref() == via {
-                peer.path_lag_ms = 0;
-            } else {
-                let silent = now.saturating_duration_since(previous_hello)
-                    + Duration::from_millis(u64::from(peer.path_lag_ms));
-                if silent > peer.hello_interval.saturating_mul(2) {
-                    let old = peer.addr;
-                    peer.addr = from;
-                    peer.via = via.cloned();
+                .clamp(MIN_PEER_INTERVAL, MAX_PEER_INTERVAL);
+                let budget = self.timeouts.for_interval(interval);
+                let deadline = now + budget;
+                peer.deadline = deadline;
+                let late = deadline.saturating_duration_since(peer.indexed);
+                if deadline < peer.indexed || late > budget / 3 {
+                    self.deadlines.remove(&(peer.indexed, peer.id.clone()));
+                    self.deadlines.insert((deadline, peer.id.clone()));
+                    peer.indexed = deadline;
+                }
+                let previous_hello = std::mem::replace(&mut peer.last_seen, now);
+                let was_master = peer.is_master;
+                // The one check a routine hello pays for the master index.
+                let rank_changed = was_master != hello.is_master
+                    || (was_master && peer.weight.to_bits() != hello.weight.to_bits());
+                if rank_changed {
+                    if was_master {
+                        self.masters.remove(&MasterKey::of(peer));
+                    }
+                    if hello.is_master {
+                        self.masters.insert(MasterKey {
+                            weight: hello.weight,
+                            id: peer.id.clone(),
+                        });
+                    }
+                }
+                // Stay on the path first heard while it is alive; take the
+                // new one when the old has been silent for two intervals.
+                let (old_addr, old_target) = (peer.addr, peer.target());
+                if peer.addr == from && peer.via.as_ref() == via {
                     peer.path_lag_ms = 0;
-                    peer.set_alt(old);
                 } else {
-                    peer.path_lag_ms = u32::try_from(silent.as_millis()).unwrap_or(u32::MAX);
-                    peer.set_alt(from);
+                    let silent = now.saturating_duration_since(previous_hello)
+                        + Duration::from_millis(u64::from(peer.path_lag_ms));
+                    if silent > peer.hello_interval.saturating_mul(2) {
+                        let old = peer.addr;
+                        peer.addr = from;
+                        peer.via = via.cloned();
+                        peer.path_lag_ms = 0;
+                        peer.set_alt(old);
+                    } else {
+                        peer.path_lag_ms = u32::try_from(silent.as_millis()).unwrap_or(u32::MAX);
+                        peer.set_alt(from);
+                    }
                 }
-            }
-            if hello.address != crate::unicast::DEFAULT_ADDRESS || peer.paths.is_some() {
-                peer.set_advertised(&hello.address);
-            }
-            let moved = peer.addr != old_addr || peer.target() != old_target;
-            peer.is_master = hello.is_master;
-            peer.is_master_eligible = hello.is_master_eligible;
-            peer.weight = hello.weight;
-            peer.epoch = epoch_of(hello, peer.epoch.as_ref());
-            peer.hello_interval = interval;
-            peer.hello_seq = hello.seq;
-            if !same_wire {
-                if peer.pid != pid {
-                    peer.pid = pid.to_owned();
+                if hello.address != crate::unicast::DEFAULT_ADDRESS || peer.paths.is_some() {
+                    peer.set_advertised(&hello.address);
                 }
-                if peer.host_name != host_name {
-                    peer.host_name = host_name.to_owned();
+                let moved = peer.addr != old_addr || peer.target() != old_target;
+                peer.is_master = hello.is_master;
+                peer.is_master_eligible = hello.is_master_eligible;
+                peer.weight = hello.weight;
+                peer.epoch = epoch_of(hello, peer.epoch.as_ref());
+                peer.hello_interval = interval;
+                peer.hello_seq = hello.seq;
+                if !same_wire {
+                    if peer.pid != pid {
+                        peer.pid = pid.to_owned();
+                    }
+                    if peer.host_name != host_name {
+                        peer.host_name = host_name.to_owned();
+                    }
+                    peer.wire_fingerprint = fingerprint;
                 }
-                peer.wire_fingerprint = fingerprint;
+                return (
+                    Observed::Known {
+                        was_master,
+                        info_changed,
+                        moved,
+                    },
+                    Some(peer),
+                );
             }
-            return (
-                Observed::Known {
-                    was_master,
-                    info_changed,
-                    moved,
-                },
-                Some(peer),
-            );
-        }
-        if self.peers.len() >= self.max_nodes {
+        };
+        if full {
             return (Observed::Refused, None);
         }
         let Ok((info, info_raw)) = parse_info(hello.info) else {
@@ -742,7 +748,7 @@ impl Membership {
         if peer.is_master {
             self.masters.insert(MasterKey::of(&peer));
         }
-        let peer = self.peers.entry(id).or_insert(peer);
+        let peer = vacant.insert_with_key(id, peer);
         if hello.address != crate::unicast::DEFAULT_ADDRESS {
             peer.set_advertised(&hello.address);
         }

@@ -304,6 +304,15 @@ impl PacketCodec {
         })
     }
 
+    /// Takes back the bytes of a [`Decoded::Message`] once handled, so that
+    /// the next sealed datagram is decrypted into them, not into a new
+    /// allocation.
+    pub(crate) fn recycle(&mut self, bytes: Cow<'_, [u8]>) {
+        if let (Cow::Owned(buffer), Some(secure)) = (bytes, self.secure.as_mut()) {
+            secure.opener.recycle(buffer);
+        }
+    }
+
     /// Unwraps one sealed datagram: header, key, replay window, AEAD,
     /// fragments, cheapest check first (see [`crate::crypto::secure`]).
     fn open<'a>(&mut self, now: Instant, datagram: &[u8]) -> Result<Decoded<'a>, SecureError> {
@@ -424,6 +433,16 @@ pub(crate) fn sender_id(iid: &str) -> [u8; 16] {
     id
 }
 
+/// Whether `id` is [`sender_id`]`(iid)`, without decoding `iid` in the
+/// common case: the lower-case hex digits of `id` (as shoal and
+/// node-discovery write instance ids). Anything else is decided by
+/// `sender_id` itself.
+pub(crate) fn is_sender_id(iid: &str, id: &[u8; 16]) -> bool {
+    let mut digits = [0u8; 32];
+    let lower = hex::encode_to_slice(id, &mut digits).is_ok() && iid.as_bytes() == digits;
+    lower || sender_id(iid) == *id
+}
+
 /// Secure-mode state.
 #[derive(Debug)]
 struct Secure {
@@ -506,6 +525,29 @@ mod tests {
             let mut rx = codec(key, mode, B);
             for json in [&b"{}"[..], &big] {
                 assert_eq!(round_trip(&mut tx, &mut rx, json), vec![json.to_vec()]);
+            }
+        }
+    }
+
+    #[test]
+    fn is_sender_id_is_sender_id_compared() {
+        let ids = [
+            A,
+            B,
+            "0123456789ABCDEF0123456789abcdef",
+            "0123456789abcdef0123456789abcdeg",
+            "0123456789abcdef0123456789abcde",
+            "node-7",
+            "",
+        ];
+        for iid in ids {
+            for other in ids {
+                let id = sender_id(other);
+                assert_eq!(
+                    is_sender_id(iid, &id),
+                    sender_id(iid) == id,
+                    "{iid} {other}"
+                );
             }
         }
     }

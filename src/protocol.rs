@@ -379,7 +379,8 @@ impl Protocol {
             match decoded {
                 Ok(Decoded::Message { bytes, sealed_by }) => {
                     accepted = true;
-                    self.handle_envelope(now, from, via, &bytes, sealed_by)
+                    self.handle_envelope(now, from, via, &bytes, sealed_by);
+                    self.codec.recycle(bytes);
                 }
                 Ok(Decoded::Pending) => accepted = true,
                 Ok(Decoded::Own) => self.stats.dropped.own += 1,
@@ -779,7 +780,7 @@ impl Protocol {
         pid: &str,
         sealed_by: Option<[u8; 16]>,
     ) -> bool {
-        if sealed_by.is_some_and(|id| id != packet::sender_id(iid)) {
+        if sealed_by.is_some_and(|id| !packet::is_sender_id(iid, &id)) {
             self.drop_packet(from, DecodeError::Envelope(EnvelopeError::SenderMismatch));
             return false;
         }
@@ -874,8 +875,12 @@ impl Protocol {
             if self.me.is_master && self.too_many_masters() {
                 self.demote(now, false);
             }
-            if let (true, Some(peer)) = (became_master, snapshot) {
-                self.events.push_back(Event::Master(peer));
+            // (Not matched as a tuple: that would move the whole
+            // `Option<Peer>` for every master hello.)
+            if became_master {
+                if let Some(peer) = snapshot {
+                    self.events.push_back(Event::Master(peer));
+                }
             }
         }
         if let Some(listed) = hello.peers {

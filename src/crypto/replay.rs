@@ -239,7 +239,8 @@ struct SenderState {
 #[derive(Debug, Clone)]
 pub struct ReplayGuard {
     config: ReplayConfig,
-    senders: HashMap<[u8; 16], SenderState>,
+    /// Looked up at every sealed datagram: foldhash, not SipHash.
+    senders: HashMap<[u8; 16], SenderState, foldhash::fast::RandomState>,
     evictions: u64,
 }
 
@@ -254,7 +255,7 @@ impl ReplayGuard {
     pub fn new(config: ReplayConfig) -> ReplayGuard {
         ReplayGuard {
             config,
-            senders: HashMap::new(),
+            senders: HashMap::default(),
             evictions: 0,
         }
     }

@@ -659,13 +659,18 @@ pub const DEFAULT_CIPHER_CACHE: usize = 256;
 pub struct Opener {
     max_cached: usize,
     /// Least recently used first out, in O(1); `None` when `max_cached` is 0.
-    ciphers: Option<LruCache<(KeyId, [u8; 16]), CachedCipher>>,
+    /// Looked up at every sealed datagram: foldhash, not SipHash.
+    ciphers: Option<LruCache<(KeyId, [u8; 16]), CachedCipher, foldhash::fast::RandomState>>,
     /// Subkey derivers of the keys seen lately, at most [`MAX_KEYS`].
     derivers: Vec<SubkeyDeriver>,
     /// The buffer the next open decrypts into: kept across failed opens, so
     /// that forged packets allocate nothing once it has grown.
     scratch: Vec<u8>,
 }
+
+/// The largest buffer [`Opener::recycle`] keeps, in bytes: more than a
+/// sealed datagram on any usual link.
+pub const MAX_RECYCLED: usize = 4096;
 
 impl std::fmt::Debug for Opener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -696,7 +701,7 @@ impl Opener {
             max_cached,
             // Unbounded in type, bounded by `remember`: nothing is allocated
             // up front for a large limit that a small cluster never reaches.
-            ciphers: (max_cached > 0).then(LruCache::unbounded),
+            ciphers: (max_cached > 0).then(|| LruCache::unbounded_with_hasher(Default::default())),
             derivers: Vec::new(),
             scratch: Vec::new(),
         }
@@ -770,9 +775,39 @@ impl Opener {
             return Err(SecureError::AuthFailed);
         }
         let mut plaintext = std::mem::take(&mut self.scratch);
-        // The scratch may have grown for a larger (forged) datagram.
+        // The scratch may have grown for a larger (forged) datagram, or
+        // been recycled from a larger message. (Nothing to do in the steady
+        // state: a recycled buffer of the size of the datagram before.)
         plaintext.shrink_to_fit();
         Ok(plaintext)
+    }
+
+    /// Takes back a plaintext [`open`](Self::open) returned, once read, to
+    /// decrypt the next datagram into: a steady stream of datagrams then
+    /// allocates nothing. Kept only if no buffer is held already and it is
+    /// at most [`MAX_RECYCLED`] bytes large.
+    ///
+    /// ```
+    /// use shoal::crypto::key::Key;
+    /// use shoal::crypto::keyring::Keyring;
+    /// use shoal::crypto::secure::{Opener, SealedHeader, Sealer};
+    ///
+    /// let keyring = Keyring::new(Key::from_bytes([3; 32]));
+    /// let mut sealer = Sealer::new([1; 16]);
+    /// let mut opener = Opener::default();
+    /// for _ in 0..3 {
+    ///     let datagram = sealer.seal(keyring.primary(), 0, 1, 0, b"hi");
+    ///     let h = SealedHeader::parse(&datagram).unwrap();
+    ///     let plaintext = opener.open(&keyring, &h, &datagram).unwrap();
+    ///     assert_eq!(plaintext, b"hi");
+    ///     opener.recycle(plaintext);
+    /// }
+    /// ```
+    pub fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if self.scratch.capacity() == 0 && buffer.capacity() <= MAX_RECYCLED {
+            buffer.clear();
+            self.scratch = buffer;
+        }
     }
 
     /// The subkey deriver for `key`, made (and kept) if need be.
@@ -1196,6 +1231,28 @@ mod tests {
             assert_eq!(got.capacity(), got.len());
         }
         assert_eq!(opener.cached(), 1);
+    }
+
+    #[test]
+    fn a_recycled_plaintext_is_decrypted_into_again() {
+        let ring = Keyring::new(key(1));
+        let mut sealer = Sealer::new(SENDER);
+        let mut opener = Opener::default();
+        let mut open = |opener: &mut Opener, len: usize| {
+            let d = sealer.seal(ring.primary(), 0, 1, 42, &vec![7; len]);
+            let got = opener.open(&ring, &SealedHeader::parse(&d).unwrap(), &d);
+            let got = got.unwrap();
+            assert_eq!((got.len(), got.capacity()), (len, len));
+            got
+        };
+        let first = open(&mut opener, 300);
+        let at = first.as_ptr();
+        opener.recycle(first);
+        let second = open(&mut opener, 300);
+        assert_eq!(second.as_ptr(), at);
+        // Too large to keep: the next open allocates as before.
+        opener.recycle(vec![0; MAX_RECYCLED + 1]);
+        assert_eq!(opener.scratch.capacity(), 0);
     }
 
     #[test]

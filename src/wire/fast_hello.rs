@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-use super::envelope::HelloRef;
+use super::envelope::{HelloRef, RawJson};
 
 /// A hello envelope decoded in one pass, borrowing from the payload.
 #[derive(Debug, Clone)]
@@ -62,8 +62,7 @@ pub fn decode(payload: &[u8]) -> Option<FastHello<'_>> {
     let (mut hello, mut event, mut pid, mut iid, mut host_name) = (None, false, None, None, None);
     let mut hint = 0;
     loop {
-        let key = c.key(ENVELOPE_KEYS, &mut hint)?;
-        c.eat(b':')?;
+        let key = c.member(ENVELOPE_MEMBERS, ENVELOPE_KEYS, &mut hint)?;
         match key {
             0 /* data */ if hello.is_none() => hello = Some(hello_object(&mut c)?),
             1 /* event */ if !event => {
@@ -92,8 +91,21 @@ pub fn decode(payload: &[u8]) -> Option<FastHello<'_>> {
     })
 }
 
+/// How deep [`Cursor::simple_value`] follows objects and arrays (an
+/// advertised value deeper than this is checked by serde_json).
+const MAX_SIMPLE_DEPTH: u8 = 8;
+
 /// The envelope's keys in the order node-discovery and shoal write them.
 const ENVELOPE_KEYS: &[&str] = &["data", "event", "pid", "iid", "hostName"];
+
+/// [`ENVELOPE_KEYS`] as they appear before their values: quoted, with the colon.
+const ENVELOPE_MEMBERS: &[&[u8]] = &[
+    b"\"data\":",
+    b"\"event\":",
+    b"\"pid\":",
+    b"\"iid\":",
+    b"\"hostName\":",
+];
 
 /// A hello's keys in the order node-discovery and shoal write them.
 const HELLO_KEYS: &[&str] = &[
@@ -110,6 +122,21 @@ const HELLO_KEYS: &[&str] = &[
     "peers",
 ];
 
+/// [`HELLO_KEYS`] as they appear before their values.
+const HELLO_MEMBERS: &[&[u8]] = &[
+    b"\"isMaster\":",
+    b"\"isMasterEligible\":",
+    b"\"weight\":",
+    b"\"address\":",
+    b"\"info\":",
+    b"\"interval\":",
+    b"\"seq\":",
+    b"\"epoch\":",
+    b"\"epochMaster\":",
+    b"\"reg\":",
+    b"\"peers\":",
+];
+
 /// The `data` object of a hello.
 fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
     c.eat(b'{')?;
@@ -119,14 +146,13 @@ fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
     let mut peers = None;
     let mut hint = 0;
     loop {
-        let key = c.key(HELLO_KEYS, &mut hint)?;
-        c.eat(b':')?;
+        let key = c.member(HELLO_MEMBERS, HELLO_KEYS, &mut hint)?;
         match key {
             0 /* isMaster */ if is_master.is_none() => is_master = Some(c.boolean()?),
             1 /* isMasterEligible */ if eligible.is_none() => eligible = Some(c.boolean()?),
             2 /* weight */ if weight.is_none() => weight = Some(c.float()?),
             3 /* address */ if address.is_none() => address = Some(c.string()?),
-            4 /* info */ if info.is_none() => info = Some(c.raw()?),
+            4 /* info */ if info.is_none() => info = Some(c.raw_json()?),
             5 /* interval */ if interval.is_none() => interval = Some(c.unsigned()?),
             6 /* seq */ if seq.is_none() => seq = Some(c.unsigned()?),
             7 /* epoch */ if epoch.is_none() => epoch = Some(c.unsigned()?),
@@ -145,7 +171,7 @@ fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
         weight: weight?,
         address: Cow::Borrowed(address?),
         // `"info": null` reads as no info, as in the general path.
-        info: info.filter(|raw: &&RawValue| raw.get() != "null"),
+        info: info.filter(|raw: &RawJson<'_>| raw.get() != "null"),
         interval,
         seq,
         epoch,
@@ -162,11 +188,12 @@ fn hello_object<'a>(c: &mut Cursor<'a>) -> Option<HelloRef<'a>> {
 fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Nonzero iff some byte of `x` is zero (exact when it is, no false
-    // positive before the first zero byte).
+    // Nonzero iff some byte of `x` is zero; its lowest set bit is in the
+    // first zero byte (a false positive can only follow a true one).
     let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
     let mut at = 0;
-    while let Some(chunk) = bytes.get(at..at + 8) {
+    for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let x = u64::from_le_bytes(word);
@@ -175,20 +202,20 @@ fn plain_run(bytes: &[u8]) -> usize {
             // a byte below 0x20: subtracting 0x20 borrows into its high bit
             | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS);
         if special != 0 {
-            break;
+            // Little-endian: the lowest set bit is in the first special byte.
+            return at + (special.trailing_zeros() / 8) as usize;
         }
         at += 8;
     }
-    at + bytes
-        .get(at..)
-        .unwrap_or_default()
+    let tail = chunks.remainder();
+    at + tail
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .unwrap_or(bytes.len() - at)
+        .unwrap_or(tail.len())
 }
 
-/// `a == b` for short slices without a call to `memcmp` (keys are 3 to 16
-/// bytes): two overlapping fixed-size loads from each end.
+/// `a == b` for short slices without a call to `memcmp` (members are 6 to
+/// 19 bytes): two overlapping fixed-size loads from each end.
 #[inline]
 fn same(a: &[u8], b: &[u8]) -> bool {
     fn ends<const N: usize>(s: &[u8]) -> Option<([u8; N], [u8; N])> {
@@ -203,6 +230,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
         0..=3 => a == b,
         4..=7 => ends::<4>(a) == ends::<4>(b),
         8..=16 => ends::<8>(a) == ends::<8>(b),
+        17..=32 => ends::<16>(a) == ends::<16>(b),
         _ => a == b,
     }
 }
@@ -237,33 +265,44 @@ impl<'a> Cursor<'a> {
         Some(more)
     }
 
-    /// A member's key, as its index in `keys`; `None` for any other key.
-    /// Keys come in a known order, so the one after the previous key
-    /// (`keys[*hint]`) is tried first, as a plain byte comparison; any
-    /// other key is read as a string and looked up.
-    fn key(&mut self, keys: &[&'static str], hint: &mut usize) -> Option<usize> {
+    /// A member's key and its colon, as the key's index in `keys`; `None`
+    /// for any other key. Keys come in a known order, so the member after
+    /// the previous one (`members[*hint]`, quoted key and colon) is tried
+    /// first, as a plain byte comparison, then the one after it (in case an
+    /// optional one is missing); any other key is read as a string and
+    /// looked up.
+    #[inline(always)]
+    fn member(
+        &mut self,
+        members: &[&[u8]],
+        keys: &[&'static str],
+        hint: &mut usize,
+    ) -> Option<usize> {
         let rest = self.b.get(self.i..)?;
-        for (at, key) in keys.iter().enumerate().skip(*hint) {
-            let n = key.len();
-            if rest.first() == Some(&b'"')
-                && rest.get(1..=n).is_some_and(|r| same(r, key.as_bytes()))
-                && rest.get(n + 1) == Some(&b'"')
-            {
-                self.i += n + 2;
-                *hint = at + 1;
-                return Some(at);
-            }
-            // Only the expected key and, in case an optional one is
-            // missing, the one after it.
-            if at > *hint {
-                break;
+        for at in [*hint, *hint + 1] {
+            if let Some(member) = members.get(at) {
+                if rest.get(..member.len()).is_some_and(|r| same(r, member)) {
+                    self.i += member.len();
+                    *hint = at + 1;
+                    return Some(at);
+                }
             }
         }
+        self.other_member(keys)
+    }
+
+    /// [`member`](Self::member) of a key out of the usual order (or not one of `keys`).
+    #[cold]
+    #[inline(never)]
+    fn other_member(&mut self, keys: &[&'static str]) -> Option<usize> {
         let key = self.string()?;
-        keys.iter().position(|k| *k == key)
+        let at = keys.iter().position(|k| *k == key)?;
+        self.eat(b':')?;
+        Some(at)
     }
 
     /// A string without escapes or control characters.
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
@@ -328,6 +367,17 @@ impl<'a> Cursor<'a> {
     /// A JSON number, as the nearest finite `f64`.
     fn float(&mut self) -> Option<f64> {
         let start = self.i;
+        self.number()?;
+        self.text
+            .get(start..self.i)?
+            .parse::<f64>()
+            .ok()
+            .filter(|w| w.is_finite())
+    }
+
+    /// Past a JSON number (sign, integer part without a leading zero,
+    /// fraction, exponent), whatever its size.
+    fn number(&mut self) -> Option<()> {
         if self.b.get(self.i) == Some(&b'-') {
             self.i += 1;
         }
@@ -351,11 +401,70 @@ impl<'a> Cursor<'a> {
                 return None;
             }
         }
-        self.text
-            .get(start..self.i)?
-            .parse::<f64>()
-            .ok()
-            .filter(|w| w.is_finite())
+        Some(())
+    }
+
+    /// Any JSON value, kept raw: the usual shapes checked here, the rest
+    /// by serde_json.
+    fn raw_json(&mut self) -> Option<RawJson<'a>> {
+        let start = self.i;
+        if self.simple_value(MAX_SIMPLE_DEPTH).is_some() {
+            // Valid JSON (what `simple_value` takes is), between ASCII bytes.
+            return Some(RawJson::checked(self.text.get(start..self.i)?));
+        }
+        self.i = start;
+        self.raw().map(|raw| RawJson::checked(raw.get()))
+    }
+
+    /// Past one JSON value written without whitespace and with strings
+    /// without escapes, nested at most `depth` deep: `None` for anything
+    /// else, which may still be JSON (the caller asks serde_json).
+    fn simple_value(&mut self, depth: u8) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'{' => {
+                self.i += 1;
+                if self.eat(b'}').is_some() {
+                    return Some(());
+                }
+                let depth = depth.checked_sub(1)?;
+                loop {
+                    self.string()?;
+                    self.eat(b':')?;
+                    self.simple_value(depth)?;
+                    if !self.next_member()? {
+                        return Some(());
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                let depth = depth.checked_sub(1)?;
+                loop {
+                    self.simple_value(depth)?;
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b']' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            _ => self.number(),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let rest = self.b.get(self.i..)?;
+        rest.starts_with(word).then(|| self.i += word.len())
     }
 
     /// Any JSON value, validated by serde_json and kept raw.
@@ -527,6 +636,65 @@ mod tests {
             many.join(",")
         );
         assert!(decode(json.as_bytes()).unwrap().hello.peers.is_some());
+    }
+
+    #[test]
+    fn checks_advertised_values_itself_or_by_serde_json_alike() {
+        let hello = |info: &str| {
+            format!(
+                r#"{{"data":{{"isMaster":false,"isMasterEligible":true,"weight":0.5,"address":"x","info":{info}}},"event":"hello","pid":"p","iid":"i"}}"#
+            )
+        };
+        let deep = format!("{}1{}", "[".repeat(20), "]".repeat(20));
+        let valid = [
+            r#"{"id":"node-1"}"#,
+            r#"{"id":"node-1","port":8080,"up":true,"down":false,"none":null}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#"{"a":{"b":[1,-2.5e+3,0,-0,1E2,{"c":[]}]},"d":[[],{}]}"#,
+            r#"{"long":123456789012345678901234567890}"#,
+            r#""just a string""#,
+            r#"{"esc":"a\"b","uni":"\u00e9","é":"ü"}"#,
+            r#"{ "spaced" : 1 }"#,
+            r#"{"dup":1,"dup":2}"#,
+            "7",
+            "true",
+            &deep,
+        ];
+        for info in valid {
+            let json = hello(info);
+            assert_eq!(agrees(json.as_bytes()), Ok(true), "{info}");
+            let fast = decode(json.as_bytes()).unwrap();
+            assert_eq!(fast.hello.info.unwrap().get(), info.trim());
+        }
+        // Raw JSON as serde_json's raw values take it (a number too large
+        // for an f64 included), which the peer table then refuses to parse.
+        let big = r#"{"big":1e999}"#;
+        assert!(serde_json::from_str::<&RawValue>(big).is_ok());
+        let json = hello(big);
+        assert_eq!(
+            decode(json.as_bytes()).unwrap().hello.info.unwrap().get(),
+            big
+        );
+        let invalid = [
+            r#"{"a":}"#,
+            r#"{"a":1,}"#,
+            r#"[1,]"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":-}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":truex}"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            r#"{"a":[1}"#,
+            r#"{"a":"b}"#,
+        ];
+        for info in invalid {
+            let json = hello(info);
+            assert!(decode(json.as_bytes()).is_none(), "{info}");
+            assert!(general(json.as_bytes()).is_none(), "{info}");
+        }
     }
 
     #[test]
