@@ -726,13 +726,22 @@ def figure3(samples, used, ratio):
     for x in tp:
         if not x.get("lost") or x.get("tx_out_datagrams") is None:
             continue
-        where = ("on the sending side, before a successful sendto"
-                 if x["tx_out_datagrams"] < x["count"] else "after the sender's sendto")
-        print(f"Shoal {'paced ' if x.get('paced') else ''}run lost {fmt(x['lost'], '')}: host 1's "
-              f"kernel counted {fmt(x['tx_out_datagrams'], '')} UDP datagrams sent (hellos "
-              f"included; SndbufErrors {fmt(x.get('tx_sndbuf_errors'), '')}) for "
-              f"{fmt(x['count'], '')} messages handed to send(), so lost {where}; the "
-              f"receiver's socket overflowed {fmt(x.get('rx_rcvbuf_errors'), '')} times.")
+        # With segmentation offload the kernel counts one datagram per send
+        # of up to 64, so host 1's count says nothing of loss: where the
+        # receiver's own stats say, from them.
+        lib = x.get("lib_received")
+        lagged = x.get("events_lost")
+        if lib is not None and lib >= x["count"]:
+            where = (f"after the receiving library got all {fmt(x['count'], '')}: its consumer "
+                     f"lagged and its subscription dropped {fmt(lagged, '')}")
+        elif x.get("rx_rcvbuf_errors"):
+            where = "at the receiver's socket, full"
+        else:
+            where = "between the sender's send() and the receiver's socket"
+        print(f"Shoal {'paced ' if x.get('paced') else ''}run lost {fmt(x['lost'], '')}, {where} "
+              f"(the receiving library decoded {fmt(lib, '')}; its socket overflowed "
+              f"{fmt(x.get('rx_rcvbuf_errors'), '')} times; host 1's kernel counted "
+              f"{fmt(x['tx_out_datagrams'], '')} sends).")
     rate = lambda xs, p: med([x.get("rate") for x in xs if bool(x.get("paced")) == p])
     print(f"Unpaced medians: shoal {fmt(rate(tp, False), '/s')}, C pair {fmt(rate(raw, False), '/s')}: "
           f"shoal / C pair {fmt(ratio(rate(tp, False), rate(raw, False)), '', 2)} "

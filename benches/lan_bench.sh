@@ -69,7 +69,8 @@
 # FAILOVERS (4), STARTS (3), CPU_WINDOW (30 s), CPU_ROUNDS (3), TP_RUNS (3), TP_COUNT
 # (50000), TP_SIZE (100 bytes of message JSON, as in issue 14), TP_BATCH
 # (100, as in issue 14), TP_PACED_RUNS (2), TP_PACE (messages/s; default
-# from the unpaced runs), TP_PACE_FRACTION (0.9), VARIANTS ("shoal
+# from the unpaced runs), TP_PACE_FRACTION (0.9), TP_CAPACITY (16384:
+# shoal's receiver's --event-capacity), VARIANTS ("shoal
 # shoal-ndt nd floor floor-ndt"; floor* need shoal's cpu scenario before
 # them for the hello size, else a 3-node shoal cluster is measured for it),
 # SCENARIOS ("start churn cpu throughput"), BIN (a built examples/node; no
@@ -92,6 +93,7 @@ TP_BATCH=${TP_BATCH:-100}
 TP_PACED_RUNS=${TP_PACED_RUNS:-2}
 TP_PACE=${TP_PACE:-}
 TP_PACE_FRACTION=${TP_PACE_FRACTION:-0.9}
+TP_CAPACITY=${TP_CAPACITY:-16384}
 VARIANTS=${VARIANTS:-"shoal shoal-ndt nd floor floor-ndt"}
 SCENARIOS=${SCENARIOS:-"start churn cpu throughput"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/shoal-bench-target}
@@ -329,7 +331,12 @@ tp_node() {
     DIR=$1
     shift
     mkdir -p "$DIR"
-    start_node 0 rx --join ch
+    # shoal's receiver buffers TP_CAPACITY messages for its consumer (the
+    # default 1,024 is 8 ms at 120,000/s: a consumer descheduled that long
+    # on these 2 shared cores loses the overflow, counted as events_lost).
+    local rx=()
+    [[ $VARIANT == shoal* ]] && rx=(--event-capacity "$TP_CAPACITY")
+    start_node 0 rx --join ch "${rx[@]}"
     "${PY[@]}" wait-event "$DIR" rx ready --timeout 15
     udp_counters "$DIR" before
     start_node 1 tx --send-channel ch --send-count "$TP_COUNT" --send-size "$TP_SIZE" \

@@ -181,6 +181,11 @@ struct Args {
     /// start + N/RATE, and late ones go at once, so the average holds.
     #[arg(long, default_value_t = 0.0, value_name = "PER_S")]
     send_rate: f64,
+    /// Events and channel messages buffered per stream (default 1024): a
+    /// consumer further behind than this loses the oldest, and they are
+    /// counted (`events_lost` in the exit stats).
+    #[arg(long, value_name = "N")]
+    event_capacity: Option<usize>,
     /// Exit after this many ms (0 = run until SIGTERM/SIGINT).
     #[arg(long, default_value_t = 0)]
     exit_after: u64,
@@ -443,6 +448,9 @@ fn config(args: &Args, info: Value) -> Result<Config, shoal::ConfigError> {
     }
     if let Some(v) = args.hello_interval {
         b = b.hello_interval(ms(v));
+    }
+    if let Some(v) = args.event_capacity {
+        b = b.event_capacity(v);
     }
     if let Some(v) = args.check_interval {
         b = b.check_interval(ms(v));

@@ -1035,3 +1035,38 @@ fn flush(shared: &Shared, transport: &UdpTransport, outbox: &mut Outbox) -> Opti
     }
     deadline
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gathered(since_ms: f64, read: usize) -> Option<Duration> {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs_f64(since_ms / 1000.0);
+        let mut gather = Gather::new(t0);
+        gather.after_read(now, read);
+        gather.until.map(|until| until - now)
+    }
+
+    #[test]
+    fn a_lone_datagram_is_read_at_once() {
+        assert_eq!(gathered(20.0, 1), None, "an idle node's datagram");
+        assert_eq!(gathered(3.0, 0), None, "woken by a timer");
+    }
+
+    #[test]
+    fn bursts_and_fast_datagrams_gather_up_to_the_cap() {
+        // Two at once after a quiet spell: a burst, gathered for the cap.
+        assert_eq!(gathered(20.0, 2), Some(GATHER_MAX));
+        // One 0.2 ms after the last (5,000/s): the cap too.
+        assert_eq!(gathered(0.2, 1), Some(GATHER_MAX));
+        // 240 in 4 ms (60,000/s): about GATHER_TARGET datagrams' worth.
+        let span = gathered(4.0, 240).unwrap();
+        assert!(span > Duration::from_micros(1000) && span < Duration::from_micros(1100));
+    }
+
+    #[test]
+    fn a_read_cut_short_is_followed_at_once() {
+        assert_eq!(gathered(1.0, RECV_BURST), None);
+    }
+}

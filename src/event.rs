@@ -175,7 +175,7 @@ pub enum Event {
     Promotion(LocalState),
     /// This node stopped being master (or gave up eligibility).
     Demotion(LocalState),
-    /// A message on a joined channel. The tokio driver routes these to the
+    /// A message on a joined channel. The driver routes these to the
     /// channel's subscriptions, not to the event stream.
     Message(ChannelMessage),
     /// An undecodable packet, reported only when `ignore_data_errors` is false.
@@ -191,7 +191,7 @@ pub enum Event {
     /// hear whoever sends them: most often a node with another key (or
     /// none, or ours but not in secure mode). Reported whatever
     /// `ignore_data_errors` says, the first time at once, then at most
-    /// once per 10 s per address while they keep coming; the tokio driver
+    /// once per 10 s per address while they keep coming; the driver
     /// also logs each with `tracing::warn!`. Counted in
     /// [`Drops`](crate::Drops) (`unknown_key`, `auth_failed`,
     /// `unauthenticated`, `decrypt`) either way.

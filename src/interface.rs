@@ -2,7 +2,7 @@
 //! knows of each ([`Interface`]), and where a datagram arrived ([`Via`]).
 //!
 //! This module is pure data and selection rules, so the sans-IO core and
-//! the simulator can use it; the tokio driver lists the host's interfaces
+//! the simulator can use it; the driver lists the host's interfaces
 //! and applies the rules.
 //!
 //! ```

@@ -129,7 +129,7 @@ mod stats;
 mod unauthenticated;
 mod unicast;
 
-// The tokio driver.
+// The driver: a thread per node, and the tokio streams and handles around it.
 #[cfg(feature = "runtime")]
 mod discovery;
 #[cfg(feature = "runtime")]

@@ -1,6 +1,6 @@
 //! The sans-IO protocol core: a state machine that takes `(now, input)` and
 //! queues what to transmit and which events to emit. No sockets, no clock
-//! reads, no async: the tokio driver ([`crate::Discovery`]) feeds it, and
+//! reads, no async: the driver ([`crate::Discovery`]) feeds it, and
 //! tests drive thousands of nodes through it in simulated time.
 //!
 //! ```
@@ -284,7 +284,7 @@ impl Protocol {
     }
 
     /// Tells the node the wall-clock time (ms since the Unix epoch) at
-    /// `now`, for the timestamps of sealed packets. The tokio driver does
+    /// `now`, for the timestamps of sealed packets. The driver does
     /// this at start; a simulation gives every node the same origin.
     pub fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
         self.codec.set_wall_clock(now, unix_ms);

@@ -578,3 +578,47 @@ fn sync_groups(
         joined.remove(&index);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transmit(destination: Destination, len: usize) -> Transmit {
+        Transmit {
+            destination,
+            payload: vec![0; len],
+        }
+    }
+
+    #[test]
+    fn runs_are_one_destination_and_one_length() {
+        let peer = Destination::Peer("10.0.0.2:12345".parse().unwrap());
+        let c = Destination::Cluster;
+        let queue = [
+            transmit(c, 200),
+            transmit(c, 200),
+            transmit(c, 150), // shorter: ends the run, in it
+            transmit(c, 200),
+            transmit(peer, 200), // another destination
+            transmit(peer, 300), // longer: not in the run
+        ];
+        assert_eq!(segmentable_run(&queue), 3);
+        assert_eq!(segmentable_run(&queue[3..]), 1);
+        assert_eq!(segmentable_run(&queue[4..]), 1);
+        assert_eq!(segmentable_run(&[]), 0);
+    }
+
+    #[test]
+    fn runs_stay_within_the_kernel_limits() {
+        let many: Vec<_> = (0..200)
+            .map(|_| transmit(Destination::Cluster, 100))
+            .collect();
+        assert_eq!(segmentable_run(&many), MAX_SEGMENTS);
+        let big: Vec<_> = (0..64)
+            .map(|_| transmit(Destination::Cluster, 1500))
+            .collect();
+        let run = segmentable_run(&big);
+        assert_eq!(run, MAX_SEGMENTED_BYTES / 1500);
+        assert!(run * 1500 <= MAX_SEGMENTED_BYTES);
+    }
+}
