@@ -488,14 +488,26 @@ impl UdpTransport {
     }
 }
 
+/// The longest datagram sent with segmentation offload: each segment must
+/// fit the link's MTU with its IP and UDP headers, since the kernel cannot
+/// fragment it (an oversized segment is dropped on the way, silently). 1,232
+/// bytes fit any IPv6 link (1,280) and any IPv4 link of that size or more;
+/// longer datagrams (the 1,500-byte blocks of a large message) go one by
+/// one and are fragmented by IP, as node-discovery's are.
+const MAX_SEGMENT_LEN: usize = 1232;
+
 /// How many of `transmits`, from the first, can go as one segmentation-
 /// offload send: the same destination, every one as long as the first but
-/// the last, which may be shorter, within the kernel's limits.
+/// the last, which may be shorter, each short enough to need no IP
+/// fragment ([`MAX_SEGMENT_LEN`]), within the kernel's limits.
 fn segmentable_run(transmits: &[Transmit]) -> usize {
     let Some(first) = transmits.first() else {
         return 0;
     };
     let size = first.payload.len();
+    if size > MAX_SEGMENT_LEN {
+        return 1;
+    }
     let mut total = size;
     let mut run = 1;
     for t in &transmits[1..] {
@@ -615,10 +627,24 @@ mod tests {
             .collect();
         assert_eq!(segmentable_run(&many), MAX_SEGMENTS);
         let big: Vec<_> = (0..64)
-            .map(|_| transmit(Destination::Cluster, 1500))
+            .map(|_| transmit(Destination::Cluster, 1200))
             .collect();
         let run = segmentable_run(&big);
-        assert_eq!(run, MAX_SEGMENTED_BYTES / 1500);
-        assert!(run * 1500 <= MAX_SEGMENTED_BYTES);
+        assert_eq!(run, MAX_SEGMENTED_BYTES / 1200);
+        assert!(run * 1200 <= MAX_SEGMENTED_BYTES);
+    }
+
+    #[test]
+    fn blocks_longer_than_a_segment_go_one_by_one() {
+        // A large message's 1,500-byte blocks need IP fragments, which a
+        // segmentation-offload send cannot have.
+        let blocks: Vec<_> = (0..5)
+            .map(|_| transmit(Destination::Cluster, 1500))
+            .collect();
+        assert_eq!(segmentable_run(&blocks), 1);
+        let edge: Vec<_> = (0..5)
+            .map(|_| transmit(Destination::Cluster, MAX_SEGMENT_LEN))
+            .collect();
+        assert_eq!(segmentable_run(&edge), 5);
     }
 }
