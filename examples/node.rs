@@ -179,7 +179,7 @@ struct Args {
     /// Pace the sends to this many messages per second (0 = as fast as
     /// the library takes them): message N is not sent before
     /// start + N/RATE, and late ones go at once, so the average holds.
-    #[arg(long, default_value_t = 0.0, value_name = "PER_S")]
+    #[arg(long, default_value_t = 0.0, value_name = "PER_S", value_parser = send_rate)]
     send_rate: f64,
     /// Events and channel messages buffered per stream (default 1024): a
     /// consumer further behind than this loses the oldest, and they are
@@ -474,6 +474,16 @@ fn message(from: &str, seq: u64, size: Option<usize>) -> Value {
             value["pad"] = json!("x".repeat(size.saturating_sub(base)));
             value
         }
+    }
+}
+
+/// `--send-rate`: a finite number of messages per second, 0 for unpaced.
+fn send_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate: give messages per second, e.g. 50000, or 0 for as fast as the library takes them"
+        )),
     }
 }
 
