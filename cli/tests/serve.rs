@@ -1145,3 +1145,168 @@ async fn sigterm_deregisters_and_exits_zero() {
     assert!(own.next(Duration::from_secs(2)).await.is_none());
     let _ = blocked.await.unwrap();
 }
+
+/// Reads from `stream` until the server closes it or `within` passes;
+/// returns what arrived and when the close came (None: still open).
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    within: Duration,
+) -> (String, Option<Duration>) {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = within.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return (
+                    String::from_utf8_lossy(&got).into_owned(),
+                    Some(started.elapsed()),
+                )
+            }
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), None),
+        }
+    }
+}
+
+/// Opens a TCP connection to the sidecar and writes `request` (which may
+/// be nothing, or half a request).
+async fn raw(s: &Sidecar, request: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(s.host_port())
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    stream
+}
+
+/// With `--read-timeout 1`: a connection that sends nothing, half its
+/// headers, or half its body, and one left idle after a request, are
+/// closed after about a second (the half body with a JSON 408, storing
+/// nothing). An event stream and a blocking query that last longer are
+/// not cut: the timeout is on what the client sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_cut_at_the_read_timeout_but_long_answers_are_not() {
+    let s = Sidecar::start(47_834, &["--read-timeout", "1"]);
+    let opened = Instant::now();
+    let closed_in_time = |what: &str, closed: Option<Duration>| {
+        closed.unwrap_or_else(|| panic!("{what}: still open after 5 s"));
+        let after = opened.elapsed();
+        assert!(
+            after >= Duration::from_millis(800) && after < Duration::from_secs(4),
+            "{what}: closed after {after:?}"
+        );
+    };
+
+    let mut idle = raw(&s, "").await;
+    let mut half_headers = raw(&s, "GET /status HTTP/1.1\r\nHost: x\r\n").await;
+    let mut half_body = raw(
+        &s,
+        "POST /registrations/slow/1.0.0/10.0.0.1/80 HTTP/1.1\r\nHost: x\r\n\
+         Content-Length: 100\r\n\r\n{\"secondsToExpire\"",
+    )
+    .await;
+    let mut kept_alive = raw(&s, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut stream = raw(&s, "GET /events?name=late HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let r = client().get(s.url("/registrations")).send().await.unwrap();
+    let index = r.headers()["x-shoal-index"].to_str().unwrap().to_owned();
+    let blocking = tokio::spawn(
+        client()
+            .get(s.url(&format!("/registrations?index={index}&wait=2500ms")))
+            .send(),
+    );
+
+    let (got, closed) = read_until_closed(&mut idle, Duration::from_secs(5)).await;
+    assert_eq!(got, "", "nothing is sent to a client that asked nothing");
+    closed_in_time("idle", closed);
+    let (got, closed) = read_until_closed(&mut half_headers, Duration::from_secs(5)).await;
+    assert_eq!(got, "");
+    closed_in_time("half the headers", closed);
+    let (got, closed) = read_until_closed(&mut half_body, Duration::from_secs(5)).await;
+    closed_in_time("half the body", closed);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    let body: Value = serde_json::from_str(got.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["field"], "body", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("1s"), "{body}");
+    let (got, closed) = read_until_closed(&mut kept_alive, Duration::from_secs(5)).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    closed_in_time("kept alive and idle", closed);
+
+    // The blocking query waited its 2.5 s and was answered.
+    let answered = blocking.await.unwrap().expect("blocking query answered");
+    assert_eq!(answered.status(), 200);
+    // The event stream is still open past the timeout, and carries an
+    // event that comes now.
+    let (got, closed) = read_until_closed(&mut stream, Duration::from_millis(200)).await;
+    assert!(closed.is_none(), "the event stream was cut: {got}");
+    let (status, _) = s.post("/registrations/late/1/h/1", "{}").await;
+    assert_eq!(status, 200);
+    let (got, _) = read_until_closed(&mut stream, Duration::from_secs(2)).await;
+    assert!(got.contains("event: online"), "{got}");
+
+    // Nothing was stored by the half body; four connections timed out.
+    let (_, slow) = s.get("/registrations/slow").await;
+    assert_eq!(slow, json!([]));
+    assert!(s.metric("shoal_http_read_timeouts_total").await >= 3.0);
+}
+
+/// Sockets (file descriptors) the process `pid` holds.
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("proc fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// With `--max-connections 50`, a crowd of 250 connections that send
+/// nothing holds no more than 50 of the sidecar's descriptors; a client
+/// behind them waits in the listen queue (which holds more than std's
+/// 128) and is answered as soon as some
+/// of the crowd leave. When the crowd vanishes, every connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_to_be_accepted() {
+    const LIMIT: usize = 50;
+    let s = Sidecar::start(47_835, &["--max-connections", "50"]);
+    let (status, _) = s.get("/status").await;
+    assert_eq!(status, 200);
+    let before = sockets(s.proc.pid());
+
+    let mut crowd = Vec::new();
+    for _ in 0..LIMIT {
+        crowd.push(raw(&s, "").await);
+    }
+    let mut late = raw(&s, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    for _ in 0..200 {
+        crowd.push(raw(&s, "").await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = sockets(s.proc.pid());
+    assert!(
+        held <= before + LIMIT,
+        "{held} sockets with the crowd, {before} before"
+    );
+    let (got, _) = read_until_closed(&mut late, Duration::from_millis(300)).await;
+    assert_eq!(got, "", "answered beyond the limit");
+
+    // Ten of the first fifty leave: the late client is accepted and answered.
+    crowd.drain(..10);
+    let (got, _) = read_until_closed(&mut late, Duration::from_secs(5)).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+
+    drop(crowd);
+    drop(late);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = s.metric("shoal_http_connections").await;
+        // The scrape's own connection.
+        if open == 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} connections still open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(s.metric("shoal_http_connections_accepted_total").await >= 250.0);
+}

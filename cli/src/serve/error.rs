@@ -6,6 +6,7 @@
 //! never sees half-valid input and nothing is stored.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
@@ -15,6 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 use shoal::registry::{RegistrationError, RegistryError};
+
+use super::App;
 
 /// The largest request body the sidecar reads (64 KiB); a longer one is
 /// answered 413 without being read further.
@@ -130,11 +133,27 @@ impl From<shoal::Error> for ApiError {
 #[derive(Debug)]
 pub struct JsonObject(pub Map<String, Value>);
 
-impl<S: Send + Sync> FromRequest<S> for JsonObject {
+impl FromRequest<Arc<App>> for JsonObject {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+    /// Reads the body within the sidecar's read timeout (408 after it:
+    /// a client that sends its body a byte at a time holds nothing for
+    /// long), then parses it.
+    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, ApiError> {
+        let timeout = app.read_timeout;
+        let read = tokio::time::timeout(timeout, Bytes::from_request(req, app))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive within {}",
+                        humantime::format_duration(timeout)
+                    ),
+                )
+                .field("body")
+            })?;
+        let bytes = read.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,

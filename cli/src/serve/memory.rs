@@ -3,8 +3,8 @@
 //! A thousand event streams take some tens of MB; when their client goes
 //! away, the sidecar frees all of it, but glibc's allocator keeps freed
 //! memory in its per-thread arenas rather than returning it, so the
-//! process's resident size would stay at its peak. After streams close,
-//! [`Trimmer`] asks glibc to return what it can (`malloc_trim`), at most
+//! process's resident size would stay at its peak. After streams or
+//! connections close, [`Trimmer`] asks glibc to return what it can (`malloc_trim`), at most
 //! once a second and only when something closed since the last time.
 //! Elsewhere (musl, other systems) it does nothing.
 
@@ -22,7 +22,7 @@ pub struct Trimmer {
 }
 
 impl Trimmer {
-    /// Notes that something that held memory (a stream) closed.
+    /// Notes that something that held memory (a stream, a connection) closed.
     pub fn closed(&self) {
         self.closed.fetch_add(1, Ordering::Relaxed);
     }

@@ -6,10 +6,14 @@
 //!
 //! - gauges `shoal_nodes` (the cluster as this node sees it, itself
 //!   included), `shoal_masters`, `shoal_registrations` (live, on the whole
-//!   LAN), `shoal_sse_streams` (open `/events` streams);
+//!   LAN), `shoal_sse_streams` (open `/events` streams),
+//!   `shoal_http_connections` (open HTTP connections);
 //! - counters `shoal_packets_{in,out}_total`, `shoal_bytes_{in,out}_total`,
 //!   `shoal_messages_{in,out}_total`, `shoal_hellos_in_total`,
 //!   `shoal_events_lost_total`, `shoal_registry_pulls_total`,
+//!   `shoal_http_connections_accepted_total`,
+//!   `shoal_http_read_timeouts_total` (connections closed by the read
+//!   timeout),
 //!   `shoal_registry_repairs_total`, and `shoal_drops_total{reason}` with
 //!   one series per field of [`shoal::Drops`] (`malformed`, `decrypt`,
 //!   `registry_limit`, ...);
@@ -209,7 +213,7 @@ impl Collector for NodeCollector {
         let peers = app.node.nodes();
         let me = app.node.me();
         let stats = app.node.stats();
-        let gauges: [(&str, &str, i64); 4] = [
+        let gauges: [(&str, &str, i64); 5] = [
             (
                 "shoal_nodes",
                 "Nodes in the cluster as this one sees it, itself included",
@@ -226,12 +230,17 @@ impl Collector for NodeCollector {
                 app.registrations.load(Ordering::Relaxed) as i64,
             ),
             ("shoal_sse_streams", "Open /events streams", app.sse.get()),
+            (
+                "shoal_http_connections",
+                "Open HTTP connections",
+                app.connections.open(),
+            ),
         ];
         for (name, help, value) in gauges {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 12] = [
             ("shoal_packets_in", "Datagrams received", stats.packets_in),
             ("shoal_packets_out", "Datagrams sent", stats.packets_out),
             ("shoal_bytes_in", "Bytes received", stats.bytes_in),
@@ -261,6 +270,16 @@ impl Collector for NodeCollector {
                 "shoal_registry_repairs",
                 "Datagrams sent answering registry pulls",
                 stats.registry_repairs,
+            ),
+            (
+                "shoal_http_connections_accepted",
+                "HTTP connections accepted",
+                app.connections.accepted(),
+            ),
+            (
+                "shoal_http_read_timeouts",
+                "HTTP connections closed because the client sent no request, or not all its headers, within --read-timeout",
+                app.connections.timed_out(),
             ),
         ];
         for (name, help, value) in counters {

@@ -26,6 +26,11 @@
 //! `nodes`, `status`, `metrics`) cannot be hera services: a `PUT` there is
 //! answered 400 naming the word.
 //!
+//! **Connections** are bounded and slow clients cut (see
+//! [`connections`]): `--max-connections` open at once, and
+//! `--read-timeout` for a request's headers, its body, and an idle
+//! kept-alive connection.
+//!
 //! **Who may call.** It binds 127.0.0.1:9000 by default. Binding any other
 //! address requires a bearer token (`SHOAL_TOKEN`, or `--token`, which the
 //! process list shows) unless `--dangerously-allow-unauthenticated` waives
@@ -34,6 +39,7 @@
 mod auth;
 mod bender;
 mod cache;
+mod connections;
 mod error;
 mod hera;
 mod memory;
@@ -53,8 +59,6 @@ use axum::Router;
 use serde_json::json;
 use shoal::registry::{Filter, Registration, Registry};
 use shoal::Discovery;
-use std::future::IntoFuture;
-use tokio::net::TcpListener;
 
 use crate::error::CliError;
 use crate::net::{self, NetArgs};
@@ -119,6 +123,17 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub liveness: u64,
+    /// HTTP connections open at once; beyond it clients wait to be
+    /// accepted (lowered to fit `ulimit -n`)
+    #[arg(long, value_name = "N", default_value_t = 10_240,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Seconds a client has to send a request's headers, and then its
+    /// body; an idle kept-alive connection is closed after as long.
+    /// Responses (event streams, blocking queries) are not cut
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub read_timeout: u64,
 }
 
 /// Ids this sidecar registered and when their leases end (as last renewed
@@ -171,6 +186,10 @@ pub struct App {
     http_port: u16,
     /// hera's time to live.
     liveness: Duration,
+    /// How long a request's body may take to arrive.
+    read_timeout: Duration,
+    /// Open connections, for `/metrics`.
+    connections: Arc<connections::Stats>,
 }
 
 impl App {
@@ -304,12 +323,19 @@ async fn serve(
     let registry = node.registry();
     let registrations = Arc::new(AtomicU64::new(0));
     let index = watch::spawn_index(&registry, Arc::clone(&registrations)).await?;
-    let listener = TcpListener::bind(args.http)
-        .await
+    let listener = connections::listen(args.http)
         .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", args.http)))?;
     let http = listener.local_addr()?;
     let hera_host = net::local_address(destination).unwrap_or(http.ip());
+    let limits = connections::Limits {
+        max_connections: connections::fit_to_file_limit(
+            usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        ),
+        read_timeout: Duration::from_secs(args.read_timeout),
+    };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let sse = watch::StreamGauge::default();
+    let connection_stats = Arc::new(connections::Stats::new(sse.trimmer()));
     let app = Arc::new(App {
         node: node.clone(),
         registry,
@@ -318,7 +344,7 @@ async fn serve(
         registrations,
         owned: Mutex::new(Owned::default()),
         writes: metrics::WriteRate::default(),
-        sse: watch::StreamGauge::default(),
+        sse,
         http: metrics::HttpCounts::default(),
         answers: cache::Answers::default(),
         started: Instant::now(),
@@ -328,20 +354,23 @@ async fn serve(
         hera_host: hera_host.to_string(),
         http_port: http.port(),
         liveness: Duration::from_secs(args.liveness),
+        read_timeout: limits.read_timeout,
+        connections: connection_stats,
     });
     app.sse.spawn_trimmer();
-    let mut stopped = stop_tx.subscribe();
-    let server = axum::serve(listener, router(Arc::clone(&app), token))
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        })
-        .into_future();
+    let server = connections::serve(
+        listener,
+        router(Arc::clone(&app), token),
+        limits,
+        Arc::clone(&app.connections),
+        stop_tx.subscribe(),
+    );
     let mut server = std::pin::pin!(server);
     output::json_line("listening", json!({"http": http.to_string()}))?;
 
     tokio::select! {
-        result = &mut server => {
-            result.map_err(|e| CliError::runtime(format!("the HTTP server failed: {e}")))?;
+        () = &mut server => {
+            return Err(CliError::runtime("the HTTP server stopped"));
         }
         stop = signals.recv() => {
             tracing::info!(?stop, "stopping");

@@ -193,6 +193,11 @@ impl StreamGauge {
         self.trimmer.spawn();
     }
 
+    /// The trimmer, for others whose closing frees memory (connections).
+    pub fn trimmer(&self) -> Trimmer {
+        self.trimmer.clone()
+    }
+
     /// Counts one stream open until the guard drops.
     fn open(&self) -> StreamGuard {
         self.open.fetch_add(1, Ordering::Relaxed);
