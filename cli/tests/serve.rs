@@ -7,12 +7,14 @@
 //! not see each other's registrations) and `--http 127.0.0.1:0`; its
 //! address comes from the `listening` line it prints first.
 
+mod common;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::assert_thalassa_shape;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -128,31 +130,11 @@ fn metric_value(text: &str, name: &str) -> Option<f64> {
     })
 }
 
-/// The Thalassa shape: every key of Thalassa's example registration.
-fn assert_thalassa_shape(r: &Value, name: &str, version: &str, host: &str, port: u16) {
-    assert_eq!(r["name"], name, "{r}");
-    assert_eq!(r["version"], version, "{r}");
-    assert_eq!(r["host"], host, "{r}");
-    assert_eq!(r["port"], port, "{r}");
-    assert!(r["lastKnown"].as_u64().is_some_and(|t| t > 0), "{r}");
-    assert_eq!(r["id"], format!("/{name}/{version}/{host}/{port}"), "{r}");
-    let meta = &r["meta"];
-    assert!(meta["hostname"].is_string(), "{r}");
-    assert!(meta["pid"].is_u64(), "{r}");
-    assert!(meta["registered"].is_u64(), "{r}");
-    assert!(meta["secondsToExpire"].is_number(), "{r}");
-    let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
-    let mut keys = keys;
-    keys.sort_unstable();
-    assert_eq!(
-        keys,
-        ["host", "id", "lastKnown", "meta", "name", "port", "version"],
-        "{r}"
-    );
-}
-
+/// The documented curl examples, with this sidecar's port in place of
+/// theirs (the verbatim commands, ports and all, run in a namespace:
+/// `serve_lan.rs`), and what each route answers in full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_documented_curl_examples_run_verbatim() {
+async fn the_documented_curl_examples_run_on_any_port() {
     let s = Sidecar::start(47_822, &[]);
     let hp = s.host_port().to_owned();
 

@@ -5,6 +5,9 @@
 //!
 //! * A POST to the sidecar on host 1 is answered by a GET on host 3 within
 //!   200 ms.
+//! * The documented curl commands of hera, Thalassa and bender run
+//!   verbatim, ports included (`localhost:8080`, `localhost:9000`), against
+//!   two sidecars inside one host, where those ports are free.
 //! * A Server-Sent Events client on host 3 sees `online`, then `offline`
 //!   when the time to live runs out, and `offline` when host 1's sidecar is
 //!   SIGKILLed, and nothing of another name.
@@ -12,6 +15,7 @@
 //! Needs root and `ip netns`; skips elsewhere unless
 //! `SHOAL_REQUIRE_NETNS=1`.
 
+mod common;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
@@ -29,6 +33,11 @@ const PORT: &str = "47990";
 /// Starts `shoal serve` in `host` on its 127.0.0.1 (any free port) and
 /// returns it with its base URL, read from its `listening` line.
 fn sidecar(host: &Host, label: &str) -> (Proc, String) {
+    sidecar_on(host, label, "127.0.0.1:0")
+}
+
+/// Starts `shoal serve --http http` in `host`; returns it with its base URL.
+fn sidecar_on(host: &Host, label: &str, http: &str) -> (Proc, String) {
     let bcast = Lan::SUBNET_BROADCAST.to_string();
     let cmd = host.command(
         env!("CARGO_BIN_EXE_shoal"),
@@ -39,7 +48,7 @@ fn sidecar(host: &Host, label: &str) -> (Proc, String) {
             PORT,
             "serve",
             "--http",
-            "127.0.0.1:0",
+            http,
         ],
     );
     let proc = Proc::spawn(label, cmd).expect("spawn shoal serve");
@@ -80,6 +89,93 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     let resp = client.get(url).send().await.expect("GET");
     assert_eq!(resp.status(), 200, "GET {url}");
     resp.json().await.expect("JSON body")
+}
+
+/// Runs the shell command line `line` in `host`, as a user would type it;
+/// returns its standard output as JSON.
+fn sh(host: &Host, line: &str) -> Value {
+    let out = host
+        .run("sh", ["-c", line], Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert!(out.status.success(), "{line}: {out:?}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{line}: not JSON ({e}): {out:?}"))
+}
+
+/// The commands of hera's, Thalassa's and bender's documentation, each
+/// run verbatim by `sh` inside a host (so that `localhost:8080` and
+/// `localhost:9000` are free, whatever runs on this machine): hera's
+/// sidecar on 8080 and Thalassa's on 9000, two nodes of one cluster.
+#[test]
+fn the_documented_curl_commands_run_verbatim_on_their_own_ports() {
+    require_netns!();
+    let lan = Lan::new(1).expect("namespace LAN");
+    let host = lan.host(0);
+    let (_hera, _) = sidecar_on(host, "hera:8080", "127.0.0.1:8080");
+    let (_thalassa, thalassa) = sidecar_on(host, "thalassa:9000", "127.0.0.1:9000");
+    assert_eq!(thalassa, "http://127.0.0.1:9000");
+    wait_cluster(host, &thalassa, 1);
+
+    // hera's README.
+    let object = json!({"host": "10.1.1.1", "port": 12345, "updated_at": "2012-12-18T13:27:01Z"});
+    let put = sh(
+        host,
+        r#"curl -XPUT -d '{"host":"10.1.1.1", "port": 12345, "updated_at": "2012-12-18T13:27:01Z"}' http://localhost:8080/storage/1f11bbbb-df7a-47c5-8ba7-662f70261673"#,
+    );
+    assert_eq!(put, object);
+    let storage = json!({"1f11bbbb-df7a-47c5-8ba7-662f70261673": object});
+    assert_eq!(sh(host, "curl http://localhost:8080/storage"), storage);
+
+    // Thalassa's routes, on the other sidecar: the entry has replicated.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sh(host, "curl -s http://localhost:9000/storage") != storage {
+        assert!(
+            Instant::now() < deadline,
+            "hera's entry never reached :9000"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let posted = sh(
+        host,
+        r#"curl -X POST -d '{"secondsToExpire": 10}' http://localhost:9000/registrations/myapp/1.0.0/192.168.8.106/8080"#,
+    );
+    common::assert_thalassa_shape(&posted, "myapp", "1.0.0", "192.168.8.106", 8080);
+    for line in [
+        "curl http://localhost:9000/registrations",
+        "curl http://localhost:9000/registrations/myapp",
+        "curl http://localhost:9000/registrations/myapp/1.0.0",
+    ] {
+        let list = sh(host, line);
+        let mine: Vec<&Value> = list
+            .as_array()
+            .unwrap_or_else(|| panic!("{line}: {list}"))
+            .iter()
+            .filter(|r| r["name"] == "myapp")
+            .collect();
+        assert_eq!(mine.len(), 1, "{line}: {list}");
+        common::assert_thalassa_shape(mine[0], "myapp", "1.0.0", "192.168.8.106", 8080);
+    }
+    let all = sh(host, "curl http://localhost:9000/registrations/storage");
+    assert_eq!(all[0]["meta"]["hera"], object, "{all}");
+
+    // bender's POST /registrations.
+    let bender = sh(
+        host,
+        r#"curl -X POST -H 'Content-Type: application/json' -d '{"app": "billing", "version": "3.2.1", "host": "10.0.0.9", "port": 4000}' http://localhost:9000/registrations"#,
+    );
+    common::assert_thalassa_shape(&bender, "billing", "3.2.1", "10.0.0.9", 4000);
+    let on_hera = sh(host, "curl http://localhost:8080/registrations/billing");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut on_hera = on_hera;
+    while on_hera.as_array().is_none_or(Vec::is_empty) {
+        assert!(
+            Instant::now() < deadline,
+            "bender's registration never reached :8080"
+        );
+        thread::sleep(Duration::from_millis(50));
+        on_hera = sh(host, "curl -s http://localhost:8080/registrations/billing");
+    }
+    assert_eq!(on_hera[0]["id"], "/billing/3.2.1/10.0.0.9/4000");
 }
 
 /// Waits until the sidecar at `base` (in `host`) sees `others` other nodes.

@@ -171,3 +171,26 @@ pub fn offline_reason(e: &RegistryEvent, id: &str) -> Option<shoal::registry::Of
         _ => None,
     }
 }
+
+/// The Thalassa shape: every key of Thalassa's example registration.
+pub fn assert_thalassa_shape(r: &Value, name: &str, version: &str, host: &str, port: u16) {
+    assert_eq!(r["name"], name, "{r}");
+    assert_eq!(r["version"], version, "{r}");
+    assert_eq!(r["host"], host, "{r}");
+    assert_eq!(r["port"], port, "{r}");
+    assert!(r["lastKnown"].as_u64().is_some_and(|t| t > 0), "{r}");
+    assert_eq!(r["id"], format!("/{name}/{version}/{host}/{port}"), "{r}");
+    let meta = &r["meta"];
+    assert!(meta["hostname"].is_string(), "{r}");
+    assert!(meta["pid"].is_u64(), "{r}");
+    assert!(meta["registered"].is_u64(), "{r}");
+    assert!(meta["secondsToExpire"].is_number(), "{r}");
+    let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys = keys;
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["host", "id", "lastKnown", "meta", "name", "port", "version"],
+        "{r}"
+    );
+}
