@@ -1251,7 +1251,16 @@ fn sockets(pid: u32) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_wait_to_be_accepted() {
     const LIMIT: usize = 50;
-    let s = Sidecar::start(47_835, &["--max-connections", "50"]);
+    // All from 127.0.0.1: the per-client share is the whole limit here.
+    let s = Sidecar::start(
+        47_835,
+        &[
+            "--max-connections",
+            "50",
+            "--max-connections-per-client",
+            "50",
+        ],
+    );
     let (status, _) = s.get("/status").await;
     assert_eq!(status, 200);
     let before = sockets(s.proc.pid());
@@ -1291,4 +1300,67 @@ async fn connections_beyond_the_limit_wait_to_be_accepted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(s.metric("shoal_http_connections_accepted_total").await >= 250.0);
+}
+
+/// Connects to the sidecar from `from`, one of loopback's many addresses
+/// (127.0.0.0/8 all reach this host), as a client on another host would.
+async fn raw_from(s: &Sidecar, from: &str, request: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().unwrap())
+        .expect("bind a loopback address");
+    let mut stream = socket
+        .connect(s.host_port().parse().unwrap())
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    stream
+}
+
+/// With `--max-connections-per-client 5`, a client at 127.0.0.2 holding
+/// five idle connections has its sixth closed at once, unanswered, while a
+/// client at 127.0.0.3 is served; when the first lets one go, it may
+/// connect again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_take_every_connection() {
+    let s = Sidecar::start(
+        47_836,
+        &[
+            "--max-connections",
+            "20",
+            "--max-connections-per-client",
+            "5",
+        ],
+    );
+    let mut greedy = Vec::new();
+    for _ in 0..5 {
+        greedy.push(raw_from(&s, "127.0.0.2", "").await);
+    }
+    let status = "GET /status HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut sixth = raw_from(&s, "127.0.0.2", status).await;
+    let (got, closed) = read_until_closed(&mut sixth, Duration::from_secs(5)).await;
+    assert_eq!(got, "", "the sixth was answered");
+    assert!(closed.is_some(), "the sixth stayed open");
+
+    let mut other = raw_from(&s, "127.0.0.3", status).await;
+    let (got, _) = read_until_closed(&mut other, Duration::from_secs(5)).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+
+    drop(greedy.pop());
+    // The sidecar sees the close, then the share is free.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = raw_from(&s, "127.0.0.2", status).await;
+        let (got, _) = read_until_closed(&mut again, Duration::from_millis(500)).await;
+        if got.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "127.0.0.2 never got its share back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s.metric("shoal_http_connections_refused_total").await >= 1.0);
 }

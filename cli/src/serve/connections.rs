@@ -7,6 +7,10 @@
 //!   The limit is lowered to fit the process's file limit (`ulimit -n`,
 //!   whose soft value is first raised to the hard one), so accept never
 //!   fails for want of descriptors.
+//! - **at most [`Limits::max_per_client`] from one client address**
+//!   (half the limit unless set): a connection beyond its address's share
+//!   is closed as soon as it is accepted, so one client cannot take every
+//!   connection and lock the others out.
 //! - **a read timeout** ([`Limits::read_timeout`]): a request's headers
 //!   must arrive within it, and an idle kept-alive connection is closed
 //!   after it (hyper's header timeout, which runs from the moment the
@@ -18,10 +22,11 @@
 //! HTTP/1.1 only, as before. On shutdown the listener closes first, then
 //! every connection finishes its request in flight and closes.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -66,6 +71,8 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 pub struct Limits {
     /// Connections open at once.
     pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_per_client: usize,
     /// Time a client has to send a request's headers, or its body, and
     /// time an idle kept-alive connection stays open.
     pub read_timeout: Duration,
@@ -77,6 +84,7 @@ pub struct Stats {
     open: AtomicI64,
     accepted: AtomicU64,
     timed_out: AtomicU64,
+    refused: AtomicU64,
     /// Told of every closed connection, so that the memory a burst of
     /// connections took goes back to the system.
     trimmer: Trimmer,
@@ -89,6 +97,7 @@ impl Stats {
             open: AtomicI64::new(0),
             accepted: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             trimmer,
         }
     }
@@ -101,6 +110,12 @@ impl Stats {
     /// Connections accepted since start.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at once because their address already held
+    /// its share.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Connections closed because the client sent nothing, or too little,
@@ -173,6 +188,7 @@ pub async fn serve(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let clients: Clients = Arc::default();
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -187,15 +203,20 @@ pub async fn serve(
             },
             _ = stop.wait_for(|s| *s) => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     on_accept_error(&e).await;
                     continue;
                 }
             },
             _ = stop.wait_for(|s| *s) => break,
+        };
+        let Some(share) = Share::take(&clients, peer.ip(), limits.max_per_client) else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
         };
         // Answers are written whole; waiting for an ACK of the last
         // segment only delays a client that reuses the connection.
@@ -214,11 +235,53 @@ pub async fn serve(
             }
             stats.open.fetch_sub(1, Ordering::Relaxed);
             stats.trimmer.closed();
+            drop(share);
             drop(permit);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Open connections by client address: at most one entry per open
+/// connection, so bounded by the connection limit.
+type Clients = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One open connection counted against its address's share; the count
+/// drops with it.
+struct Share {
+    clients: Clients,
+    ip: IpAddr,
+}
+
+impl Share {
+    /// Counts a connection from `ip`, unless `ip` already holds `max`.
+    fn take(clients: &Clients, ip: IpAddr, max: usize) -> Option<Share> {
+        // An IPv4 client of an IPv6 socket is the same client.
+        let ip = ip.to_canonical();
+        let mut open = clients.lock().unwrap_or_else(|e| e.into_inner());
+        let held = open.entry(ip).or_insert(0);
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        Some(Share {
+            clients: Arc::clone(clients),
+            ip,
+        })
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut open = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = open.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// After accept(2) failed: a client's connection that died in the queue
@@ -239,6 +302,25 @@ async fn on_accept_error(e: &io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_takes_no_more_than_its_share() {
+        let clients = Clients::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = Share::take(&clients, a, 2).expect("first");
+        let second = Share::take(&clients, mapped, 2).expect("the same client, mapped");
+        assert!(Share::take(&clients, a, 2).is_none(), "a third from a");
+        let other = Share::take(&clients, b, 2).expect("another client");
+        drop(first);
+        let again = Share::take(&clients, a, 2).expect("a's share is free again");
+        drop((second, other, again));
+        assert!(
+            clients.lock().unwrap().is_empty(),
+            "no entry outlives its connections"
+        );
+    }
 
     #[test]
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

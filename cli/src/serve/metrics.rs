@@ -12,6 +12,7 @@
 //!   `shoal_messages_{in,out}_total`, `shoal_hellos_in_total`,
 //!   `shoal_events_lost_total`, `shoal_registry_pulls_total`,
 //!   `shoal_http_connections_accepted_total`,
+//!   `shoal_http_connections_refused_total` (beyond a client's share),
 //!   `shoal_http_read_timeouts_total` (connections closed by the read
 //!   timeout),
 //!   `shoal_registry_repairs_total`, and `shoal_drops_total{reason}` with
@@ -240,7 +241,7 @@ impl Collector for NodeCollector {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 13] = [
             ("shoal_packets_in", "Datagrams received", stats.packets_in),
             ("shoal_packets_out", "Datagrams sent", stats.packets_out),
             ("shoal_bytes_in", "Bytes received", stats.bytes_in),
@@ -275,6 +276,11 @@ impl Collector for NodeCollector {
                 "shoal_http_connections_accepted",
                 "HTTP connections accepted",
                 app.connections.accepted(),
+            ),
+            (
+                "shoal_http_connections_refused",
+                "HTTP connections closed at once because their client address held --max-connections-per-client",
+                app.connections.refused(),
             ),
             (
                 "shoal_http_read_timeouts",

@@ -27,7 +27,8 @@
 //! answered 400 naming the word.
 //!
 //! **Connections** are bounded and slow clients cut (see
-//! [`connections`]): `--max-connections` open at once, and
+//! [`connections`]): `--max-connections` open at once, at most
+//! `--max-connections-per-client` of them from one address, and
 //! `--read-timeout` for a request's headers, its body, and an idle
 //! kept-alive connection.
 //!
@@ -128,6 +129,11 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 10_240,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// HTTP connections one client address may hold at once; more from it
+    /// are closed as they come [default: half of --max-connections]
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_client: Option<u64>,
     /// Seconds a client has to send a request's headers, and then its
     /// body; an idle kept-alive connection is closed after as long.
     /// Responses (event streams, blocking queries) are not cut
@@ -327,10 +333,15 @@ async fn serve(
         .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", args.http)))?;
     let http = listener.local_addr()?;
     let hera_host = net::local_address(destination).unwrap_or(http.ip());
+    let max_connections =
+        connections::fit_to_file_limit(usize::try_from(args.max_connections).unwrap_or(usize::MAX));
     let limits = connections::Limits {
-        max_connections: connections::fit_to_file_limit(
-            usize::try_from(args.max_connections).unwrap_or(usize::MAX),
-        ),
+        max_connections,
+        max_per_client: args
+            .max_connections_per_client
+            .map_or(max_connections.div_ceil(2), |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
         read_timeout: Duration::from_secs(args.read_timeout),
     };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
