@@ -17,17 +17,12 @@ import subprocess
 import sys
 import time
 
+# The same reading of VmRSS as the throughput bench's.
+from http_bench import rss_kib
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UDP_PORT = 47898
 HTTP = ("127.0.0.1", 47899)
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def main():
@@ -38,8 +33,12 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "shoal-cli", "--bin", "shoal"],
                    check=True, cwd=REPO)
     binary = os.path.join(REPO, "target", "release", "shoal")
+    # Every connection comes from 127.0.0.1: its share is the whole limit.
+    limit = str(max(n + 16, 10_240))
     sidecar = subprocess.Popen([binary, "--loopback", "--port", str(UDP_PORT), "serve",
-                                "--http", f"{HTTP[0]}:{HTTP[1]}"],
+                                "--http", f"{HTTP[0]}:{HTTP[1]}",
+                                "--max-connections", limit,
+                                "--max-connections-per-client", limit],
                                stdout=subprocess.PIPE, text=True)
     conns = []
     try:
