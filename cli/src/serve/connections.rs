@@ -134,7 +134,9 @@ pub fn fit_to_file_limit(wanted: usize) -> usize {
             let room = files.saturating_sub(FD_RESERVE).max(1);
             let fitted = wanted.min(usize::try_from(room).unwrap_or(usize::MAX));
             if fitted < wanted {
-                tracing::warn!(
+                // Not a warning: the default limit is lowered on any host
+                // whose hard limit is under about 10,300 files.
+                tracing::info!(
                     wanted,
                     fitted,
                     files,
