@@ -205,15 +205,16 @@ pub async fn serve(
             },
             _ = stop.wait_for(|s| *s) => break,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    on_accept_error(&e).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = stop.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                on_accept_error(&e).await;
+                continue;
+            }
         };
         let Some(share) = Share::take(&clients, peer.ip(), limits.max_per_client) else {
             stats.refused.fetch_add(1, Ordering::Relaxed);

@@ -369,27 +369,27 @@ async fn serve(
         connections: connection_stats,
     });
     app.sse.spawn_trimmer();
-    let server = connections::serve(
+    // The accept loop ends only once told to stop, so the server runs as
+    // its own task until a signal comes.
+    let mut server = tokio::spawn(connections::serve(
         listener,
         router(Arc::clone(&app), token),
         limits,
         Arc::clone(&app.connections),
         stop_tx.subscribe(),
-    );
-    let mut server = std::pin::pin!(server);
+    ));
     output::json_line("listening", json!({"http": http.to_string()}))?;
 
-    tokio::select! {
-        () = &mut server => {
-            return Err(CliError::runtime("the HTTP server stopped"));
-        }
-        stop = signals.recv() => {
-            tracing::info!(?stop, "stopping");
-            // Ends the event streams and blocking queries, and stops accepting.
-            let _ = stop_tx.send(true);
-            if tokio::time::timeout(DRAIN, &mut server).await.is_err() {
-                tracing::warn!("requests still open after {DRAIN:?}: stopping anyway");
-            }
+    let stop = signals.recv().await;
+    tracing::info!(?stop, "stopping");
+    // Ends the event streams and blocking queries, and stops accepting.
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(DRAIN, &mut server).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP server failed"),
+        Err(_) => {
+            tracing::warn!("requests still open after {DRAIN:?}: stopping anyway");
+            server.abort();
         }
     }
     tracing::debug!("HTTP stopped; deregistering");
